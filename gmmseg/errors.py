@@ -1,0 +1,21 @@
+"""Exceptions and warnings shared by every gmmseg module."""
+
+
+class GmmsegError(Exception):
+    """Base class of the errors gmmseg raises on purpose."""
+
+
+class ImageReadError(GmmsegError, ValueError):
+    """An input file cannot be read as an image; the message names the file."""
+
+
+class OutputExistsError(GmmsegError, FileExistsError):
+    """An output file exists and overwriting was not requested."""
+
+
+class ModelFileError(GmmsegError, ValueError):
+    """A saved model file is malformed, tampered with or of another version."""
+
+
+class ConvergenceWarning(UserWarning):
+    """EM stopped at ``max_iter`` before the log-likelihood converged."""
