@@ -428,23 +428,37 @@ def _nearest(x, centers, chunk=65536):
 
 
 def _kmeans_plusplus(x, w, n_components, rng):
-    """k-means++ seeding (Arthur & Vassilvitskii 2007), weighted by ``w``."""
-    p = None if w is None else w / w.sum()
-    first = rng.choice(len(x), p=p)
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007), weighted by ``w``.
+
+    Like scikit-learn's ``kmeans_plusplus``, each step draws ``2 + log K``
+    candidates with probability proportional to their weighted squared
+    distance to the nearest seed so far, and keeps the one that lowers the
+    total potential most; plain k-means++ too often puts two seeds in one
+    big cluster.
+    """
+    weight = np.ones(len(x)) if w is None else w
+    first = rng.choice(len(x), p=weight / weight.sum())
     centers = [x[first].astype(np.float64)]
     _, closest = _nearest(x, np.array(centers))
+    n_trials = 2 + int(math.log(n_components))
     for _ in range(1, n_components):
-        score = closest if w is None else closest * w
+        score = closest * weight
         total = score.sum()
         if total <= 0.0:
             raise ValueError(
                 f"X has fewer than n_components={n_components} distinct rows "
                 "(with non-zero weight); use fewer components"
             )
-        idx = rng.choice(len(x), p=score / total)
-        centers.append(x[idx].astype(np.float64))
-        _, dist = _nearest(x, np.array(centers[-1:]))
-        np.minimum(closest, dist, out=closest)
+        candidates = rng.choice(len(x), size=n_trials, p=score / total)
+        best = None
+        for idx in candidates:
+            _, dist = _nearest(x, x[idx:idx + 1].astype(np.float64))
+            np.minimum(dist, closest, out=dist)
+            potential = float(dist @ weight)
+            if best is None or potential < best[0]:
+                best = (potential, idx, dist)
+        centers.append(x[best[1]].astype(np.float64))
+        closest = best[2]
     return np.array(centers)
 
 

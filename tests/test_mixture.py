@@ -336,7 +336,8 @@ def test_get_set_params_and_warm_start():
     assert "n_components=2" in repr(gm)
     X, _ = blobs(600)
     gm = GaussianMixture(3, random_state=0, tol=1e-8, max_iter=1000).fit(X)
-    gm.set_params(warm_start=True, max_iter=2)
+    gm.set_params(warm_start=True, max_iter=3, tol=1e-3)
     first = gm.means_.copy()
     gm.fit(X)
     np.testing.assert_allclose(gm.means_, first, atol=1e-4)  # already at the optimum
+    assert gm.converged_ and gm.n_iter_ == 2  # the first iteration has nothing to compare with
