@@ -1,0 +1,852 @@
+"""From responsibilities to label maps, pictures and per-segment statistics.
+
+Everything here is a function of arrays: responsibilities ``(..., K)``, label
+maps ``(H, W)`` or ``(Z, H, W)`` (int, ``-1`` for invalid pixels) and image
+data ``(..., C)``. Nothing here fits a model.
+
+Float work on large images (stretching, blending, statistics, argmax) runs in
+blocks of about a million pixels, so no full-size float64 temporary is made.
+"""
+
+import itertools
+import logging
+import math
+import numbers
+
+import numpy as np
+from skimage import measure
+
+__all__ = [
+    "boundaries",
+    "display_rgb",
+    "labels_from_proba",
+    "overlay",
+    "remove_small_regions",
+    "scatter_valid",
+    "segment_colors",
+    "segment_stats",
+]
+
+logger = logging.getLogger(__name__)
+
+# Pixels per block for chunked float work; bounds temporaries to a few MiB.
+_BLOCK = 1 << 20
+
+# Display percentiles are taken on a regular subsample of about this many pixels.
+_PERCENTILE_SAMPLE = 1 << 20
+
+# Each pass of remove_small_regions merges at least one region, so this only
+# bounds pathological inputs (long chains of ever larger small regions).
+_MAX_PASSES = 50
+
+# matplotlib's "tab10", the qualitative palette most readers know.
+_TAB10 = np.array(
+    [
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
+    ],
+    dtype=np.uint8,
+)
+
+
+# ----------------------------------------------------------------------------
+# validation helpers
+
+
+def _as_label_array(labels, name, *, ndims=(2, 3)):
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_):
+        raise TypeError(f"{name} must be an integer array, got dtype {labels.dtype}")
+    if labels.ndim not in ndims:
+        allowed = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{name} must be {allowed}, got shape {labels.shape}")
+    if labels.size and labels.min() < -1:
+        raise ValueError(
+            f"{name} must hold labels >= 0 and -1 for invalid pixels, "
+            f"got minimum {labels.min()}"
+        )
+    return labels
+
+
+def _as_mask(valid, shape, name="valid"):
+    if valid is None:
+        return None
+    valid = np.asarray(valid)
+    if valid.dtype != np.bool_:
+        raise TypeError(f"{name} must be a bool array, got dtype {valid.dtype}")
+    if valid.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {valid.shape}")
+    return valid
+
+
+def _check_real(array, name):
+    if np.iscomplexobj(array) or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+    ):
+        raise TypeError(f"{name} must be a real numeric or bool array, got dtype {array.dtype}")
+
+
+def _as_int(value, name, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _row_blocks(n_rows, row_size):
+    """Yield ``slice`` objects over rows, about ``_BLOCK`` elements each."""
+    step = max(1, _BLOCK // max(1, row_size))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+# ----------------------------------------------------------------------------
+# labels from responsibilities
+
+
+def labels_from_proba(proba, valid=None):
+    """Hard labels from responsibilities (argmax over components).
+
+    Parameters
+    ----------
+    proba : (..., K) float ndarray
+        Responsibilities (or any per-component scores); rows need not sum
+        to 1. Ties go to the lower component index.
+    valid : (...) bool ndarray, optional
+        Pixels where this is False get label -1, whatever ``proba`` holds
+        there (NaN is fine).
+
+    Returns
+    -------
+    labels : (...) int32 ndarray
+        Component index in ``0..K-1``, -1 where ``valid`` is False.
+
+    Examples
+    --------
+    >>> proba = np.array([[[0.9, 0.1], [0.2, 0.8]]], dtype=np.float32)
+    >>> labels_from_proba(proba, valid=np.array([[True, False]]))
+    array([[ 0, -1]], dtype=int32)
+    """
+    proba = np.asarray(proba)
+    if not np.issubdtype(proba.dtype, np.floating):
+        raise TypeError(f"proba must be a float array, got dtype {proba.dtype}")
+    if proba.ndim < 1 or proba.shape[-1] < 1:
+        raise ValueError(f"proba must have shape (..., K) with K >= 1, got {proba.shape}")
+    spatial = proba.shape[:-1]
+    valid = _as_mask(valid, spatial)
+    flat = proba.reshape(-1, proba.shape[-1])
+    labels = np.empty(flat.shape[0], dtype=np.int32)
+    # argmax returns intp; blocks keep that int64 temporary small.
+    for rows in _row_blocks(flat.shape[0], flat.shape[1]):
+        labels[rows] = flat[rows].argmax(axis=1)
+    labels = labels.reshape(spatial)
+    if valid is not None:
+        labels[~valid] = -1
+    return labels
+
+
+def scatter_valid(values, valid, fill):
+    """Put per-valid-pixel values back on the pixel grid.
+
+    Parameters
+    ----------
+    values : (n_valid, ...) ndarray
+        One row per True pixel of ``valid``, in C order (the order of
+        ``image[valid]``).
+    valid : (...) bool ndarray
+        The mask the rows were taken with.
+    fill : scalar
+        Value for pixels where ``valid`` is False, e.g. -1 for labels, 0 or
+        NaN for probabilities. Must be representable in ``values.dtype``.
+
+    Returns
+    -------
+    out : ndarray of shape ``valid.shape + values.shape[1:]``
+        Same dtype as ``values``; a view of ``values`` when every pixel is
+        valid.
+
+    Examples
+    --------
+    >>> valid = np.array([[True, False], [True, True]])
+    >>> scatter_valid(np.array([3, 4, 5], dtype=np.int32), valid, -1)
+    array([[ 3, -1],
+           [ 4,  5]], dtype=int32)
+    """
+    values = np.asarray(values)
+    valid = np.asarray(valid)
+    if valid.dtype != np.bool_:
+        raise TypeError(f"valid must be a bool array, got dtype {valid.dtype}")
+    n_valid = int(np.count_nonzero(valid))
+    if values.ndim < 1 or values.shape[0] != n_valid:
+        raise ValueError(
+            f"values must have one row per valid pixel ({n_valid}), got shape {values.shape}"
+        )
+    _check_fill(fill, values.dtype)
+    shape = valid.shape + values.shape[1:]
+    if n_valid == valid.size:  # the common case: nothing to scatter
+        return values.reshape(shape)
+    out = np.full(shape, fill, dtype=values.dtype)
+    # Integer indices along one flat axis are several times faster than a
+    # multi-dimensional boolean mask with trailing dimensions.
+    out.reshape((valid.size,) + values.shape[1:])[np.flatnonzero(valid)] = values
+    return out
+
+
+def _check_fill(fill, dtype):
+    if dtype.kind in "iu":
+        ok = isinstance(fill, (numbers.Integral, np.bool_)) or (
+            isinstance(fill, numbers.Real) and math.isfinite(fill) and float(fill).is_integer()
+        )
+        if ok:
+            info = np.iinfo(dtype)
+            ok = info.min <= int(fill) <= info.max
+        if not ok:
+            raise ValueError(f"fill must be an integer that fits {dtype}, got {fill!r}")
+    elif dtype.kind in "fc" and not isinstance(fill, numbers.Number):
+        raise TypeError(f"fill must be a number for {dtype} values, got {fill!r}")
+
+
+# ----------------------------------------------------------------------------
+# small-region cleanup
+
+
+def remove_small_regions(labels, min_size, *, connectivity=1):
+    """Merge connected regions smaller than ``min_size`` into a neighbour.
+
+    A region is a connected set of pixels with the same label. Each region
+    of fewer than ``min_size`` pixels takes the label it shares the longest
+    border with (the most neighbouring pixel pairs, counted over the
+    ``connectivity`` neighbourhood; ties go to the lower label). A small
+    region only joins a neighbour that is larger (or not small), so two
+    small neighbours never swap labels; a chain of small regions takes the
+    label of the region it ends in. Passes repeat until no small region can
+    merge (a few passes in practice).
+
+    Pixels labelled -1 never change and never absorb a region; a small
+    region whose only neighbours are -1 pixels (or the image edge) stays.
+
+    Parameters
+    ----------
+    labels : (H, W) or (Z, H, W) int ndarray
+        Labels ``>= 0``, -1 for invalid pixels. Not modified.
+    min_size : int
+        Regions with fewer pixels than this are merged. 0 or 1 changes
+        nothing.
+    connectivity : int, default 1
+        Neighbourhood as in ``scipy.ndimage.generate_binary_structure``:
+        1 = faces (4-/6-connected), ``labels.ndim`` = all touching pixels.
+        Regions come from ``skimage.measure.label``, in one pass whatever
+        the number of labels.
+
+    Returns
+    -------
+    cleaned : ndarray, same shape and dtype as ``labels``
+        A new array.
+
+    Examples
+    --------
+    >>> labels = np.zeros((5, 5), dtype=np.int32)
+    >>> labels[2, 2] = 1
+    >>> int(remove_small_regions(labels, 2).max())
+    0
+    """
+    labels = _as_label_array(labels, "labels")
+    min_size = _as_int(min_size, "min_size", minimum=0)
+    connectivity = _as_int(connectivity, "connectivity", minimum=1)
+    if connectivity > labels.ndim:
+        raise ValueError(
+            f"connectivity must be between 1 and labels.ndim ({labels.ndim}), got {connectivity}"
+        )
+    out = labels.copy()
+    if min_size <= 1 or out.size == 0:
+        return out
+    offsets = _half_offsets(labels.ndim, connectivity)
+    for n_pass in range(1, _MAX_PASSES + 1):
+        n_merged = _merge_small_once(out, min_size, connectivity, offsets)
+        logger.debug("remove_small_regions pass %d: merged %d regions", n_pass, n_merged)
+        if n_merged == 0:
+            break
+    else:
+        logger.info(
+            "remove_small_regions stopped after %d passes; some regions below "
+            "min_size=%d may remain",
+            _MAX_PASSES,
+            min_size,
+        )
+    return out
+
+
+def _half_offsets(ndim, connectivity):
+    """Neighbour offsets in one direction only (each pixel pair once)."""
+    zero = (0,) * ndim
+    return [
+        off
+        for off in itertools.product((-1, 0, 1), repeat=ndim)
+        if off > zero and sum(map(abs, off)) <= connectivity
+    ]
+
+
+def _pair_slices(offset):
+    """Slices ``(a, b)`` so that ``x[b]`` is the neighbour of ``x[a]`` at ``offset``."""
+    a, b = [], []
+    for d in offset:
+        if d == 0:
+            a.append(slice(None))
+            b.append(slice(None))
+        elif d > 0:
+            a.append(slice(None, -1))
+            b.append(slice(1, None))
+        else:
+            a.append(slice(1, None))
+            b.append(slice(None, -1))
+    return tuple(a), tuple(b)
+
+
+def _label_regions(labels, connectivity):
+    """Connected regions of equal label, in one pass whatever the number of labels.
+
+    Returns ``regions`` (intp, 0 at -1 pixels, 1..R elsewhere) and
+    ``region_label`` (int64, length R + 1, -1 at index 0).
+    """
+    if labels.dtype.kind == "u":
+        # skimage needs a background value; unsigned labels have no -1 pixels.
+        labels = labels.astype(np.int64)
+    regions, n_regions = measure.label(
+        labels, background=-1, connectivity=connectivity, return_num=True
+    )
+    region_label = np.empty(n_regions + 1, dtype=np.int64)
+    region_label[regions.reshape(-1)] = labels.reshape(-1)
+    region_label[0] = -1
+    return regions, region_label
+
+
+def _merge_small_once(labels, min_size, connectivity, offsets):
+    """One merging pass over ``labels`` (modified in place); returns the count merged.
+
+    Every small region points at one neighbouring region that carries its
+    best label (longest total border) and is larger than it (size, then id),
+    or is not small. Following the pointers leads to a region that stays;
+    each tree of pointers takes that region's label. Pointers only go up in
+    (size, id), so there are no cycles and no two regions swap labels; the
+    smallest small region always merges, so every pass makes progress.
+    """
+    regions, region_label = _label_regions(labels, connectivity)
+    n_nodes = region_label.size
+    sizes = np.bincount(regions.reshape(-1), minlength=n_nodes)
+    small = sizes < min_size
+    small[0] = False
+    if not small.any():
+        return 0
+
+    # Neighbouring pixel pairs in different valid regions with a small
+    # source: (small region, neighbour region), each border pair counted.
+    src_parts, dst_parts = [], []
+    for offset in offsets:
+        sl_a, sl_b = _pair_slices(offset)
+        a, b = regions[sl_a], regions[sl_b]
+        differ = a != b
+        ra, rb = a[differ], b[differ]
+        both_valid = (ra > 0) & (rb > 0)
+        ra, rb = ra[both_valid], rb[both_valid]
+        sa, sb = small[ra], small[rb]
+        src_parts += [ra[sa], rb[sb]]
+        dst_parts += [rb[sa], ra[sb]]
+    src = np.concatenate(src_parts)
+    if src.size == 0:
+        return 0
+    dst = np.concatenate(dst_parts)
+
+    # Best label per small region: longest total border, ties to the lower
+    # label. Labels are coded as small ints so (region, label) fits one int64.
+    if region_label.max() < n_nodes:
+        label_code = region_label
+    else:
+        label_code = np.unique(region_label, return_inverse=True)[1].reshape(-1)
+    n_codes = int(label_code.max()) + 1
+    dst_code = label_code[dst]
+    best_code = np.full(n_nodes, -2, dtype=np.int64)
+    n_small = int(np.count_nonzero(small))
+    if n_small * n_codes <= src.size:
+        # Dense (small region, label) table no larger than the pair list: no sort.
+        rank = np.cumsum(small) - 1
+        table = np.bincount(rank[src] * n_codes + dst_code, minlength=n_small * n_codes)
+        best_code[small] = table.reshape(n_small, n_codes).argmax(axis=1)
+    else:
+        lab_keys, lab_border = np.unique(src * n_codes + dst_code, return_counts=True)
+        lab_src, lab_code = np.divmod(lab_keys, n_codes)
+        best_src, at = _first_max_per_group(lab_src, lab_border)
+        best_code[best_src] = lab_code[at]
+
+    # Target region: among neighbours with the best label that rank above the
+    # source, the one with the longest border (ties to the lower id).
+    position = np.empty(n_nodes, dtype=np.int64)
+    position[np.lexsort((np.arange(n_nodes), sizes))] = np.arange(n_nodes)
+    usable = dst_code == best_code[src]
+    del dst_code
+    usable &= ~small[dst] | (position[dst] > position[src])
+    if not usable.any():
+        return 0
+    keys, border = np.unique(src[usable] * n_nodes + dst[usable], return_counts=True)
+    src, dst = np.divmod(keys, n_nodes)
+    movers, at = _first_max_per_group(src, border)
+    targets = dst[at]
+
+    pointer = np.arange(n_nodes, dtype=np.int64)
+    pointer[movers] = targets
+    while True:
+        jumped = pointer[pointer]
+        if np.array_equal(jumped, pointer):
+            break
+        pointer = jumped
+    new_label = region_label[pointer]
+    if labels.dtype.kind == "u":
+        # Unsigned labels have no -1 pixels, so region 0 never occurs.
+        new_label[0] = 0
+    np.take(new_label.astype(labels.dtype), regions, out=labels, mode="clip")
+    return int(movers.size)
+
+
+def _first_max_per_group(groups, values):
+    """Where ``values`` peaks first in each run of equal ``groups`` (sorted).
+
+    Returns the group ids and, per group, the index of its first maximum.
+    """
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    counts = np.diff(np.r_[starts, groups.size])
+    peaks = np.flatnonzero(values == np.repeat(np.maximum.reduceat(values, starts), counts))
+    peak_group = np.repeat(np.arange(starts.size), counts)[peaks]
+    first = np.r_[True, peak_group[1:] != peak_group[:-1]]
+    return groups[starts], peaks[first]
+
+
+# ----------------------------------------------------------------------------
+# pictures
+
+
+def display_rgb(data, valid=None, *, bands=None, percentiles=(2, 98)):
+    """An 8-bit RGB picture of any image, for looking at (not for analysis).
+
+    - uint8 data is used as is (no rescaling); uint8 RGB comes back equal.
+    - Other dtypes (16-bit, signed, float) are stretched per channel: the
+      ``percentiles`` of the valid, finite pixels map to 0 and 255, values
+      outside are clipped. For large images the percentiles are taken on a
+      regular subsample of about a million pixels.
+    - bool data maps to 0 and 255.
+    - One channel (or two: the first is used) is shown as grey; three or more
+      use ``bands`` or the first three channels as R, G, B.
+    - Invalid pixels (``valid`` False) and non-finite values are black.
+
+    Parameters
+    ----------
+    data : (H, W, C) or (H, W) ndarray
+        Image data as stored. For a volume pass one slice.
+    valid : (H, W) bool ndarray, optional
+        Pixels to show and to take the percentiles over.
+    bands : sequence of 1 or 3 int, optional
+        Channel indices to show as grey (1) or as R, G, B (3), e.g.
+        ``(3, 2, 1)`` for a true-colour view of a multi-band scene.
+    percentiles : (float, float), default (2, 98)
+        Lower and upper percentile for the stretch, ``0 <= low < high <= 100``.
+
+    Returns
+    -------
+    rgb : (H, W, 3) uint8 ndarray
+        A new array.
+
+    Examples
+    --------
+    >>> grey = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    >>> display_rgb(grey, percentiles=(0, 100))[..., 0]
+    array([[  0,  64],
+           [128, 255]], dtype=uint8)
+    """
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[..., np.newaxis]
+    if data.ndim != 3 or data.shape[-1] < 1:
+        raise ValueError(
+            "data must be (H, W, C) or (H, W); for a volume pass one slice, "
+            f"got shape {data.shape}"
+        )
+    _check_real(data, "data")
+    height, width, n_channels = data.shape
+    valid = _as_mask(valid, (height, width))
+    low, high = _check_percentiles(percentiles)
+
+    if bands is None:
+        bands = (0, 1, 2) if n_channels >= 3 else (0,)
+    else:
+        bands = tuple(bands)
+        if len(bands) not in (1, 3) or not all(
+            isinstance(b, numbers.Integral) and not isinstance(b, bool) and 0 <= b < n_channels
+            for b in bands
+        ):
+            raise ValueError(
+                f"bands must be 1 or 3 channel indices in 0..{n_channels - 1}, got {bands!r}"
+            )
+
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    if len(bands) == 1:
+        out[...] = _channel_to_uint8(data[..., bands[0]], valid, low, high)[..., np.newaxis]
+    else:
+        for j, band in enumerate(bands):
+            out[..., j] = _channel_to_uint8(data[..., band], valid, low, high)
+    if valid is not None:
+        out[~valid] = 0
+    return out
+
+
+def _check_percentiles(percentiles):
+    try:
+        low, high = (float(p) for p in percentiles)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"percentiles must be two numbers, got {percentiles!r}") from err
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
+    return low, high
+
+
+def _channel_to_uint8(channel, valid, low, high):
+    """One (H, W) channel to uint8: as is for uint8, 0/255 for bool, else stretched."""
+    if channel.dtype == np.uint8:
+        return channel
+    if channel.dtype == np.bool_:
+        return channel.view(np.uint8) * np.uint8(255)
+    lo, hi = _stretch_range(channel, valid, low, high)
+    scale = 255.0 / (hi - lo)
+    out = np.empty(channel.shape, dtype=np.uint8)
+    for rows in _row_blocks(channel.shape[0], channel.shape[1]):
+        # float64 per block: exact for every integer dtype and float range.
+        with np.errstate(invalid="ignore", over="ignore"):
+            block = (channel[rows].astype(np.float64) - lo) * scale
+        np.clip(block, 0.0, 255.0, out=block)
+        np.nan_to_num(block, copy=False, nan=0.0)
+        np.rint(block, out=block)
+        out[rows] = block
+    return out
+
+
+def _stretch_range(channel, valid, low, high):
+    """Percentiles of the valid finite values, on a subsample of ~1e6 pixels."""
+    step = max(1, math.ceil(math.sqrt(channel.size / _PERCENTILE_SAMPLE)))
+    while True:
+        sub = channel[::step, ::step]
+        values = sub[valid[::step, ::step]] if valid is not None else sub.ravel()
+        if values.dtype.kind == "f":
+            values = values[np.isfinite(values)]
+        # A sparse valid mask can be missed by the subsample; retry on all pixels.
+        if values.size or step == 1:
+            break
+        step = 1
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(values, (low, high)))
+    if not hi > lo:
+        # Constant channel: show the common value as black, anything above as bright.
+        hi = lo + 1.0
+    return lo, hi
+
+
+def segment_colors(n):
+    """A fixed palette of ``n`` distinct colours for segment labels.
+
+    The first ten are matplotlib's "tab10"; later ones step around the hue
+    circle by the golden angle with cycling saturation and value, so every
+    row differs for ``n`` up to at least 3000. Same ``n``, same colours.
+
+    Parameters
+    ----------
+    n : int
+        Number of colours, ``>= 0``.
+
+    Returns
+    -------
+    colors : (n, 3) uint8 ndarray
+        Row ``k`` is the RGB colour of label ``k``.
+
+    Examples
+    --------
+    >>> segment_colors(2)
+    array([[ 31, 119, 180],
+           [255, 127,  14]], dtype=uint8)
+    """
+    n = _as_int(n, "n", minimum=0)
+    if n <= _TAB10.shape[0]:
+        return _TAB10[:n].copy()
+    j = np.arange(n - _TAB10.shape[0])
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    hue = (0.05 + j * golden) % 1.0
+    sat = np.array([0.65, 0.9, 0.5])[j % 3]
+    val = np.array([0.95, 0.75, 0.85, 0.6])[(j // 3) % 4]
+    extra = _hsv_to_rgb(hue, sat, val)
+    return np.concatenate([_TAB10, extra])
+
+
+def _hsv_to_rgb(hue, sat, val):
+    """Vectorised HSV (each in [0, 1]) to uint8 RGB rows."""
+    sector = np.floor(hue * 6.0)
+    frac = hue * 6.0 - sector
+    p = val * (1.0 - sat)
+    q = val * (1.0 - sat * frac)
+    t = val * (1.0 - sat * (1.0 - frac))
+    sector = sector.astype(int) % 6
+    table = np.stack(
+        [
+            np.stack([val, t, p], axis=-1),
+            np.stack([q, val, p], axis=-1),
+            np.stack([p, val, t], axis=-1),
+            np.stack([p, q, val], axis=-1),
+            np.stack([t, p, val], axis=-1),
+            np.stack([val, p, q], axis=-1),
+        ]
+    )
+    rgb = table[sector, np.arange(hue.size)]
+    return np.rint(rgb * 255.0).astype(np.uint8)
+
+
+def boundaries(labels, *, mode="thin"):
+    """Pixels on the border between two segments.
+
+    Only borders between valid segments count; the edge of the invalid (-1)
+    area is not a boundary and invalid pixels are never marked.
+
+    Parameters
+    ----------
+    labels : (H, W) or (Z, H, W) int ndarray
+        Labels, -1 for invalid pixels.
+    mode : {"thin", "thick"}, default "thin"
+        "thin" marks one pixel of each pair of face-neighbours with
+        different labels (the one with the lower index), giving lines one
+        pixel wide; "thick" marks both.
+
+    Returns
+    -------
+    mask : bool ndarray, same shape as ``labels``
+
+    Examples
+    --------
+    >>> boundaries(np.array([[0, 0, 1, 1]])).astype(int)
+    array([[0, 1, 0, 0]])
+    """
+    labels = _as_label_array(labels, "labels")
+    if mode not in ("thin", "thick"):
+        raise ValueError(f"mode must be 'thin' or 'thick', got {mode!r}")
+    return _boundary_mask(labels, thick=mode == "thick")
+
+
+def _boundary_mask(labels, *, thick):
+    mask = np.zeros(labels.shape, dtype=bool)
+    for axis in range(labels.ndim):
+        offset = tuple(1 if d == axis else 0 for d in range(labels.ndim))
+        sl_a, sl_b = _pair_slices(offset)
+        a, b = labels[sl_a], labels[sl_b]
+        change = (a != b) & (a >= 0) & (b >= 0)
+        mask[sl_a] |= change
+        if thick:
+            mask[sl_b] |= change
+    return mask
+
+
+def overlay(
+    rgb,
+    labels,
+    *,
+    alpha=0.5,
+    boundaries=True,
+    colors=None,
+    boundary_color=(255, 255, 255),
+):
+    """Segment colours blended over a picture, with segment borders drawn.
+
+    Valid pixels become ``(1 - alpha) * rgb + alpha * colors[label]``.
+    Invalid pixels (label -1) get no colour: they are blended with black
+    at the same ``alpha``, i.e. the picture darkened by ``1 - alpha``. With
+    ``alpha=0`` and ``boundaries=False`` the picture comes back unchanged.
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) uint8 ndarray
+        The picture, e.g. from :func:`display_rgb`.
+    labels : (H, W) int ndarray
+        Labels ``0..K-1``, -1 for invalid pixels. For a volume pass one slice.
+    alpha : float, default 0.5
+        Opacity of the segment colours, in ``[0, 1]``.
+    boundaries : bool, default True
+        Draw one-pixel lines in ``boundary_color`` between segments (see
+        :func:`boundaries`, mode "thin").
+    colors : (n, 3) array of int in 0..255, optional
+        Colour of each label; needs a row for every label present. Default
+        :func:`segment_colors`.
+    boundary_color : (int, int, int), default (255, 255, 255)
+        RGB colour of the boundary lines.
+
+    Returns
+    -------
+    picture : (H, W, 3) uint8 ndarray
+        A new array.
+
+    Examples
+    --------
+    >>> rgb = np.full((1, 2, 3), 100, dtype=np.uint8)
+    >>> overlay(rgb, np.array([[0, -1]]), alpha=0.5, boundaries=False,
+    ...         colors=[[200, 0, 0]])
+    array([[[150,  50,  50],
+            [ 50,  50,  50]]], dtype=uint8)
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        raise TypeError(
+            f"rgb must be uint8 (use display_rgb to convert), got dtype {rgb.dtype}"
+        )
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must have shape (H, W, 3), got {rgb.shape}")
+    labels = _as_label_array(labels, "labels", ndims=(2,))
+    if labels.shape != rgb.shape[:2]:
+        raise ValueError(
+            f"labels must have the shape of rgb without channels {rgb.shape[:2]}, "
+            f"got {labels.shape}"
+        )
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    n_labels = int(labels.max()) + 1 if labels.size else 0
+    colors = segment_colors(n_labels) if colors is None else _as_colors(colors, "colors")
+    if colors.shape[0] < n_labels:
+        raise ValueError(
+            f"colors must have a row for every label (max label {n_labels - 1}), "
+            f"got {colors.shape[0]} rows"
+        )
+    edge_color = _as_colors([boundary_color], "boundary_color")[0]
+
+    # Row 0 (black) serves label -1, so invalid pixels are only darkened.
+    lut = np.zeros((colors.shape[0] + 1, 3), dtype=np.float32)
+    lut[1:] = colors.astype(np.float32) * np.float32(alpha)
+    keep = np.float32(1.0 - alpha)
+    out = np.empty(rgb.shape, dtype=np.uint8)
+    for rows in _row_blocks(rgb.shape[0], rgb.shape[1]):
+        block = rgb[rows].astype(np.float32)
+        block *= keep
+        block += lut[labels[rows].astype(np.intp) + 1]
+        np.rint(block, out=block)
+        out[rows] = block
+    if boundaries:
+        out[_boundary_mask(labels, thick=False)] = edge_color
+    return out
+
+
+def _as_colors(colors, name):
+    colors = np.asarray(colors)
+    if colors.ndim != 2 or colors.shape[1] != 3:
+        raise ValueError(f"{name} must be RGB triples of shape (n, 3), got shape {colors.shape}")
+    if not (np.issubdtype(colors.dtype, np.number) and np.isrealobj(colors)):
+        raise TypeError(f"{name} must be numbers in 0..255, got dtype {colors.dtype}")
+    if colors.size and (not np.all(np.isfinite(colors)) or colors.min() < 0 or colors.max() > 255):
+        raise ValueError(f"{name} must hold values in 0..255, got {colors.tolist()[:4]}")
+    return np.rint(colors).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# statistics
+
+
+def segment_stats(labels, data, n_components, *, valid=None):
+    """Pixel count, share, mean and standard deviation of every segment.
+
+    Parameters
+    ----------
+    labels : (H, W) or (Z, H, W) int ndarray
+        Labels ``0..n_components-1``; -1 pixels are left out.
+    data : (..., C) or (...) ndarray
+        Image data in its own units (not display-scaled); spatial shape
+        equal to ``labels.shape``. A missing channel axis means C = 1.
+    n_components : int
+        Number of labels K; every label ``0..K-1`` gets an entry.
+    valid : bool ndarray of ``labels.shape``, optional
+        Further pixels to leave out (False).
+
+    Returns
+    -------
+    stats : list of dict, one per label ``k`` in ``0..K-1``
+        ``{"label": k, "pixels": int, "share": float, "mean": [float] * C,
+        "std": [float] * C}`` with plain Python numbers (JSON-ready).
+        ``share`` is the fraction of counted pixels (label >= 0 and valid);
+        ``std`` is the population standard deviation. Labels without pixels
+        have ``pixels`` 0, ``share`` 0.0 and ``mean`` and ``std`` None.
+
+    Examples
+    --------
+    >>> labels = np.array([[0, 0, 1, -1]])
+    >>> data = np.array([[1.0, 3.0, 5.0, 100.0]])
+    >>> [(s["pixels"], s["mean"]) for s in segment_stats(labels, data, 3)]
+    [(2, [2.0]), (1, [5.0]), (0, None)]
+    """
+    labels = _as_label_array(labels, "labels")
+    n_components = _as_int(n_components, "n_components", minimum=1)
+    if labels.size and labels.max() >= n_components:
+        raise ValueError(
+            f"labels must be below n_components ({n_components}), got maximum {labels.max()}"
+        )
+    data = np.asarray(data)
+    if data.shape == labels.shape:
+        data = data[..., np.newaxis]
+    if data.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"data must have shape {labels.shape} + (C,), got {data.shape}"
+        )
+    _check_real(data, "data")
+    valid = _as_mask(valid, labels.shape)
+    n_channels = data.shape[-1]
+
+    flat_labels = labels.reshape(-1)
+    flat_data = data.reshape(-1, n_channels)
+    flat_valid = valid.reshape(-1) if valid is not None else None
+    counts = np.zeros(n_components, dtype=np.int64)
+    sums = np.zeros((n_channels, n_components))
+    sumsq = np.zeros((n_channels, n_components))
+    shift = None
+    for rows in _row_blocks(flat_labels.size, n_channels):
+        block_labels = flat_labels[rows]
+        keep = block_labels >= 0
+        if flat_valid is not None:
+            keep &= flat_valid[rows]
+        lab = block_labels[keep].astype(np.intp, copy=False)
+        if lab.size == 0:
+            continue
+        values = flat_data[rows][keep].astype(np.float64)
+        if shift is None:
+            # Accumulate around a typical value so sum of squares does not cancel.
+            shift = values[0].copy()
+        values -= shift
+        counts += np.bincount(lab, minlength=n_components)
+        for c in range(n_channels):
+            sums[c] += np.bincount(lab, weights=values[:, c], minlength=n_components)
+            sumsq[c] += np.bincount(lab, weights=values[:, c] ** 2, minlength=n_components)
+    if not (np.all(np.isfinite(sums)) and np.all(np.isfinite(sumsq))):
+        raise ValueError(
+            "data has non-finite values at labelled pixels; pass valid= to leave them out"
+        )
+
+    total = int(counts.sum())
+    stats = []
+    for k in range(n_components):
+        n = int(counts[k])
+        entry = {"label": k, "pixels": n, "share": n / total if total else 0.0}
+        if n:
+            mean = sums[:, k] / n
+            var = np.maximum(sumsq[:, k] / n - mean**2, 0.0)
+            entry["mean"] = [float(m) for m in mean + shift]
+            entry["std"] = [float(s) for s in np.sqrt(var)]
+        else:
+            entry["mean"] = None
+            entry["std"] = None
+        stats.append(entry)
+    return stats

@@ -1,0 +1,529 @@
+"""Tests for gmmseg.postprocess: labels, small-region cleanup, pictures, statistics."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from gmmseg import postprocess
+from gmmseg.postprocess import (
+    boundaries,
+    display_rgb,
+    labels_from_proba,
+    overlay,
+    remove_small_regions,
+    scatter_valid,
+    segment_colors,
+    segment_stats,
+)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Force the chunked code paths to use many tiny blocks."""
+    monkeypatch.setattr(postprocess, "_BLOCK", 7)
+
+
+def _region_sizes(labels, connectivity=1):
+    """Sizes of all connected equal-label regions of pixels >= 0."""
+    structure = ndi.generate_binary_structure(labels.ndim, connectivity)
+    sizes = []
+    for value in np.unique(labels[labels >= 0]):
+        regions, n = ndi.label(labels == value, structure=structure)
+        sizes += np.bincount(regions.ravel())[1:].tolist()
+    return sizes
+
+
+# ----------------------------------------------------------------------------
+# labels_from_proba / scatter_valid
+
+
+def test_labels_from_proba_argmax_and_invalid():
+    proba = np.array(
+        [
+            [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]],
+            [[0.2, 0.5, 0.3], [np.nan, np.nan, np.nan]],
+        ],
+        dtype=np.float32,
+    )
+    valid = np.array([[True, True], [True, False]])
+    labels = labels_from_proba(proba, valid)
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, [[0, 2], [1, -1]])
+    np.testing.assert_array_equal(labels_from_proba(proba[:1]), [[0, 2]])
+
+
+def test_labels_from_proba_volume_and_blocks_match_argmax(small_blocks):
+    rng = np.random.default_rng(0)
+    proba = rng.random((3, 4, 5, 6)).astype(np.float32)
+    labels = labels_from_proba(proba)
+    assert labels.shape == (3, 4, 5)
+    np.testing.assert_array_equal(labels, proba.argmax(axis=-1))
+
+
+def test_labels_from_proba_ties_go_to_lower_index():
+    proba = np.full((2, 2, 3), 1.0 / 3.0)
+    assert np.all(labels_from_proba(proba) == 0)
+
+
+def test_labels_from_proba_errors():
+    with pytest.raises(TypeError, match="proba"):
+        labels_from_proba(np.zeros((2, 2, 3), dtype=np.int32))
+    with pytest.raises(ValueError, match="valid must have shape"):
+        labels_from_proba(np.zeros((2, 2, 3)), np.ones((2, 3), dtype=bool))
+    with pytest.raises(TypeError, match="valid must be a bool"):
+        labels_from_proba(np.zeros((2, 2, 3)), np.ones((2, 2)))
+
+
+def test_scatter_valid_round_trip():
+    rng = np.random.default_rng(0)
+    data = rng.random((4, 5, 3)).astype(np.float32)
+    valid = rng.random((4, 5)) > 0.3
+    out = scatter_valid(data[valid], valid, np.nan)
+    assert out.shape == (4, 5, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[valid], data[valid])
+    assert np.all(np.isnan(out[~valid]))
+
+    labels = np.arange(valid.sum(), dtype=np.int32)
+    label_map = scatter_valid(labels, valid, -1)
+    np.testing.assert_array_equal(label_map[valid], labels)
+    assert np.all(label_map[~valid] == -1)
+
+
+def test_scatter_valid_volume_with_zero_fill():
+    valid = np.zeros((2, 3, 4), dtype=bool)
+    valid[1, 2, 3] = True
+    out = scatter_valid(np.array([[0.25, 0.75]]), valid, 0)
+    assert out.shape == (2, 3, 4, 2)
+    np.testing.assert_array_equal(out[1, 2, 3], [0.25, 0.75])
+    assert out.sum() == 1.0
+
+
+def test_scatter_valid_errors():
+    valid = np.array([True, False, True])
+    with pytest.raises(ValueError, match="one row per valid pixel"):
+        scatter_valid(np.zeros(3), valid, 0)
+    with pytest.raises(ValueError, match="fill"):
+        scatter_valid(np.zeros(2, dtype=np.int32), valid, np.nan)
+    with pytest.raises(ValueError, match="fill"):
+        scatter_valid(np.zeros(2, dtype=np.uint8), valid, -1)
+    with pytest.raises(TypeError, match="valid"):
+        scatter_valid(np.zeros(2), np.array([1, 0, 1]), 0)
+
+
+# ----------------------------------------------------------------------------
+# remove_small_regions
+
+
+def test_small_islands_absorbed_large_ones_kept():
+    labels = np.zeros((20, 20), dtype=np.int32)
+    labels[3, 3] = 1  # 1 pixel
+    labels[10:13, 10:13] = 2  # 9 pixels
+    labels[2:6, 12:16] = 3  # 16 pixels
+    before = labels.copy()
+    out = remove_small_regions(labels, 10)
+    expected = np.zeros_like(labels)
+    expected[2:6, 12:16] = 3
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(labels, before)
+    assert not np.shares_memory(out, labels)
+    assert out.dtype == labels.dtype
+    # The 9-pixel island is exactly at the limit for min_size=9.
+    np.testing.assert_array_equal(remove_small_regions(labels, 9)[10:13, 10:13], 2)
+
+
+def test_island_goes_to_label_with_longest_border():
+    labels = np.zeros((12, 20), dtype=np.int32)
+    labels[:, 10:] = 1
+    # Columns 9..12: borders 4 pixel pairs with label 0, 8 with label 1.
+    labels[5:7, 9:13] = 2
+    out = remove_small_regions(labels, 10)
+    expected = np.zeros_like(labels)
+    expected[:, 10:] = 1
+    expected[5:7, 9:13] = 1
+    np.testing.assert_array_equal(out, expected)
+
+    # Shifted left, the same island borders label 0 the longest.
+    labels = np.zeros((12, 20), dtype=np.int32)
+    labels[:, 10:] = 1
+    labels[5:7, 7:11] = 2
+    out = remove_small_regions(labels, 10)
+    np.testing.assert_array_equal(out[5:7, 7:10], 0)
+    np.testing.assert_array_equal(out[5:7, 10], 0)
+
+
+def test_invalid_pixels_never_change_nor_absorb():
+    labels = np.zeros((12, 12), dtype=np.int32)
+    labels[:6, :6] = -1
+    labels[2, 2] = 1  # island inside the invalid block: nothing to merge into
+    labels[6, 6] = 2  # touches invalid (left/top) and label 0
+    out = remove_small_regions(labels, 5)
+    np.testing.assert_array_equal(out == -1, labels == -1)
+    assert out[2, 2] == 1
+    assert out[6, 6] == 0
+
+
+def test_small_neighbours_do_not_swap():
+    # Two small regions in a valid pocket surrounded by invalid pixels: the
+    # smaller joins the larger once, then nothing is left to merge into.
+    labels = np.full((5, 6), -1, dtype=np.int32)
+    labels[2, 1] = 1
+    labels[2, 2:4] = 2
+    out = remove_small_regions(labels, 10)
+    np.testing.assert_array_equal(out[2, 1:4], [2, 2, 2])
+    np.testing.assert_array_equal(out == -1, labels == -1)
+
+
+def test_nested_small_regions_end_in_the_big_one():
+    labels = np.zeros((15, 15), dtype=np.int32)
+    labels[5:10, 5:10] = 1  # 25 pixels, ring around the speck
+    labels[7, 7] = 2
+    out = remove_small_regions(labels, 30)
+    assert np.all(out == 0)
+
+
+def test_connectivity_changes_what_is_a_region():
+    labels = np.zeros((6, 6), dtype=np.int32)
+    labels[2, 2] = labels[3, 3] = 1  # diagonal neighbours
+    assert np.all(remove_small_regions(labels, 2, connectivity=1) == 0)
+    np.testing.assert_array_equal(remove_small_regions(labels, 2, connectivity=2), labels)
+
+
+def test_volume_islands():
+    labels = np.zeros((10, 10, 10), dtype=np.int32)
+    labels[1:3, 1:3, 1:3] = 1  # 8 voxels
+    labels[5:8, 5:8, 5:8] = 2  # 27 voxels
+    out = remove_small_regions(labels, 9)
+    expected = np.zeros_like(labels)
+    expected[5:8, 5:8, 5:8] = 2
+    np.testing.assert_array_equal(out, expected)
+    # Face connectivity in 3-D: a voxel touching only by a corner is separate.
+    labels = np.zeros((4, 4, 4), dtype=np.int32)
+    labels[1, 1, 1] = labels[2, 2, 2] = 1
+    assert np.all(remove_small_regions(labels, 2, connectivity=1) == 0)
+    np.testing.assert_array_equal(remove_small_regions(labels, 2, connectivity=3), labels)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_no_small_region_left_on_random_labels(connectivity):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(40, 50)).astype(np.int32)
+    out = remove_small_regions(labels, 6, connectivity=connectivity)
+    assert min(_region_sizes(out, connectivity)) >= 6
+    assert set(np.unique(out)) <= {0, 1, 2}
+
+
+def test_border_ties_go_to_lower_label_with_many_labels():
+    # One-pixel-wide stripes labelled 10 * column; the 3-pixel island borders
+    # labels 30, 40 and 50 twice each, 20 and 60 once.
+    labels = np.tile(10 * np.arange(10, dtype=np.int64), (10, 1))
+    labels[5, 3:6] = 99
+    out = remove_small_regions(labels, 4)
+    expected = np.tile(10 * np.arange(10, dtype=np.int64), (10, 1))
+    expected[5, 3:6] = 30
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_large_label_values():
+    labels = np.full((8, 8), 10**9, dtype=np.int64)
+    labels[:, 4:] = 7
+    labels[3, 2] = 123456
+    out = remove_small_regions(labels, 3)
+    assert out[3, 2] == 10**9
+    assert np.count_nonzero(out != labels) == 1
+
+
+def test_all_invalid_labels_unchanged():
+    labels = np.full((4, 5), -1, dtype=np.int32)
+    np.testing.assert_array_equal(remove_small_regions(labels, 10), labels)
+
+
+def test_remove_small_regions_unsigned_and_trivial_sizes():
+    labels = np.zeros((5, 5), dtype=np.uint8)
+    labels[2, 2] = 7
+    out = remove_small_regions(labels, 2)
+    assert out.dtype == np.uint8 and np.all(out == 0)
+    kept = remove_small_regions(labels, 1)
+    np.testing.assert_array_equal(kept, labels)
+    assert not np.shares_memory(kept, labels)
+
+
+def test_remove_small_regions_errors():
+    with pytest.raises(TypeError, match="labels must be an integer"):
+        remove_small_regions(np.zeros((3, 3)), 2)
+    with pytest.raises(ValueError, match="labels must be 2-D or 3-D"):
+        remove_small_regions(np.zeros(3, dtype=np.int32), 2)
+    with pytest.raises(ValueError, match="connectivity"):
+        remove_small_regions(np.zeros((3, 3), dtype=np.int32), 2, connectivity=3)
+    with pytest.raises(ValueError, match="min_size"):
+        remove_small_regions(np.zeros((3, 3), dtype=np.int32), -1)
+    with pytest.raises(TypeError, match="min_size"):
+        remove_small_regions(np.zeros((3, 3), dtype=np.int32), 2.5)
+    with pytest.raises(ValueError, match="-1 for invalid"):
+        remove_small_regions(np.full((3, 3), -2, dtype=np.int32), 2)
+
+
+# ----------------------------------------------------------------------------
+# display_rgb
+
+
+def test_display_uint16_grey_full_range():
+    grey = np.linspace(0, 1020, 12).astype(np.uint16).reshape(3, 4, 1)
+    rgb = display_rgb(grey, percentiles=(0, 100))
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
+    expected = np.rint(grey[..., 0] / 1020 * 255).astype(np.uint8)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[..., c], expected)
+
+
+def test_display_percentiles_clip_outliers(small_blocks):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(100, 201, size=(20, 30)).astype(np.uint16)
+    grey[0, 0] = 60000
+    rgb = display_rgb(grey)
+    assert rgb[0, 0, 0] == 255
+    # Without clipping, 200 would map to 200 / 60000 * 255 < 1.
+    assert rgb[grey == 200, 0].min() == 255
+    assert rgb[grey == 100, 0].max() == 0
+    order = np.argsort(grey, axis=None)
+    assert np.all(np.diff(rgb[..., 0].ravel()[order].astype(int)) >= 0)
+
+
+def test_display_float_nan_with_valid_mask():
+    data = np.linspace(0.0, 1.0, 16).reshape(4, 4, 1)
+    data[0, 0] = np.nan
+    data[3, 3] = -9999.0  # nodata value
+    valid = np.isfinite(data[..., 0]) & (data[..., 0] > -9999.0)
+    rgb = display_rgb(data, valid, percentiles=(0, 100))
+    assert rgb[0, 0].tolist() == [0, 0, 0]
+    assert rgb[3, 3].tolist() == [0, 0, 0]
+    # The range comes from valid pixels only: 1/15 -> 0, 14/15 -> 255.
+    assert rgb[0, 1, 0] == 0
+    assert rgb[3, 2, 0] == 255
+    assert rgb[1, 3, 0] == np.rint((7 / 15 - 1 / 15) / (13 / 15) * 255)
+
+
+def test_display_float_nan_without_mask_is_black():
+    data = np.array([[np.nan, 0.0], [0.5, 1.0]], dtype=np.float32)
+    rgb = display_rgb(data, percentiles=(0, 100))
+    np.testing.assert_array_equal(rgb[..., 1], [[0, 0], [128, 255]])
+
+
+def test_display_bands_select_channels():
+    data = np.stack([np.full((3, 4), 10 * b + 5, dtype=np.uint8) for b in range(5)], axis=-1)
+    data[0, 0] = [1, 2, 3, 4, 5]
+    rgb = display_rgb(data, bands=(3, 2, 1))
+    np.testing.assert_array_equal(rgb, data[..., [3, 2, 1]])
+    np.testing.assert_array_equal(display_rgb(data), data[..., :3])
+    grey = display_rgb(data, bands=(4,))
+    np.testing.assert_array_equal(grey, np.repeat(data[..., 4:], 3, axis=-1))
+
+
+def test_display_bands_stretch_each_channel_alone():
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 4000, size=(6, 7, 5)).astype(np.uint16)
+    data[..., 3] *= 10  # a much brighter band
+    rgb = display_rgb(data, bands=(3, 2, 1))
+    for j, band in enumerate((3, 2, 1)):
+        np.testing.assert_array_equal(rgb[..., j], display_rgb(data[..., band])[..., 0])
+
+
+def test_display_uint8_rgb_unchanged():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(5, 6, 3), dtype=np.uint8)
+    before = image.copy()
+    rgb = display_rgb(image)
+    np.testing.assert_array_equal(rgb, image)
+    assert not np.shares_memory(rgb, image)
+    np.testing.assert_array_equal(image, before)
+
+
+def test_display_two_channels_and_bool():
+    data = np.zeros((2, 2, 2), dtype=np.uint8)
+    data[..., 0] = [[1, 2], [3, 4]]
+    data[..., 1] = 99
+    rgb = display_rgb(data)
+    np.testing.assert_array_equal(rgb, np.repeat(data[..., :1], 3, axis=-1))
+    mask = np.array([[True, False]])
+    np.testing.assert_array_equal(display_rgb(mask)[..., 0], [[255, 0]])
+
+
+def test_display_sparse_valid_pixels_on_large_image():
+    # Large enough to subsample; the only valid pixels sit off the subsample grid.
+    data = np.zeros((1100, 1000), dtype=np.uint16)
+    valid = np.zeros(data.shape, dtype=bool)
+    data[1, 1], data[3, 5] = 10, 20
+    valid[1, 1] = valid[3, 5] = True
+    rgb = display_rgb(data, valid, percentiles=(0, 100))
+    assert rgb[1, 1, 0] == 0 and rgb[3, 5, 0] == 255
+    assert rgb.sum() == 3 * 255
+
+
+def test_display_errors():
+    with pytest.raises(ValueError, match="bands"):
+        display_rgb(np.zeros((2, 2, 3)), bands=(0, 1, 3))
+    with pytest.raises(ValueError, match="bands"):
+        display_rgb(np.zeros((2, 2, 3)), bands=(0, 1))
+    with pytest.raises(ValueError, match="percentiles"):
+        display_rgb(np.zeros((2, 2, 1)), percentiles=(90, 10))
+    with pytest.raises(ValueError, match="one slice"):
+        display_rgb(np.zeros((2, 2, 2, 1)))
+    with pytest.raises(ValueError, match="valid"):
+        display_rgb(np.zeros((2, 2, 1)), np.ones((3, 2), dtype=bool))
+
+
+# ----------------------------------------------------------------------------
+# colours, boundaries, overlay
+
+
+@pytest.mark.parametrize("n", [0, 1, 10, 11, 64, 300])
+def test_segment_colors_distinct(n):
+    colors = segment_colors(n)
+    assert colors.shape == (n, 3) and colors.dtype == np.uint8
+    assert len(np.unique(colors, axis=0)) == n
+
+
+def test_segment_colors_deterministic_and_prefix_stable():
+    np.testing.assert_array_equal(segment_colors(300), segment_colors(300))
+    np.testing.assert_array_equal(segment_colors(300)[:7], segment_colors(7))
+    assert segment_colors(1).tolist() == [[31, 119, 180]]
+    with pytest.raises(ValueError, match="n must be"):
+        segment_colors(-1)
+
+
+def test_boundaries_thin_thick_and_invalid():
+    labels = np.array([[0, 0, 1, 1, -1, -1, 2]])
+    np.testing.assert_array_equal(boundaries(labels), [[0, 1, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(boundaries(labels, mode="thick"), [[0, 1, 1, 0, 0, 0, 0]])
+    volume = np.zeros((3, 2, 2), dtype=np.int32)
+    volume[2] = 1
+    mask = boundaries(volume)
+    assert mask[1].all() and not mask[0].any() and not mask[2].any()
+    with pytest.raises(ValueError, match="mode"):
+        boundaries(labels, mode="outer")
+
+
+def _two_segment_scene():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(6, 10, 3), dtype=np.uint8)
+    labels = np.zeros((6, 10), dtype=np.int32)
+    labels[:, 5:] = 1
+    labels[0, :] = -1
+    return rgb, labels
+
+
+def test_overlay_alpha_zero_returns_image(small_blocks):
+    rgb, labels = _two_segment_scene()
+    before = rgb.copy()
+    out = overlay(rgb, labels, alpha=0.0, boundaries=False)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, rgb)
+    np.testing.assert_array_equal(rgb, before)
+
+
+def test_overlay_boundaries_where_labels_change():
+    rgb, labels = _two_segment_scene()
+    out = overlay(rgb, labels, alpha=0.0, boundary_color=(1, 2, 3))
+    drawn = np.all(out == [1, 2, 3], axis=-1) & np.any(rgb != [1, 2, 3], axis=-1)
+    expected = np.zeros(labels.shape, dtype=bool)
+    expected[1:, 4] = True  # left of every 0|1 change; invalid row 0 untouched
+    np.testing.assert_array_equal(drawn, expected)
+    np.testing.assert_array_equal(out[~expected], rgb[~expected])
+
+
+def test_overlay_blend_values_and_invalid_not_coloured(small_blocks):
+    rgb, labels = _two_segment_scene()
+    colors = np.array([[255, 0, 0], [0, 0, 255]], dtype=np.uint8)
+    out = overlay(rgb, labels, alpha=0.25, boundaries=False, colors=colors)
+    expected = 0.75 * rgb.astype(float) + 0.25 * colors[np.maximum(labels, 0)]
+    expected[labels == -1] = 0.75 * rgb[labels == -1]
+    np.testing.assert_allclose(out, np.rint(expected), atol=1)
+    full = overlay(rgb, labels, alpha=1.0, boundaries=False, colors=colors)
+    np.testing.assert_array_equal(full[1:], colors[labels[1:]])
+    assert np.all(full[0] == 0)
+
+
+def test_overlay_default_colors_and_errors():
+    rgb, labels = _two_segment_scene()
+    out = overlay(rgb, labels, alpha=1.0, boundaries=False)
+    np.testing.assert_array_equal(out[3, 2], segment_colors(2)[0])
+    with pytest.raises(ValueError, match="colors must have a row"):
+        overlay(rgb, labels, colors=[[0, 0, 0]])
+    with pytest.raises(ValueError, match="colors must hold values"):
+        overlay(rgb, labels, colors=[[0, 0, 300], [0, 0, 0]])
+    with pytest.raises(TypeError, match="display_rgb"):
+        overlay(rgb.astype(np.float32), labels)
+    with pytest.raises(ValueError, match="labels must have the shape"):
+        overlay(rgb, labels[1:])
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(rgb, labels, alpha=1.5)
+
+
+# ----------------------------------------------------------------------------
+# segment_stats
+
+
+def test_segment_stats_hand_computed():
+    labels = np.array([[0, 0, 1, -1], [1, 1, 2, -1]], dtype=np.int32)
+    data = np.zeros((2, 4, 2), dtype=np.uint16)
+    data[..., 0] = [[10, 20, 1, 999], [3, 5, 7, 999]]
+    data[..., 1] = [[0, 4, 2, 999], [2, 2, 9, 999]]
+    stats = segment_stats(labels, data, 4)
+    assert [s["label"] for s in stats] == [0, 1, 2, 3]
+    assert [s["pixels"] for s in stats] == [2, 3, 1, 0]
+    assert [s["share"] for s in stats] == pytest.approx([2 / 6, 3 / 6, 1 / 6, 0.0])
+    assert stats[0]["mean"] == pytest.approx([15.0, 2.0])
+    assert stats[0]["std"] == pytest.approx([5.0, 2.0])
+    assert stats[1]["mean"] == pytest.approx([3.0, 2.0])
+    assert stats[1]["std"] == pytest.approx([np.std([1, 3, 5]), 0.0])
+    assert stats[2]["mean"] == pytest.approx([7.0, 9.0])
+    assert stats[2]["std"] == pytest.approx([0.0, 0.0])
+    assert stats[3]["mean"] is None and stats[3]["std"] is None
+    # Plain Python types, so the report can be written as JSON.
+    assert json.loads(json.dumps(stats)) == stats
+    assert type(stats[0]["pixels"]) is int and type(stats[0]["mean"][0]) is float
+
+
+def test_segment_stats_valid_mask_and_volume(small_blocks):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(-1, 3, size=(3, 4, 5)).astype(np.int32)
+    data = rng.normal(100.0, 5.0, size=(3, 4, 5)).astype(np.float32)
+    valid = rng.random((3, 4, 5)) > 0.2
+    stats = segment_stats(labels, data, 3, valid=valid)
+    counted = (labels >= 0) & valid
+    for s in stats:
+        values = data[counted & (labels == s["label"])].astype(float)
+        assert s["pixels"] == values.size
+        assert s["share"] == pytest.approx(values.size / counted.sum())
+        assert s["mean"] == pytest.approx([values.mean()])
+        assert s["std"] == pytest.approx([values.std()], abs=1e-9)
+
+
+def test_segment_stats_large_offset_keeps_precision():
+    rng = np.random.default_rng(0)
+    data = 1e6 + rng.normal(0.0, 1e-3, size=(50, 40))
+    labels = np.zeros(data.shape, dtype=np.int32)
+    (stat,) = segment_stats(labels, data, 1)
+    assert stat["std"][0] == pytest.approx(data.std(), rel=1e-6)
+    assert stat["mean"][0] == pytest.approx(data.mean(), rel=1e-12)
+
+
+def test_segment_stats_nan_handling():
+    labels = np.array([[0, -1]], dtype=np.int32)
+    data = np.array([[1.0, np.nan]])
+    assert segment_stats(labels, data, 1)[0]["mean"] == [1.0]
+    with pytest.raises(ValueError, match="non-finite"):
+        segment_stats(np.array([[0, 0]]), data, 1)
+    valid = np.array([[True, False]])
+    assert segment_stats(np.array([[0, 0]]), data, 1, valid=valid)[0]["mean"] == [1.0]
+
+
+def test_segment_stats_errors():
+    labels = np.array([[0, 1]], dtype=np.int32)
+    with pytest.raises(ValueError, match="n_components"):
+        segment_stats(labels, np.zeros((1, 2, 1)), 1)
+    with pytest.raises(ValueError, match="data must have shape"):
+        segment_stats(labels, np.zeros((2, 2, 1)), 2)
+    with pytest.raises(TypeError, match="n_components"):
+        segment_stats(labels, np.zeros((1, 2, 1)), 2.0)
