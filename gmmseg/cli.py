@@ -1,0 +1,247 @@
+"""The ``gmmseg`` command line: thin commands over :mod:`gmmseg.pipeline`.
+
+Exit codes: 0 all good, 1 a runtime failure (any input that failed), 2 bad
+usage.  Heavy modules are imported inside the commands so ``--help`` is
+instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+logger = logging.getLogger("gmmseg")
+
+
+# --------------------------------------------------------------------------
+# Options shared by every command that segments (defined once, reused)
+# --------------------------------------------------------------------------
+
+def _check_features(ctx, param, value):
+    from .features import parse_feature_spec
+
+    try:
+        parse_feature_spec(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    return value
+
+
+def _check_pca(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError as err:
+        raise click.BadParameter(f"expected an integer or a fraction, got {value!r}") from err
+    if number >= 1 and number.is_integer():
+        return int(number)
+    if 0 < number < 1:
+        return number
+    raise click.BadParameter(
+        f"expected a number of components >= 1 or a variance fraction in (0, 1), got {value}")
+
+
+def model_options(fn):
+    """Feature and mixture options, shared by all segmenting commands."""
+    options = [
+        click.option("-k", "--n-components", type=click.IntRange(1), default=4,
+                     show_default=True, help="Number of segments."),
+        click.option("--features", default="auto", show_default=True, callback=_check_features,
+                     help="Feature spec: names from lab, rgb, hsv, gray, bands, position, "
+                          "texture, with optional weights, e.g. 'lab,position:0.5'. "
+                          "'auto': lab for colour photos, gray for grey images, bands otherwise."),
+        click.option("--covariance-type", type=click.Choice(["full", "tied", "diag", "spherical"]),
+                     default="full", show_default=True),
+        click.option("--pca", callback=_check_pca, default=None,
+                     help="Reduce standardised features to N principal components, "
+                          "or to a variance fraction such as 0.95."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Random seed: the same seed gives the same labels."),
+        click.option("--max-fit-samples", type=click.IntRange(1), default=150_000,
+                     show_default=True,
+                     help="Fit on at most this many random valid pixels; all are labelled."),
+        click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
+                     help="Merge connected regions smaller than this many pixels into a "
+                          "neighbour."),
+        click.option("--init", "init_params",
+                     type=click.Choice(["k-means++", "kmeans", "random", "random_from_data"]),
+                     default="k-means++", show_default=True, help="EM initialisation."),
+        click.option("--n-init", type=click.IntRange(1), default=1, show_default=True,
+                     help="Initialisations to try; the most likely fit is kept."),
+        click.option("--max-iter", type=click.IntRange(1), default=100, show_default=True),
+        click.option("--tol", type=click.FloatRange(0), default=1e-3, show_default=True,
+                     help="Stop when the mean log-likelihood improves by less than this."),
+        click.option("-j", "--threads", type=click.IntRange(1), default=None,
+                     help="Threads for EM (default: all cores)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def output_options(fn):
+    options = [
+        click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=Path("."), show_default=True, help="Folder for the outputs."),
+        click.option("--save-proba", is_flag=True,
+                     help="Also write STEM_proba.tif: per-pixel probabilities (float32, K "
+                          "channels)."),
+        click.option("--save-loglik", is_flag=True,
+                     help="Also write STEM_loglik.tif: per-pixel log-likelihood (float32; "
+                          "low = unusual)."),
+        click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                     help="Opacity of the segment colours in the overlay."),
+        click.option("--overwrite", is_flag=True, help="Replace existing output files."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def verbosity_options(fn):
+    @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+    @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+    @functools.wraps(fn)
+    def wrapper(*args, verbose, quiet, **kwargs):
+        level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
+            min(verbose, 2)]
+        logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+        ctx = click.get_current_context()
+        ctx.meta["gmmseg.verbose"] = verbose
+        ctx.meta["gmmseg.quiet"] = quiet
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _report_failure(path, err):
+    """One line on stderr; the traceback only with -v."""
+    from .errors import GmmsegError
+
+    expected = isinstance(err, (GmmsegError, ValueError, OSError, MemoryError))
+    message = _one_line(err)
+    if not expected:
+        message = f"internal error ({type(err).__name__}: {message})"
+    if str(path) not in message:
+        message = f"{path}: {message}"
+    click.echo(f"error: {message}", err=True)
+    if click.get_current_context().meta.get("gmmseg.verbose"):
+        logger.error("traceback", exc_info=err)
+
+
+# --------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gmmseg")
+def main():
+    """Gaussian-mixture image segmentation."""
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@output_options
+@verbosity_options
+def segment(images, out_dir, n_components, features, covariance_type, pca, seed,
+            max_fit_samples, min_region_size, init_params, n_init, max_iter, tol, threads,
+            save_proba, save_loglik, alpha, overwrite):
+    """Segment IMAGES into K segments.
+
+    For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
+    canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR.
+    Existing outputs are kept unless --overwrite is given.
+    """
+    from .io import file_stem
+    from .pipeline import segment as run_segment
+
+    quiet = click.get_current_context().meta["gmmseg.quiet"]
+    failed = 0
+    seen_stems = {}
+    inputs = {p.resolve() for p in images}
+    for path in images:
+        try:
+            stem = file_stem(path)
+            if stem in seen_stems:
+                raise click.ClickException(
+                    f"{path}: same output name as {seen_stems[stem]}; segment them into "
+                    "different --out-dir folders")
+            seen_stems[stem] = path
+            t0 = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                seg = run_segment(
+                    path, n_components, features=features, covariance_type=covariance_type,
+                    random_state=seed, max_fit_samples=max_fit_samples, pca=pca,
+                    min_region_size=min_region_size, init_params=init_params, n_init=n_init,
+                    max_iter=max_iter, tol=tol, n_jobs=threads)
+                targets = seg.output_paths(out_dir, stem, proba=save_proba,
+                                           log_likelihood=save_loglik)
+                clash = [t for t in targets.values() if t.resolve() in inputs]
+                if clash:
+                    raise click.ClickException(f"{clash[0]}: output would replace an input file")
+                seg.save(out_dir, stem, overwrite=overwrite, proba=save_proba,
+                         log_likelihood=save_loglik, alpha=alpha)
+            for w in caught:
+                click.echo(f"warning: {path}: {_one_line(w.message)}", err=True)
+            if not quiet:
+                m = seg.model
+                click.echo(
+                    f"{path}: {m.n_components} segments, {m.n_iter_} EM iterations"
+                    f"{'' if m.converged_ else ' (not converged)'}, "
+                    f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
+        except click.ClickException as err:
+            click.echo(f"error: {err.format_message()}", err=True)
+            failed += 1
+        except Exception as err:  # one bad input must not stop the others
+            _report_failure(path, err)
+            failed += 1
+    if failed:
+        if len(images) > 1:
+            click.echo(f"{failed} of {len(images)} inputs failed", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@verbosity_options
+def info(files):
+    """Print what gmmseg reads from FILES: shape, type, channels, valid pixels."""
+    from .io import read_image
+
+    failed = 0
+    for path in files:
+        try:
+            img = read_image(path)
+            valid = img.valid
+            values = img.data[valid] if valid.any() else img.data.reshape(-1, img.n_channels)
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+            click.echo(
+                f"{path}: {'volume' if img.is_volume else 'image'} "
+                f"{' x '.join(map(str, img.spatial_shape))}, {img.n_channels} channel(s) "
+                f"{','.join(img.channels) or '-'}, {img.data.dtype}, range {lo:g}..{hi:g}, "
+                f"valid {img.n_valid / max(1, valid.size):.1%}"
+                + (f", spacing {tuple(img.spacing)}" if img.spacing else "")
+                + f", format {img.meta.get('format', '?')}")
+        except Exception as err:
+            _report_failure(path, err)
+            failed += 1
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

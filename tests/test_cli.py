@@ -1,0 +1,184 @@
+"""Tests of the gmmseg command line: files written, exit codes, bad input."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image as PILImage
+
+from gmmseg.cli import main
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """A small RGB photo of four noisy colour blocks, written as PNG."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:24, :32] = [30, 30, 30]
+    img[:24, 32:] = [200, 50, 50]
+    img[24:, :32] = [50, 180, 70]
+    img[24:, 32:] = [230, 230, 230]
+    noisy = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "in" / "photo.png"
+    path.parent.mkdir()
+    PILImage.fromarray(noisy).save(path)
+    return path
+
+
+def digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_segment_writes_exactly_the_documented_files(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    before = digest(photo)
+    result = runner.invoke(main, ["segment", str(photo), "-k", "4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo_labels.png", "photo_overlay.png", "photo_report.json"]
+    labels = np.asarray(PILImage.open(out / "photo_labels.png"))
+    assert labels.dtype == np.uint8 and labels.shape == (48, 64)
+    assert sorted(np.unique(labels)) == [0, 1, 2, 3]
+    overlay = np.asarray(PILImage.open(out / "photo_overlay.png"))
+    assert overlay.shape == (48, 64, 3)
+    report = json.loads((out / "photo_report.json").read_text())
+    assert report["model"]["n_components"] == 4
+    assert report["input"]["path"] == str(photo)
+    assert digest(photo) == before  # the input is never modified
+    assert "photo.png: 4 segments" in result.stdout
+
+
+def test_optional_maps(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(photo), "-k", "3", "-o", str(out),
+                                  "--save-proba", "--save-loglik", "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo_labels.png", "photo_loglik.tif", "photo_overlay.png", "photo_proba.tif",
+        "photo_report.json"]
+
+
+def test_existing_outputs_are_kept_unless_overwrite(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    assert runner.invoke(main, ["segment", str(photo), "-o", str(out)]).exit_code == 0
+    first = {p.name: digest(p) for p in out.iterdir()}
+    result = runner.invoke(main, ["segment", str(photo), "-o", str(out), "-k", "2"])
+    assert result.exit_code == 1
+    assert "output exists" in result.stderr and "Traceback" not in result.output
+    assert {p.name: digest(p) for p in out.iterdir()} == first
+    result = runner.invoke(main, ["segment", str(photo), "-o", str(out), "-k", "2", "--overwrite"])
+    assert result.exit_code == 0
+    assert json.loads((out / "photo_report.json").read_text())["model"]["n_components"] == 2
+
+
+def _bad_inputs(folder, photo):
+    folder.mkdir()
+    bad = {}
+    bad["truncated.png"] = photo.read_bytes()[: len(photo.read_bytes()) // 2]
+    bad["notes.png"] = b"this is text, not an image\n"
+    bad["empty.png"] = b""
+    for name, content in bad.items():
+        (folder / name).write_bytes(content)
+    np.save(folder / "allnan.npy", np.full((8, 8), np.nan, np.float32))
+    np.save(folder / "flat.npy", np.zeros((8, 8), np.float32))  # 1 distinct value < K
+    return {
+        "truncated.png": "truncated",
+        "notes.png": "not a supported image",
+        "empty.png": "empty",
+        "allnan.npy": "no valid pixels",
+        "flat.npy": "fewer distinct valid pixels than n_components=2",
+        "missing.png": "not found",
+    }
+
+
+def test_bad_inputs_get_one_line_errors_and_leave_no_output(runner, photo, tmp_path):
+    folder = tmp_path / "bad"
+    expected = _bad_inputs(folder, photo)
+    out = tmp_path / "out"
+    args = ["segment", *[str(folder / name) for name in expected], str(photo),
+            "-k", "2", "-o", str(out)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(expected)
+    for line, (name, problem) in zip(errors, expected.items()):
+        assert name in line and problem in line.lower(), line
+    assert f"{len(expected)} of {len(expected) + 1} inputs failed" in result.stderr
+    # The good image in the same run was still processed; nothing else was written.
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo_labels.png", "photo_overlay.png", "photo_report.json"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["segment"], "Missing argument"),
+        (["segment", "x.png", "-k", "0"], "0 is not in the range"),
+        (["segment", "x.png", "--features", "bogus"], "unknown feature 'bogus'"),
+        (["segment", "x.png", "--pca", "-3"], "--pca"),
+        (["segment", "x.png", "--covariance-type", "wide"], "wide"),
+    ],
+)
+def test_bad_usage_exits_2(runner, args, message):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_outputs_never_replace_an_input(runner, photo, tmp_path):
+    victim = photo.parent / "photo_overlay.png"
+    shutil.copy(photo, victim)
+    before = digest(victim)
+    result = runner.invoke(main, ["segment", str(photo), "-o", str(photo.parent), "--overwrite",
+                                  str(victim)])
+    assert result.exit_code == 1
+    assert "would replace an input file" in result.stderr
+    assert digest(victim) == before
+
+
+def test_same_stem_twice_is_refused(runner, photo, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(photo, other / "photo.png")
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(photo), str(other / "photo.png"), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "same output name" in result.stderr
+    assert (out / "photo_labels.png").exists()
+
+
+def test_nuclei_sample_end_to_end(runner, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(SAMPLES / "nuclei.tif"), "-k", "2",
+                                  "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    labels = np.asarray(PILImage.open(out / "nuclei_labels.png"))
+    truth = np.asarray(PILImage.open(SAMPLES / "nuclei_mask.tif")) > 0
+    fg = labels == 1  # canonical order: the brighter segment is label 1
+    dice = 2 * np.count_nonzero(fg & truth) / (np.count_nonzero(fg) + np.count_nonzero(truth))
+    assert dice > 0.8
+
+
+def test_info(runner, photo, tmp_path):
+    result = runner.invoke(main, ["info", str(photo), str(tmp_path / "nope.png")])
+    assert result.exit_code == 1
+    assert "image 48 x 64, 3 channel(s) R,G,B, uint8" in result.stdout
+    assert "nope.png" in result.stderr
+
+
+def test_version(runner):
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and "gmmseg" in result.output

@@ -1,0 +1,185 @@
+"""Tests of gmmseg.pipeline.segment and Segmentation on images with known answers."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import gmmseg
+from gmmseg.errors import GmmsegError, OutputExistsError
+from gmmseg.io import Image, read_image
+from gmmseg.pipeline import segment
+
+COLOURS = np.array([[20, 20, 20], [200, 40, 40], [40, 180, 60], [230, 230, 230]], np.uint8)
+
+
+def quadrants(size=64, noise=12.0, seed=0):
+    """An RGB image of four flat colour quadrants plus Gaussian noise, and its truth."""
+    truth = np.zeros((size, size), np.int32)
+    h = size // 2
+    truth[:h, h:] = 1
+    truth[h:, :h] = 2
+    truth[h:, h:] = 3
+    rng = np.random.default_rng(seed)
+    img = COLOURS[truth].astype(np.float64) + rng.normal(0, noise, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+def ellipses(size=96, noise=0.06, seed=0):
+    """A grey image with two nested ellipses of different brightness plus noise."""
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    truth = np.zeros((size, size), np.int32)
+    truth[(xx / 0.45) ** 2 + (yy / 0.3) ** 2 < 1] = 1
+    truth[(xx / 0.2) ** 2 + (yy / 0.12) ** 2 < 1] = 2
+    levels = np.array([0.1, 0.5, 0.9])
+    rng = np.random.default_rng(seed)
+    return (levels[truth] + rng.normal(0, noise, truth.shape)).astype(np.float32), truth
+
+
+def test_quadrants_are_recovered():
+    img, truth = quadrants()
+    seg = segment(img, 4, random_state=0)
+    assert adjusted_rand_score(truth.ravel(), seg.labels.ravel()) >= 0.99
+    assert seg.labels.dtype == np.int32 and seg.labels.shape == truth.shape
+
+
+def test_noisy_ellipses_are_recovered():
+    img, truth = ellipses()
+    seg = segment(img, 3, random_state=0)
+    assert adjusted_rand_score(truth.ravel(), seg.labels.ravel()) >= 0.99
+
+
+def test_same_seed_gives_identical_labels_and_canonical_order():
+    img, truth = quadrants(noise=25.0)
+    a = segment(img, 4, random_state=3)
+    b = segment(img, 4, random_state=3)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    # Canonical order: by the first feature (L*), darkest segment first.
+    assert np.all(np.diff(a.model.means_[:, 0]) >= 0)
+    mean_lightness = [img[a.labels == k].mean() for k in range(4)]
+    assert a.labels[0, 0] == 0  # the dark quadrant
+    assert np.argmax(mean_lightness) == 3
+    # A different seed finds the same segments with the same label numbers.
+    c = segment(img, 4, random_state=11)
+    np.testing.assert_array_equal(a.labels, c.labels)
+
+
+def test_outputs_are_consistent():
+    img, _ = quadrants()
+    seg = segment(img, 4, random_state=0)
+    assert seg.proba.shape == img.shape[:2] + (4,) and seg.proba.dtype == np.float32
+    np.testing.assert_allclose(seg.proba.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(seg.proba.argmax(-1), seg.labels)
+    assert seg.log_likelihood.shape == img.shape[:2]
+    assert np.isfinite(seg.log_likelihood).all()
+    ov = seg.overlay()
+    assert ov.shape == img.shape and ov.dtype == np.uint8
+    stats = seg.stats()
+    assert [s["pixels"] for s in stats] == [32 * 32] * 4
+    np.testing.assert_allclose(stats[0]["mean"], COLOURS[0], atol=3)
+
+
+def test_rgba_transparent_pixels_are_invalid_and_not_fitted():
+    img, truth = quadrants()
+    rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+    rgba[:8, :8, :3] = [255, 0, 255]  # a colour that exists nowhere else ...
+    rgba[:8, :8, 3] = 0  # ... but is transparent, so it must not become a segment
+    seg = segment(Image(rgba[..., :3], rgba[..., 3] > 0, channels=("R", "G", "B")), 4)
+    assert np.all(seg.labels[:8, :8] == -1)
+    assert np.all(seg.labels[8:, 8:] >= 0)
+    assert seg.info["n_valid"] == 64 * 64 - 64
+    valid = seg.labels >= 0
+    assert adjusted_rand_score(truth[valid], seg.labels[valid]) >= 0.99
+    assert np.all(seg.proba[:8, :8] == 0) and np.all(np.isnan(seg.log_likelihood[:8, :8]))
+
+
+def test_nan_pixels_and_mask_are_invalid():
+    img, truth = ellipses()
+    img[10:20, 10:20] = np.nan
+    mask = np.ones(img.shape, bool)
+    mask[:, -5:] = False
+    seg = segment(img, 3, mask=mask)
+    assert np.all(seg.labels[10:20, 10:20] == -1) and np.all(seg.labels[:, -5:] == -1)
+    assert np.count_nonzero(seg.labels == -1) == 100 + 5 * img.shape[0]
+
+
+def test_custom_callable_features():
+    img, truth = ellipses()
+    calls = []
+
+    def inverted(image):
+        calls.append(image.data.shape)
+        return 1.0 - image.data[..., 0]
+
+    seg = segment(img, 3, features=[inverted, "position:0.01"])
+    assert calls == [img.shape + (1,)]
+    assert seg.features.n_features_ == 3
+    assert adjusted_rand_score(truth.ravel(), seg.labels.ravel()) >= 0.99
+    # Canonical order follows the first feature, here the inverted intensity.
+    assert seg.labels[48, 48] == 0
+
+
+def test_subsample_fit_labels_every_pixel():
+    img, truth = quadrants(size=128)
+    seg = segment(img, 4, max_fit_samples=500)
+    assert seg.info["fit_samples"] == 500
+    assert np.all(seg.labels >= 0)
+    assert adjusted_rand_score(truth.ravel(), seg.labels.ravel()) >= 0.99
+
+
+def test_pretrained_model_is_applied_with_its_features(tmp_path):
+    img, truth = quadrants()
+    seg = segment(img, 4)
+    path = tmp_path / "model.npz"
+    seg.model.save(path, metadata={"features": seg.features.to_dict()})
+    other, other_truth = quadrants(seed=5)
+    applied = segment(other, model=gmmseg.GaussianMixture.load(path))
+    assert applied.info["pretrained"]
+    np.testing.assert_array_equal(applied.labels, other_truth)  # same label = same colour
+
+
+def test_small_region_cleanup():
+    img, truth = quadrants(noise=0)
+    img[5, 5] = COLOURS[3]  # a single stray pixel of another segment
+    seg = segment(img, 4, min_region_size=4)
+    np.testing.assert_array_equal(seg.labels, truth)
+    assert segment(img, 4).labels[5, 5] == 3
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(GmmsegError, match="no valid pixels"):
+        segment(np.full((8, 8), np.nan, np.float32), 2)
+    with pytest.raises(GmmsegError, match="fewer distinct valid pixels than n_components=3"):
+        segment(np.zeros((8, 8), np.uint8) + np.eye(8, dtype=np.uint8), 3)
+    with pytest.raises(ValueError, match="mask must be a bool array of shape"):
+        segment(np.zeros((8, 8)), 2, mask=np.ones((4, 4), bool))
+
+
+def test_input_is_not_modified():
+    img, _ = quadrants()
+    before = img.copy()
+    segment(img, 4, min_region_size=10)
+    np.testing.assert_array_equal(img, before)
+
+
+def test_save_writes_documented_files_and_refuses_overwrite(tmp_path):
+    img, _ = quadrants()
+    seg = segment(img, 4)
+    paths = seg.save(tmp_path, "scene", proba=True, log_likelihood=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["scene_labels.png", "scene_loglik.tif", "scene_overlay.png",
+                     "scene_proba.tif", "scene_report.json"]
+    labels = read_image(paths["labels"])
+    assert labels.data.dtype == np.uint8
+    np.testing.assert_array_equal(labels.data[..., 0], seg.labels)
+    report = json.loads(paths["report"].read_text())
+    assert report["model"]["n_components"] == 4
+    assert report["features"]["spec"] == "lab"
+    assert [s["pixels"] for s in report["segments"]] == [1024] * 4
+    assert report["gmmseg_version"] == gmmseg.__version__
+    for key in ("bic", "aic", "mean_log_likelihood"):
+        assert np.isfinite(report[key])
+    with pytest.raises(OutputExistsError, match="scene_labels.png"):
+        seg.save(tmp_path, "scene")
+    seg.save(tmp_path, "scene", overwrite=True)
