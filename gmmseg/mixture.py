@@ -57,7 +57,7 @@ _MAX_REG_RETRIES = 6
 # "Small EM" initialisation: each trial runs this many EM iterations on at
 # most this many rows (see GaussianMixture._screened_initialize).
 _TRIAL_ROWS = 20_000
-_TRIAL_ITER = 20
+_TRIAL_ITER = 50
 _FIT_FAILED_HINT = (
     "try fewer components, increase reg_covar, or scale the input data"
 )
@@ -589,7 +589,7 @@ class GaussianMixture:
         Seed for the initialisation.
     init_trials : int, default=10
         Each initialisation is the best of this many short runs ("small EM"):
-        ``init_params`` seeding plus up to 20 EM iterations on a random
+        ``init_params`` seeding plus up to 50 EM iterations on a random
         subsample of at most 20,000 rows; full EM then starts from the most
         likely.  This finds markedly better optima than one seeding for about
         the cost of one EM iteration over all rows (see the README).
