@@ -947,3 +947,43 @@ def label_dtype(n_components: int) -> type[np.unsignedinteger]:
     if not 1 <= n_components <= 65535:
         raise ValueError(f"n_components must be between 1 and 65535, got {n_components}")
     return np.uint8 if n_components <= 255 else np.uint16
+
+
+# --------------------------------------------------------------------------
+# Result maps written in the input's geometry
+
+def result_suffix(image: Image, kind: str) -> str:
+    """File suffix for a result map of ``image``.
+
+    ``kind`` is ``"labels"`` (integer label map) or ``"float"`` (probability
+    or log-likelihood maps).  2-D photos get PNG label maps; volumes and all
+    float maps get TIFF.
+    """
+    if kind not in ("labels", "float"):
+        raise ValueError(f"kind must be 'labels' or 'float', got {kind!r}")
+    if kind == "labels" and image.ndim == 2:
+        return ".png"
+    return ".tif"
+
+
+def write_result_map(path: str | os.PathLike, array: np.ndarray, image: Image, *,
+                     overwrite: bool = False) -> None:
+    """Write a per-pixel result of ``image`` so that it lines up with the input.
+
+    Parameters
+    ----------
+    path : path
+        Target file; its suffix should come from :func:`result_suffix`.
+    array : ndarray of shape ``image.spatial_shape`` or ``image.spatial_shape + (K,)``
+        Label map (unsigned integers) or float map.
+    image : Image
+        The segmented input, whose format and geometry the output follows.
+    """
+    array = np.asarray(array)
+    if array.shape[: image.ndim] != image.spatial_shape:
+        raise ValueError(
+            f"array of shape {array.shape} does not match the image's {image.spatial_shape}")
+    if Path(path).suffix.lower() == ".png":
+        write_png(path, array, overwrite=overwrite)
+    else:
+        write_tiff(path, array, overwrite=overwrite)

@@ -17,7 +17,7 @@ import numpy as np
 from . import postprocess
 from .errors import GmmsegError, OutputExistsError
 from .features import FeatureExtractor
-from .io import Image, as_image, label_dtype, write_json, write_png, write_tiff
+from .io import Image, as_image, label_dtype, result_suffix, write_json, write_png, write_result_map
 from .mixture import GaussianMixture
 
 logger = logging.getLogger(__name__)
@@ -147,26 +147,27 @@ class Segmentation:
         """The files :meth:`save` writes, by kind."""
         out_dir = Path(out_dir)
         stem = stem or self.image.name
-        labels_name = f"{stem}_labels.png" if self.labels.ndim == 2 else f"{stem}_labels.tif"
+        float_suffix = result_suffix(self.image, "float")
         paths = {
-            "labels": out_dir / labels_name,
+            "labels": out_dir / f"{stem}_labels{result_suffix(self.image, 'labels')}",
             "overlay": out_dir / f"{stem}_overlay.png",
             "report": out_dir / f"{stem}_report.json",
         }
         if proba:
-            paths["proba"] = out_dir / f"{stem}_proba.tif"
+            paths["proba"] = out_dir / f"{stem}_proba{float_suffix}"
         if log_likelihood:
-            paths["log_likelihood"] = out_dir / f"{stem}_loglik.tif"
+            paths["log_likelihood"] = out_dir / f"{stem}_loglik{float_suffix}"
         return paths
 
     def save(self, out_dir, stem=None, *, overwrite=False, proba=False,
              log_likelihood=False, alpha=0.5):
         """Write label map, overlay and report (and optional float maps).
 
-        Files are ``{stem}_labels.png`` (uint8, uint16 if K > 255; volumes:
-        ``{stem}_labels.tif``, one page per slice), ``{stem}_overlay.png``,
-        ``{stem}_report.json`` and on request ``{stem}_proba.tif`` (float32,
-        ``(..., K)``) and ``{stem}_loglik.tif`` (float32, NaN where invalid).
+        Files are ``{stem}_labels.png`` (uint8, uint16 if K > 255; formats
+        with geometry keep it, see :func:`gmmseg.io.result_suffix`),
+        ``{stem}_overlay.png``, ``{stem}_report.json`` and on request
+        ``{stem}_proba.tif`` (float32, ``(..., K)``) and ``{stem}_loglik.tif``
+        (float32, NaN where invalid).
         Nothing is written if any target exists and ``overwrite`` is False;
         each file is written to a temporary name and renamed, and files this
         call wrote are removed again if a later one fails.
@@ -189,16 +190,16 @@ class Segmentation:
             # Invalid pixels are written as 0; the report's valid share and the
             # overlay show where they are.
             out = np.where(lab >= 0, lab, 0).astype(label_dtype(self.n_components))
-            writer = write_png if lab.ndim == 2 else write_tiff
-            writer(paths["labels"], out, overwrite=overwrite)
+            write_result_map(paths["labels"], out, self.image, overwrite=overwrite)
             written.append(paths["labels"])
             write_png(paths["overlay"], self.overlay(alpha), overwrite=overwrite)
             written.append(paths["overlay"])
             if proba:
-                write_tiff(paths["proba"], self.proba, overwrite=overwrite)
+                write_result_map(paths["proba"], self.proba, self.image, overwrite=overwrite)
                 written.append(paths["proba"])
             if log_likelihood:
-                write_tiff(paths["log_likelihood"], self.log_likelihood, overwrite=overwrite)
+                write_result_map(paths["log_likelihood"], self.log_likelihood, self.image,
+                                 overwrite=overwrite)
                 written.append(paths["log_likelihood"])
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
             write_json(paths["report"], self.report(), overwrite=overwrite)
