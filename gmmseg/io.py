@@ -967,7 +967,7 @@ def result_suffix(image: Image, kind: str) -> str:
 
 
 def write_result_map(path: str | os.PathLike, array: np.ndarray, image: Image, *,
-                     overwrite: bool = False) -> None:
+                     n_components: int | None = None, overwrite: bool = False) -> None:
     """Write a per-pixel result of ``image`` so that it lines up with the input.
 
     Parameters
@@ -975,14 +975,23 @@ def write_result_map(path: str | os.PathLike, array: np.ndarray, image: Image, *
     path : path
         Target file; its suffix should come from :func:`result_suffix`.
     array : ndarray of shape ``image.spatial_shape`` or ``image.spatial_shape + (K,)``
-        Label map (unsigned integers) or float map.
+        Either a label map (``n_components`` given; int, 0..K-1, -1 where
+        invalid) or a float map (probabilities, log-likelihood; NaN or 0
+        where invalid).
     image : Image
         The segmented input, whose format and geometry the output follows.
+    n_components : int, optional
+        Marks ``array`` as a label map with this many segments.  Label files
+        are uint8 (uint16 when K > 255); invalid pixels are written as 0 in
+        PNG and TIFF label maps (the report's valid share and the overlay show
+        where they are).
     """
     array = np.asarray(array)
     if array.shape[: image.ndim] != image.spatial_shape:
         raise ValueError(
             f"array of shape {array.shape} does not match the image's {image.spatial_shape}")
+    if n_components is not None:
+        array = np.where(array >= 0, array, 0).astype(label_dtype(n_components))
     if Path(path).suffix.lower() == ".png":
         write_png(path, array, overwrite=overwrite)
     else:

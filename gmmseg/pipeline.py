@@ -17,7 +17,7 @@ import numpy as np
 from . import postprocess
 from .errors import GmmsegError, OutputExistsError
 from .features import FeatureExtractor
-from .io import Image, as_image, label_dtype, result_suffix, write_json, write_png, write_result_map
+from .io import Image, as_image, result_suffix, write_json, write_png, write_result_map
 from .mixture import GaussianMixture
 
 logger = logging.getLogger(__name__)
@@ -186,11 +186,8 @@ class Segmentation:
         t0 = time.perf_counter()
         written = []
         try:
-            lab = self.labels
-            # Invalid pixels are written as 0; the report's valid share and the
-            # overlay show where they are.
-            out = np.where(lab >= 0, lab, 0).astype(label_dtype(self.n_components))
-            write_result_map(paths["labels"], out, self.image, overwrite=overwrite)
+            write_result_map(paths["labels"], self.labels, self.image,
+                             n_components=self.n_components, overwrite=overwrite)
             written.append(paths["labels"])
             write_png(paths["overlay"], self.overlay(alpha), overwrite=overwrite)
             written.append(paths["overlay"])
