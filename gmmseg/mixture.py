@@ -310,15 +310,26 @@ class _Stats(NamedTuple):
         return _Stats(*(a + b for a, b in zip(self, other)))
 
 
-def _chunk_stats(x, w, state, full_stats, ws):
+def _chunk_stats(x, w, state, full_stats, ws, resp=None):
+    """Sufficient statistics of one chunk.
+
+    With ``resp`` (K, n) given, those responsibilities are used instead of
+    the posterior (an E-step done elsewhere, e.g. with a spatial prior); the
+    returned log-likelihood is then that of the current parameters all the
+    same.
+    """
     y, y2, log_prob = _whiten(x, state, ws)
     log_norm = _normalise_in_place(log_prob)
-    resp = log_prob
+    if resp is None:
+        resp = log_prob
+        if w is not None:
+            resp *= w
+    elif w is not None:
+        resp = resp * w
     if w is None:
         log_lik = float(log_norm.sum(dtype=np.float64))
     else:
         log_lik = float(np.dot(log_norm.astype(np.float64), w.astype(np.float64)))
-        resp *= w
     rcol = resp[:, :, None]
     sum_y = np.matmul(y, rcol)[..., 0]
     if full_stats:
@@ -337,6 +348,8 @@ def _chunk_stats(x, w, state, full_stats, ws):
 def _chunk_e_step(x, state, sl, out, ws):
     """E-step of one chunk written into the caller's output arrays."""
     _, _, log_prob = _whiten(x, state, ws)
+    if out.component_log_prob is not None:
+        out.component_log_prob[:, sl] = log_prob
     if out.labels is not None:
         out.labels[sl] = _argmax_components(log_prob)
     if out.proba is None and out.log_likelihood is None:
@@ -354,6 +367,7 @@ class EStepResult(NamedTuple):
     labels: np.ndarray | None          # (N,) int32
     proba: np.ndarray | None           # (N, K) float32 or float64
     log_likelihood: np.ndarray | None  # (N,) per-row log density
+    component_log_prob: np.ndarray | None = None  # (K, N) log w_k + log N(x | k)
 
 
 class _Runner:
@@ -997,14 +1011,15 @@ class GaussianMixture:
         logger.info("re-seeded empty component(s) %s on badly explained rows", idx.tolist())
         return means, cov_k, weights / weights.sum()
 
-    def _run_stats(self, X, w, runner, state):
+    def _run_stats(self, X, w, runner, state, resp=None):
         full_stats = self.covariance_type in ("full", "tied")
         wc = None if w is None else w.astype(X.dtype)
 
         def block(slices, ws):
             acc = None
             for sl in slices:
-                s = _chunk_stats(X[sl], None if wc is None else wc[sl], state, full_stats, ws)
+                s = _chunk_stats(X[sl], None if wc is None else wc[sl], state, full_stats, ws,
+                                 None if resp is None else resp[:, sl])
                 acc = s if acc is None else acc + s
             return acc
 
@@ -1014,12 +1029,15 @@ class GaussianMixture:
             total = total + p
         return total
 
-    def _run_e_step(self, X, runner, state, *, labels=True, proba=True, log_likelihood=True):
+    def _run_e_step(self, X, runner, state, *, labels=True, proba=True, log_likelihood=True,
+                    component_log_prob=False):
         n = len(X)
+        k = self.n_components
         out = EStepResult(
             np.empty(n, dtype=np.int32) if labels else None,
-            np.empty((n, self.n_components), dtype=X.dtype) if proba else None,
+            np.empty((n, k), dtype=X.dtype) if proba else None,
             np.empty(n, dtype=X.dtype) if log_likelihood else None,
+            np.empty((k, n), dtype=X.dtype) if component_log_prob else None,
         )
 
         def block(slices, ws):
@@ -1192,6 +1210,49 @@ class GaussianMixture:
                 X, runner, self._state(X.dtype),
                 labels=labels, proba=proba, log_likelihood=log_likelihood,
             )
+
+    def component_log_prob(self, X):
+        """``log w_k + log N(x_n | mu_k, Sigma_k)`` as a ``(K, N)`` array.
+
+        Component-major, in the compute dtype: the unary term a spatial prior
+        (:mod:`gmmseg.mrf`) combines with the neighbours' labels.
+        """
+        X = self._validate_X(X, fitting=False)
+        with self._runner(X) as runner:
+            return self._run_e_step(
+                X, runner, self._state(X.dtype), labels=False, proba=False,
+                log_likelihood=False, component_log_prob=True,
+            ).component_log_prob
+
+    def m_step(self, X, resp, sample_weight=None):
+        """Re-estimate the parameters from responsibilities computed elsewhere.
+
+        For E-steps this class does not do itself, such as the mean-field
+        E-step of a Markov random field prior.  Same regularisation,
+        re-seeding of empty components and covariance handling as ``fit``.
+
+        Parameters
+        ----------
+        X : (N, D) array-like
+        resp : (K, N) array-like
+            Responsibilities, component-major; columns should sum to 1.
+        sample_weight : (N,) array-like, optional
+
+        Returns
+        -------
+        self
+        """
+        X = self._validate_X(X, fitting=False)
+        resp = np.ascontiguousarray(resp, dtype=X.dtype)
+        if resp.shape != (self.n_components, len(X)):
+            raise ValueError(
+                f"resp must have shape ({self.n_components}, {len(X)}), got {resp.shape}")
+        w = self._validate_weights(sample_weight, len(X))
+        with self._runner(X) as runner:
+            state = self._state(X.dtype)
+            stats = self._run_stats(X, w, runner, state, resp=resp)
+            self._m_step(stats, X, w, runner, state)
+        return self
 
     def predict(self, X):
         """Most probable component of each row, ``(N,)`` int32."""
