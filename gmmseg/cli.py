@@ -72,6 +72,14 @@ def model_options(fn):
         click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
                      help="Merge connected regions smaller than this many pixels into a "
                           "neighbour."),
+        click.option("--smooth", "smoothing", type=click.FloatRange(0), default=0.0,
+                     show_default=True,
+                     help="Strength (beta) of a Potts prior that makes neighbouring pixels "
+                          "share segments, inferred inside EM; 0 is off, about 1 removes "
+                          "speckle from noisy images."),
+        click.option("--connectivity", type=click.Choice(["4", "8", "6", "26"]), default=None,
+                     help="Neighbourhood of --smooth: 4 or 8 (default) in 2-D, 6 or 26 "
+                          "(default) in 3-D."),
         click.option("--init", "init_params",
                      type=click.Choice(["k-means++", "kmeans", "random", "random_from_data"]),
                      default="k-means++", show_default=True, help="EM initialisation."),
@@ -157,8 +165,8 @@ def main():
 @output_options
 @verbosity_options
 def segment(images, out_dir, n_components, features, covariance_type, pca, seed,
-            max_fit_samples, min_region_size, init_params, n_init, max_iter, tol, threads,
-            save_proba, save_loglik, alpha, overwrite):
+            max_fit_samples, min_region_size, smoothing, connectivity, init_params, n_init,
+            max_iter, tol, threads, save_proba, save_loglik, alpha, overwrite):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
@@ -186,8 +194,10 @@ def segment(images, out_dir, n_components, features, covariance_type, pca, seed,
                 seg = run_segment(
                     path, n_components, features=features, covariance_type=covariance_type,
                     random_state=seed, max_fit_samples=max_fit_samples, pca=pca,
-                    min_region_size=min_region_size, init_params=init_params, n_init=n_init,
-                    max_iter=max_iter, tol=tol, n_jobs=threads)
+                    min_region_size=min_region_size, smoothing=smoothing,
+                    connectivity=None if connectivity is None else int(connectivity),
+                    init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                    n_jobs=threads)
                 targets = seg.output_paths(out_dir, stem, proba=save_proba,
                                            log_likelihood=save_loglik)
                 clash = [t for t in targets.values() if t.resolve() in inputs]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import postprocess
+from . import mrf, postprocess
 from .errors import GmmsegError, OutputExistsError
 from .features import FeatureExtractor
 from .io import Image, as_image, result_suffix, write_json, write_png, write_result_map
@@ -139,6 +139,7 @@ class Segmentation:
             "bic": -2.0 * mean_ll * n_valid + n_params * math.log(max(n_valid, 1)),
             "aic": -2.0 * mean_ll * n_valid + 2.0 * n_params,
             "min_region_size": self.info.get("min_region_size", 0),
+            "smoothing": self.info.get("smoothing", 0.0),
             "segments": self.stats(),
             "timings": dict(self.info.get("timings", {})),
         }
@@ -236,6 +237,8 @@ def segment(
     standardize=True,
     pca=None,
     min_region_size=0,
+    smoothing=0.0,
+    connectivity=None,
     init_params="k-means++",
     n_init=1,
     max_iter=100,
@@ -276,6 +279,16 @@ def segment(
     min_region_size : int, default=0
         Merge connected regions smaller than this many pixels into their
         neighbour.
+    smoothing : float, default=0
+        Strength ``beta`` of a Potts prior on the label field, inferred by
+        mean field inside EM (:mod:`gmmseg.mrf`): neighbouring pixels tend to
+        share a segment, which removes speckle from noisy images.  0 is the
+        plain per-pixel mixture; about 1 suits noisy images.  With ``model``
+        given, the model's parameters are kept and only the labels are
+        smoothed.
+    connectivity : int, optional
+        Neighbourhood of the prior: 4 or 8 (default) in 2-D, 6 or 26
+        (default) in 3-D, weighted by the physical pixel spacing.
     init_params, n_init, max_iter, tol, reg_covar, n_jobs :
         Passed to :class:`~gmmseg.mixture.GaussianMixture`.
 
@@ -322,20 +335,44 @@ def segment(
     pretrained = model is not None
     fit_samples = None
     if model is None:
-        model, fit_samples = _fit(X, n_components, where, dict(
-            covariance_type=covariance_type, random_state=random_state,
-            init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
-            reg_covar=reg_covar, n_jobs=n_jobs), max_fit_samples)
+        params = dict(covariance_type=covariance_type, random_state=random_state,
+                      init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                      reg_covar=reg_covar, n_jobs=n_jobs)
+        if smoothing:
+            # Start EM with the prior from a mixture of locally averaged
+            # features, re-estimated on the real ones (see mrf.local_mean).
+            X_start = mrf.local_mean(X, valid, spacing=img.spacing)
+            model, fit_samples = _fit(X_start, n_components, where, params, max_fit_samples)
+            start = model.e_step(X_start, labels=False, log_likelihood=False).proba
+            del X_start
+            model.m_step(X, start.T)
+            del start
+        else:
+            model, fit_samples = _fit(X, n_components, where, params, max_fit_samples)
     timings["fit"] = time.perf_counter() - t
 
+    if smoothing:
+        t = time.perf_counter()
+        q, energies = mrf.hmrf_em(model, X, valid, float(smoothing), connectivity=connectivity,
+                                  spacing=img.spacing, tol=tol, update_model=not pretrained)
+        if not pretrained:
+            q = q[model.sort_components()]
+        timings["smoothing"] = time.perf_counter() - t
+
     t = time.perf_counter()
-    result = model.e_step(X)
+    result = model.e_step(X, labels=not smoothing, proba=not smoothing)
     del X
     mean_ll = float(result.log_likelihood.mean(dtype=np.float64))
-    labels = postprocess.scatter_valid(result.labels, valid, -1)
+    if smoothing:
+        labels = np.where(valid, q.argmax(axis=0).astype(np.int32), -1)
+        proba = np.ascontiguousarray(np.moveaxis(q, 0, -1), dtype=np.float32)
+        del q
+    else:
+        labels = postprocess.scatter_valid(result.labels, valid, -1)
+        proba = postprocess.scatter_valid(
+            result.proba.astype(np.float32, copy=False), valid, 0.0)
     if min_region_size and min_region_size > 1:
         labels = postprocess.remove_small_regions(labels, int(min_region_size))
-    proba = postprocess.scatter_valid(result.proba.astype(np.float32, copy=False), valid, 0.0)
     log_lik = postprocess.scatter_valid(
         result.log_likelihood.astype(np.float32, copy=False), valid, np.nan)
     timings["predict"] = time.perf_counter() - t
@@ -347,6 +384,8 @@ def segment(
         "random_state": random_state if isinstance(random_state, (int, type(None))) else None,
         "pretrained": pretrained,
         "min_region_size": int(min_region_size or 0),
+        "smoothing": float(smoothing or 0.0),
+        "smoothing_energies": energies if smoothing else None,
         "timings": timings,
     }
     logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",

@@ -182,3 +182,19 @@ def test_info(runner, photo, tmp_path):
 def test_version(runner):
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and "gmmseg" in result.output
+
+
+def test_smooth_option(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(photo), "-k", "4", "--smooth", "1",
+                                  "--connectivity", "4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "photo_report.json").read_text())
+    assert report["smoothing"] == 1.0
+    result = runner.invoke(main, ["segment", str(photo), "--smooth", "-1", "-o", str(out)])
+    assert result.exit_code == 2
+    result = runner.invoke(main, ["segment", str(photo), "--smooth", "1", "--connectivity", "26",
+                                  "-o", str(tmp_path / "o2")])
+    assert result.exit_code == 1
+    assert "connectivity must be one of (4, 8) in 2-D" in result.stderr
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
