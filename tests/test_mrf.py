@@ -38,24 +38,17 @@ def ari(truth, labels):
     return adjusted_rand_score(truth.ravel(), labels.ravel())
 
 
-def test_smoothing_rescues_a_noisy_image():
-    img, truth = noisy_regions()
+@pytest.mark.parametrize("make", [noisy_regions, ellipsoid_phantom], ids=["2-D", "3-D"])
+def test_smoothing_rescues_noisy_data(make):
+    img, truth = make()
     plain = gmmseg.segment(img, 3, random_state=0)
     smooth = gmmseg.segment(img, 3, random_state=0, smoothing=1.0)
     assert ari(truth, plain.labels) < 0.6
     assert ari(truth, smooth.labels) > 0.9
+    assert smooth.labels.shape == truth.shape
     np.testing.assert_allclose(smooth.proba.sum(-1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(smooth.proba.argmax(-1), smooth.labels)
     assert np.all(np.diff(smooth.model.means_[:, 0]) >= 0)  # still canonical order
-
-
-def test_smoothing_rescues_a_noisy_volume():
-    image, truth = ellipsoid_phantom()
-    plain = gmmseg.segment(image, 3, random_state=0)
-    smooth = gmmseg.segment(image, 3, random_state=0, smoothing=1.0)
-    assert ari(truth, plain.labels) < 0.6
-    assert ari(truth, smooth.labels) > 0.9
-    assert smooth.labels.shape == truth.shape
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
