@@ -446,9 +446,10 @@ def test_error_missing_file(tmp_path):
 
 
 def test_error_directory(tmp_path):
+    # A directory is read as a DICOM series; an empty one says so.
     folder = tmp_path / "folder.png"
     folder.mkdir()
-    assert "directory" in _assert_read_error(folder)
+    assert "directory holds no files" in _assert_read_error(folder)
 
 
 def test_error_empty_file(tmp_path):
@@ -466,15 +467,37 @@ def test_error_text_named_png(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "format_name"),
     [
-        ("slice.dcm", b"\x00" * 128 + b"DICM" + b"\x00" * 64, "DICOM"),
-        ("brain.nii.gz", b"\x1f\x8b\x08" + b"\x00" * 64, "NIfTI"),
         ("anim.gif", b"GIF89a" + b"\x00" * 64, "GIF"),
+        ("image.webp", b"RIFF\x00\x00\x00\x00WEBP" + b"\x00" * 64, "WebP"),
+        ("arrays.npz", b"PK\x03\x04" + b"\x00" * 64, "zip"),
     ],
 )
 def test_error_unsupported_format(tmp_path, name, content, format_name):
     path = tmp_path / name
     path.write_bytes(content)
     assert f"unsupported format {format_name}" in _assert_read_error(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reader"),
+    [
+        ("slice.dcm", b"\x00" * 128 + b"DICM" + b"\x00" * 64, "DICOM"),
+        ("noext", b"\x00" * 128 + b"DICM" + b"\x00" * 64, "DICOM"),
+        ("brain.nii.gz", b"\x1f\x8b\x08" + b"\x00" * 64, "NIfTI"),
+        ("brain.nii", b"\x5c\x01\x00\x00" + b"\x00" * 400, "NIfTI"),
+    ],
+)
+def test_medical_files_are_recognised_by_content(tmp_path, name, content, reader):
+    # Broken files of each kind reach their reader, which names the format in its error.
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert reader in _assert_read_error(path)
+
+
+def test_gzip_that_is_not_nifti_is_unsupported(tmp_path):
+    path = tmp_path / "archive.gz"
+    path.write_bytes(b"\x1f\x8b\x08" + b"\x00" * 64)
+    assert "unsupported format gzip" in _assert_read_error(path)
 
 
 @pytest.mark.parametrize("name", ["cut.png", "cut.jpg", "cut.tif", "cut16.png", "cut.npy"])
@@ -684,3 +707,57 @@ def test_label_dtype():
 def test_supported_suffixes():
     assert all(s.startswith(".") and s == s.lower() for s in SUPPORTED_SUFFIXES)
     assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"} <= set(SUPPORTED_SUFFIXES)
+    assert {".dcm", ".nii", ".nii.gz"} <= set(SUPPORTED_SUFFIXES)
+
+
+# --------------------------------------------------------------------------
+# Options that apply to every format: bands, nodata
+
+
+def test_bands_choose_channels_of_any_image(tmp_path, rng):
+    pixels = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.png"
+    PILImage.fromarray(pixels).save(path)
+    img = read_image(path, bands=(3, 2, 1))
+    np.testing.assert_array_equal(img.data, pixels[..., ::-1])
+    assert img.channels == ("B", "G", "R") and not img.is_rgb
+    assert read_image(path, bands="2").channels == ("G",)
+    assert read_image(path, bands=[1, 2, 3]).is_rgb
+    assert "band 4 does not exist" in _assert_read_error(path, bands=(4,))
+
+
+def test_nodata_marks_pixels_whose_every_channel_equals_it(tmp_path):
+    pixels = np.full((3, 4, 3), 7, np.uint8)
+    pixels[0, 0] = 0
+    pixels[1, 1] = [0, 0, 5]  # one channel holds data: valid
+    path = tmp_path / "frame.png"
+    PILImage.fromarray(pixels).save(path)
+    img = read_image(path, nodata=0)
+    expected = np.ones((3, 4), bool)
+    expected[0, 0] = False
+    np.testing.assert_array_equal(img.valid, expected)
+    assert img.meta["nodata"] == 0
+    pixels[:] = 9
+    PILImage.fromarray(pixels).save(path)
+    assert "no valid pixels" in _assert_read_error(path, nodata=9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"bands": ()}, ValueError, "at least one band"),
+        ({"bands": (0,)}, ValueError, "numbered from 1"),
+        ({"bands": (1.5,)}, TypeError, "integers"),
+        ({"bands": "a,b"}, ValueError, "comma-separated"),
+        ({"nodata": "0"}, TypeError, "nodata must be a number"),
+        ({"nodata": float("inf")}, ValueError, "finite or NaN"),
+        ({"volume": -1}, ValueError, "volume must be >= 0"),
+        ({"volume": 1.0}, TypeError, "volume must be an integer"),
+        ({"series": 12}, TypeError, "SeriesInstanceUID"),
+    ],
+)
+def test_bad_option_values(tmp_path, kwargs, error, match):
+    path = tmp_path / "tiny.npy"
+    np.save(path, np.zeros((2, 2), np.uint8))
+    with pytest.raises(error, match=match):
+        read_image(path, **kwargs)
