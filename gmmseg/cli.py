@@ -50,6 +50,35 @@ def _check_pca(ctx, param, value):
         f"expected a number of components >= 1 or a variance fraction in (0, 1), got {value}")
 
 
+def _check_bands(ctx, param, value):
+    if value is None:
+        return None
+    from .io import parse_bands
+
+    try:
+        return parse_bands(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+
+
+def reader_options(fn):
+    """How input files are read, shared by every command that reads images."""
+    options = [
+        click.option("--bands", callback=_check_bands, default=None,
+                     help="Bands (channels) to use, 1-based as in GDAL, e.g. '4,3,2'."),
+        click.option("--nodata", type=float, default=None,
+                     help="Value marking invalid pixels (overrides a raster's own nodata; "
+                          "other formats: pixels where every channel equals it)."),
+        click.option("--volume", type=click.IntRange(0), default=None,
+                     help="Which 3-D volume of a 4-D NIfTI file to read (default 0)."),
+        click.option("--series", default=None,
+                     help="SeriesInstanceUID to read from a DICOM folder holding several."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def model_options(fn):
     """Feature and mixture options, shared by all segmenting commands."""
     options = [
@@ -161,19 +190,21 @@ def main():
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@reader_options
 @model_options
 @output_options
 @verbosity_options
-def segment(images, out_dir, n_components, features, covariance_type, pca, seed,
-            max_fit_samples, min_region_size, smoothing, connectivity, init_params, n_init,
-            max_iter, tol, threads, save_proba, save_loglik, alpha, overwrite):
+def segment(images, bands, nodata, volume, series, out_dir, n_components, features,
+            covariance_type, pca, seed, max_fit_samples, min_region_size, smoothing,
+            connectivity, init_params, n_init, max_iter, tol, threads, save_proba, save_loglik,
+            alpha, overwrite):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
     canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR.
     Existing outputs are kept unless --overwrite is given.
     """
-    from .io import file_stem
+    from .io import file_stem, read_image
     from .pipeline import segment as run_segment
 
     quiet = click.get_current_context().meta["gmmseg.quiet"]
@@ -191,8 +222,10 @@ def segment(images, out_dir, n_components, features, covariance_type, pca, seed,
             t0 = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                image = read_image(path, bands=bands, nodata=nodata, volume=volume,
+                                   series=series)
                 seg = run_segment(
-                    path, n_components, features=features, covariance_type=covariance_type,
+                    image, n_components, features=features, covariance_type=covariance_type,
                     random_state=seed, max_fit_samples=max_fit_samples, pca=pca,
                     min_region_size=min_region_size, smoothing=smoothing,
                     connectivity=None if connectivity is None else int(connectivity),
@@ -227,25 +260,17 @@ def segment(images, out_dir, n_components, features, covariance_type, pca, seed,
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@reader_options
 @verbosity_options
-def info(files):
-    """Print what gmmseg reads from FILES: shape, type, channels, valid pixels."""
-    from .io import read_image
+def info(files, bands, nodata, volume, series):
+    """Print what gmmseg reads from FILES: shape, type, channels, geometry, valid pixels."""
+    from .io import describe, read_image
 
     failed = 0
     for path in files:
         try:
-            img = read_image(path)
-            valid = img.valid
-            values = img.data[valid] if valid.any() else img.data.reshape(-1, img.n_channels)
-            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-            click.echo(
-                f"{path}: {'volume' if img.is_volume else 'image'} "
-                f"{' x '.join(map(str, img.spatial_shape))}, {img.n_channels} channel(s) "
-                f"{','.join(img.channels) or '-'}, {img.data.dtype}, range {lo:g}..{hi:g}, "
-                f"valid {img.n_valid / max(1, valid.size):.1%}"
-                + (f", spacing {tuple(img.spacing)}" if img.spacing else "")
-                + f", format {img.meta.get('format', '?')}")
+            img = read_image(path, bands=bands, nodata=nodata, volume=volume, series=series)
+            click.echo(f"{path}: {describe(img)}")
         except Exception as err:
             _report_failure(path, err)
             failed += 1

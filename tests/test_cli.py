@@ -198,3 +198,18 @@ def test_smooth_option(runner, photo, tmp_path):
     assert result.exit_code == 1
     assert "connectivity must be one of (4, 8) in 2-D" in result.stderr
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+
+def test_reader_options_choose_bands(runner, tmp_path):
+    data = Path(__file__).resolve().parent / "data"
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(data / "landsat7_etm_6band.tif"), "--bands",
+                                  "4,3,2", "-k", "3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "landsat7_etm_6band_report.json").read_text())
+    assert report["input"]["channels"] == ["band4", "band3", "band2"]
+    result = runner.invoke(main, ["info", str(data / "landsat7_etm_6band.tif"), "--bands", "7"])
+    assert result.exit_code == 1
+    assert "landsat7_etm_6band.tif" in result.stderr and "band" in result.stderr
+    result = runner.invoke(main, ["info", str(data / "landsat7_etm_6band.tif"), "--bands", "x"])
+    assert result.exit_code == 2
