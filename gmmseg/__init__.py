@@ -4,6 +4,9 @@
 >>> img = gmmseg.read_image("scene.png")                      # doctest: +SKIP
 >>> seg = gmmseg.segment(img, n_components=4, features="lab,position")  # doctest: +SKIP
 >>> seg.labels, seg.proba, seg.log_likelihood, seg.overlay()  # doctest: +SKIP
+>>> gmmseg.select_k(img, 1, 10).n_components                  # doctest: +SKIP
+>>> seg = gmmseg.segment(img, n_components="auto")            # doctest: +SKIP
+>>> seg.uncertainty, seg.anomaly_mask(0.001)                  # doctest: +SKIP
 """
 
 __version__ = "0.1.0"
@@ -17,8 +20,8 @@ from .errors import (
 )
 from .features import FeatureExtractor
 from .io import Image, as_image, read_image
-from .mixture import GaussianMixture
-from .pipeline import Segmentation, segment
+from .mixture import GaussianMixture, SelectKResult
+from .pipeline import Segmentation, plot_selection, segment, select_k
 
 __all__ = [
     "ConvergenceWarning",
@@ -30,8 +33,11 @@ __all__ = [
     "ModelFileError",
     "OutputExistsError",
     "Segmentation",
+    "SelectKResult",
     "__version__",
     "as_image",
+    "plot_selection",
     "read_image",
     "segment",
+    "select_k",
 ]

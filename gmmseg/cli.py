@@ -79,25 +79,74 @@ def reader_options(fn):
     return fn
 
 
+class ComponentsType(click.ParamType):
+    """``-k``: a number of segments >= 1, or ``auto`` (chosen by a criterion)."""
+
+    name = "K|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif str(value).strip().lower() == "auto":
+            return "auto"
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"expected an integer >= 1 or 'auto', got {value!r}", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not in the range x>=1 (or use 'auto')", param, ctx)
+        return number
+
+
+def _apply(options, fn):
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+# Options that select-k shares with the segmenting commands, each defined once.
+_FEATURE_FIT_OPTIONS = [
+    click.option("--features", default="auto", show_default=True, callback=_check_features,
+                 help="Feature spec: names from lab, rgb, hsv, gray, bands, position, "
+                      "texture, with optional weights, e.g. 'lab,position:0.5'. "
+                      "'auto': lab for colour photos, gray for grey images, bands otherwise."),
+    click.option("--pca", callback=_check_pca, default=None,
+                 help="Reduce standardised features to N principal components, "
+                      "or to a variance fraction such as 0.95."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Random seed: the same seed gives the same labels."),
+    click.option("--max-fit-samples", type=click.IntRange(1), default=150_000,
+                 show_default=True,
+                 help="Fit on at most this many random valid pixels; all are labelled."),
+]
+_CRITERION_OPTION = click.option(
+    "--criterion", type=click.Choice(["bic", "aic"]), default="bic", show_default=True,
+    help="How K is chosen by select-k and -k auto: the lowest BIC or AIC on the fit sample.")
+_EM_OPTIONS = [
+    click.option("--init", "init_params",
+                 type=click.Choice(["k-means++", "kmeans", "random", "random_from_data"]),
+                 default="k-means++", show_default=True, help="EM initialisation."),
+    click.option("--n-init", type=click.IntRange(1), default=1, show_default=True,
+                 help="Initialisations to try; the most likely fit is kept."),
+    click.option("--max-iter", type=click.IntRange(1), default=100, show_default=True),
+    click.option("--tol", type=click.FloatRange(0), default=1e-3, show_default=True,
+                 help="Stop when the mean log-likelihood improves by less than this."),
+    click.option("-j", "--threads", type=click.IntRange(1), default=None,
+                 help="Threads for EM (default: all cores)."),
+]
+
+
 def model_options(fn):
     """Feature and mixture options, shared by all segmenting commands."""
     options = [
-        click.option("-k", "--n-components", type=click.IntRange(1), default=4,
-                     show_default=True, help="Number of segments."),
-        click.option("--features", default="auto", show_default=True, callback=_check_features,
-                     help="Feature spec: names from lab, rgb, hsv, gray, bands, position, "
-                          "texture, with optional weights, e.g. 'lab,position:0.5'. "
-                          "'auto': lab for colour photos, gray for grey images, bands otherwise."),
+        click.option("-k", "--n-components", type=ComponentsType(), default=4,
+                     show_default=True,
+                     help="Number of segments, or 'auto': the K in 1..10 with the lowest "
+                          "--criterion (see select-k)."),
         click.option("--covariance-type", type=click.Choice(["full", "tied", "diag", "spherical"]),
                      default="full", show_default=True),
-        click.option("--pca", callback=_check_pca, default=None,
-                     help="Reduce standardised features to N principal components, "
-                          "or to a variance fraction such as 0.95."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Random seed: the same seed gives the same labels."),
-        click.option("--max-fit-samples", type=click.IntRange(1), default=150_000,
-                     show_default=True,
-                     help="Fit on at most this many random valid pixels; all are labelled."),
+        *_FEATURE_FIT_OPTIONS,
         click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
                      help="Merge connected regions smaller than this many pixels into a "
                           "neighbour."),
@@ -109,20 +158,18 @@ def model_options(fn):
         click.option("--connectivity", type=click.Choice(["4", "8", "6", "26"]), default=None,
                      help="Neighbourhood of --smooth: 4 or 8 (default) in 2-D, 6 or 26 "
                           "(default) in 3-D."),
-        click.option("--init", "init_params",
-                     type=click.Choice(["k-means++", "kmeans", "random", "random_from_data"]),
-                     default="k-means++", show_default=True, help="EM initialisation."),
-        click.option("--n-init", type=click.IntRange(1), default=1, show_default=True,
-                     help="Initialisations to try; the most likely fit is kept."),
-        click.option("--max-iter", type=click.IntRange(1), default=100, show_default=True),
-        click.option("--tol", type=click.FloatRange(0), default=1e-3, show_default=True,
-                     help="Stop when the mean log-likelihood improves by less than this."),
-        click.option("-j", "--threads", type=click.IntRange(1), default=None,
-                     help="Threads for EM (default: all cores)."),
+        _CRITERION_OPTION,
+        *_EM_OPTIONS,
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _apply(options, fn)
+
+
+def _check_anomaly(ctx, param, value):
+    other = "anomaly_threshold" if param.name == "anomaly_quantile" else "anomaly_quantile"
+    if value is not None and ctx.params.get(other) is not None:
+        raise click.UsageError("--anomaly-quantile and --anomaly-threshold exclude each other",
+                               ctx)
+    return value
 
 
 def output_options(fn):
@@ -135,6 +182,19 @@ def output_options(fn):
         click.option("--save-loglik", is_flag=True,
                      help="Also write STEM_loglik.tif: per-pixel log-likelihood (float32; "
                           "low = unusual)."),
+        click.option("--save-uncertainty", is_flag=True,
+                     help="Also write STEM_uncertainty.png (heat map) and STEM_uncertainty.tif "
+                          "(float32): normalised posterior entropy, 0 certain .. 1 undecided."),
+        click.option("--save-anomaly", is_flag=True,
+                     help="Also write STEM_anomaly.png (heat map of -log-likelihood, bright = "
+                          "unusual) and STEM_loglik.tif."),
+        click.option("--anomaly-quantile", default=None, callback=_check_anomaly,
+                     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="Write STEM_anomaly_mask.png (255 = anomalous): pixels whose "
+                          "log-likelihood is below this quantile of all valid pixels, "
+                          "e.g. 0.001; the report gives the anomalous share."),
+        click.option("--anomaly-threshold", type=float, default=None, callback=_check_anomaly,
+                     help="Like --anomaly-quantile, with an absolute log-likelihood threshold."),
         click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
                      help="Opacity of the segment colours in the overlay."),
         click.option("--overwrite", is_flag=True, help="Replace existing output files."),
@@ -196,13 +256,15 @@ def main():
 @verbosity_options
 def segment(images, bands, nodata, volume, series, out_dir, n_components, features,
             covariance_type, pca, seed, max_fit_samples, min_region_size, smoothing,
-            connectivity, init_params, n_init, max_iter, tol, threads, save_proba, save_loglik,
+            connectivity, criterion, init_params, n_init, max_iter, tol, threads, save_proba,
+            save_loglik, save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold,
             alpha, overwrite):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
     canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR.
-    Existing outputs are kept unless --overwrite is given.
+    Existing outputs are kept unless --overwrite is given.  With -k auto, K
+    is chosen for each image and the criterion curve goes into the report.
     """
     from .io import file_stem, read_image
     from .pipeline import segment as run_segment
@@ -230,21 +292,25 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                     min_region_size=min_region_size, smoothing=smoothing,
                     connectivity=None if connectivity is None else int(connectivity),
                     init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
-                    n_jobs=threads)
-                targets = seg.output_paths(out_dir, stem, proba=save_proba,
-                                           log_likelihood=save_loglik)
+                    n_jobs=threads, criterion=criterion)
+                maps = dict(proba=save_proba, log_likelihood=save_loglik,
+                            uncertainty=save_uncertainty, anomaly=save_anomaly)
+                targets = seg.output_paths(out_dir, stem, **maps, anomaly_mask=(
+                    anomaly_quantile is not None or anomaly_threshold is not None))
                 clash = [t for t in targets.values() if t.resolve() in inputs]
                 if clash:
                     raise click.ClickException(f"{clash[0]}: output would replace an input file")
-                seg.save(out_dir, stem, overwrite=overwrite, proba=save_proba,
-                         log_likelihood=save_loglik, alpha=alpha)
+                seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
+                         anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
             for w in caught:
                 click.echo(f"warning: {path}: {_one_line(w.message)}", err=True)
             if not quiet:
                 m = seg.model
                 click.echo(
-                    f"{path}: {m.n_components} segments, {m.n_iter_} EM iterations"
-                    f"{'' if m.converged_ else ' (not converged)'}, "
+                    f"{path}: {m.n_components} segments{_selection_note(seg)}, "
+                    f"{m.n_iter_} EM iterations"
+                    f"{'' if m.converged_ else ' (not converged)'}"
+                    f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}, "
                     f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
         except click.ClickException as err:
             click.echo(f"error: {err.format_message()}", err=True)
@@ -256,6 +322,124 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
         if len(images) > 1:
             click.echo(f"{failed} of {len(images)} inputs failed", err=True)
         sys.exit(1)
+
+
+def _selection_note(seg):
+    chosen = seg.info.get("model_selection")
+    if not chosen:
+        return ""
+    ks = chosen["k_values"]
+    return f" (chosen by {chosen['criterion'].upper()} among K = {ks[0]}..{ks[-1]})"
+
+
+def _anomaly_note(seg, quantile, threshold):
+    if quantile is None and threshold is None:
+        return ""
+    share = seg.anomaly_mask(quantile, threshold=threshold).sum() / seg.info["n_valid"]
+    return f", anomalous {share:.3%}"
+
+
+@main.command("select-k")
+@click.argument("image", type=click.Path(path_type=Path))
+@reader_options
+@click.option("--k-min", type=click.IntRange(1), default=1, show_default=True,
+              help="Smallest K tried.")
+@click.option("--k-max", type=click.IntRange(1), default=10, show_default=True,
+              help="Largest K tried.")
+@_CRITERION_OPTION
+@click.option("--covariance-type", "covariance_types", multiple=True, default=("full",),
+              show_default=True, type=click.Choice(["full", "tied", "diag", "spherical"]),
+              help="Covariance type to fit; repeat the option to compare several.")
+@functools.partial(_apply, _FEATURE_FIT_OPTIONS)
+@functools.partial(_apply, _EM_OPTIONS)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw BIC and AIC against K, the choice marked, into this file "
+                   "(.png, .pdf, .svg; needs matplotlib).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --plot file.")
+@verbosity_options
+def select_k(image, bands, nodata, volume, series, k_min, k_max, criterion, covariance_types,
+             features, pca, seed, max_fit_samples, init_params, n_init, max_iter, tol, threads,
+             plot, overwrite):
+    """How many segments: fit K = K_MIN..K_MAX to IMAGE, pick the lowest BIC (or AIC).
+
+    Prints one row per K (and covariance type): mean log-likelihood per fit
+    pixel, BIC, AIC, EM iterations and seconds; '*' marks the choice.  The
+    criteria are computed on the fit sample (--max-fit-samples random valid
+    pixels): the pixels that 'segment -k auto' fits on with the same options.
+    """
+    import importlib.util
+
+    if k_max < k_min:
+        raise click.BadParameter(f"{k_max} is smaller than --k-min {k_min}",
+                                 param_hint="'--k-max'")
+    if plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            click.echo("error: --plot needs matplotlib; install it with: "
+                       "pip install 'gmmseg[plot]'", err=True)
+            sys.exit(1)
+        if plot.exists() and not overwrite:
+            click.echo(f"error: {plot}: output exists (use --overwrite)", err=True)
+            sys.exit(1)
+
+    from .io import read_image
+    from .pipeline import plot_selection
+    from .pipeline import select_k as run_select_k
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            img = read_image(image, bands=bands, nodata=nodata, volume=volume, series=series)
+            result = run_select_k(
+                img, k_min, k_max, criterion=criterion, covariance_types=covariance_types,
+                features=features, pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
+                init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                n_jobs=threads)
+        for w in caught:
+            click.echo(f"warning: {image}: {_one_line(w.message)}", err=True)
+        for line in _selection_table(result):
+            click.echo(line)
+        if plot is not None:
+            plot_selection(result, plot, overwrite=overwrite)
+            if not click.get_current_context().meta["gmmseg.quiet"]:
+                click.echo(f"plot -> {plot}")
+    except Exception as err:
+        _report_failure(image, err)
+        sys.exit(1)
+
+
+def _selection_table(result):
+    """The lines select-k prints: an aligned table, the chosen row marked '*'."""
+    several = len({r["covariance_type"] for r in result.rows}) > 1
+    header = ["", "K"] + (["covariance"] if several else []) + [
+        "mean loglik", "BIC", "AIC", "iter", "seconds", ""]
+    table = [header]
+    for r in result.rows:
+        chosen = (r["n_components"] == result.n_components
+                  and r["covariance_type"] == result.covariance_type)
+        cells = ["*" if chosen else "", str(r["n_components"])]
+        cells += [r["covariance_type"]] if several else []
+        if r["error"] is not None:
+            cells += ["-", "-", "-", "-", f"{r['seconds']:.2f}", r["error"]]
+        else:
+            cells += [f"{r['mean_log_likelihood']:.4f}", f"{r['bic']:.1f}", f"{r['aic']:.1f}",
+                      str(r["n_iter"]), f"{r['seconds']:.2f}",
+                      "" if r["converged"] else "not converged"]
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    left = {0, len(header) - 1} | ({2} if several else set())
+    lines = [" ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+             for row in table]
+    lines.append(
+        f"chosen: K = {result.n_components}"
+        + (f" ({result.covariance_type})" if several else "")
+        + f" by {result.criterion.upper()} on {result.n_samples:,.0f} fit pixels "
+          f"({result.info['timings']['total']:.2f} s)")
+    ks = sorted({r["n_components"] for r in result.rows})
+    if len(ks) > 1 and result.n_components == ks[-1]:
+        lines.append(f"note: the largest K tried was chosen; the {result.criterion.upper()} "
+                     "may fall further with a larger --k-max")
+    return lines
 
 
 @main.command()

@@ -6,8 +6,10 @@ command-line options (that is ``cli.py``'s job).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +19,28 @@ import numpy as np
 from . import mrf, postprocess
 from .errors import GmmsegError, OutputExistsError
 from .features import FeatureExtractor
-from .io import Image, as_image, result_suffix, write_json, write_png, write_result_map
+from .io import (
+    Image,
+    as_image,
+    atomic_output,
+    result_suffix,
+    write_json,
+    write_png,
+    write_result_map,
+)
 from .mixture import GaussianMixture
+from .mixture import select_k as select_k_arrays
 
 logger = logging.getLogger(__name__)
 
 #: Default number of valid pixels the mixture is fitted on; every pixel is
 #: still labelled.  See the README's "Subsampling" figures for its quality cost.
 DEFAULT_MAX_FIT_SAMPLES = 150_000
+#: Candidate K of ``n_components="auto"``.
+DEFAULT_K_RANGE = (1, 10)
+#: Display range of the anomaly heat map: these percentiles of -log p.
+_ANOMALY_PERCENTILES = (1.0, 99.5)
+_PLOT_HINT = "install it with: pip install 'gmmseg[plot]'"
 
 
 @dataclass(eq=False)
@@ -94,8 +110,80 @@ class Segmentation:
         return postprocess.segment_stats(
             self.labels, self.image.data, self.n_components, valid=self.labels >= 0)
 
-    def report(self):
-        """Everything worth recording about this segmentation, JSON-ready."""
+    @functools.cached_property
+    def uncertainty(self):
+        """How unsure each pixel's segment is: ``(...)`` float32 in ``[0, 1]``.
+
+        The normalised posterior entropy ``-sum_k p_k log p_k / log K`` of
+        :attr:`proba` (see :func:`gmmseg.postprocess.normalized_entropy`): 0
+        where one segment takes all the probability, 1 where all K are
+        equally likely (0 everywhere when K = 1); NaN at invalid pixels.
+        Highest on the borders between segments.  With ``smoothing``, the
+        entropy of the smoothed (mean-field) posteriors.
+        """
+        return postprocess.normalized_entropy(self.proba, valid=self.valid)
+
+    def anomaly_threshold(self, quantile=None, *, threshold=None):
+        """The log-likelihood below which :meth:`anomaly_mask` flags a pixel.
+
+        The ``quantile`` of the valid pixels' log-likelihoods (a value that
+        occurs, no interpolation), or ``threshold`` itself.  Give exactly one.
+        """
+        if (quantile is None) == (threshold is None):
+            raise ValueError("give exactly one of quantile and threshold")
+        if quantile is not None:
+            if isinstance(quantile, bool) or not isinstance(quantile, numbers.Real) or not (
+                    0.0 < quantile < 1.0):
+                raise ValueError(f"quantile must be a number in (0, 1), got {quantile!r}")
+            values = self.log_likelihood[self.valid]
+            return float(np.quantile(values, float(quantile), method="inverted_cdf"))
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
+                math.isfinite(threshold)):
+            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        return float(threshold)
+
+    def anomaly_mask(self, quantile=None, *, threshold=None):
+        """Pixels that fit no segment well: ``(...)`` bool.
+
+        True where the pixel's log-likelihood under the mixture
+        (:attr:`log_likelihood`) is below its ``quantile`` over the valid
+        pixels -- ``anomaly_mask(0.001)`` flags (at most) the 0.1% least
+        likely pixels -- or below an absolute log-likelihood ``threshold``
+        (comparable between images segmented with one model).  False at
+        invalid pixels.
+
+        Examples
+        --------
+        >>> img = np.zeros((20, 20), np.float32); img[10:] = 1; img[3, 3] = 0.5
+        >>> seg = segment(img, 2)
+        >>> np.argwhere(seg.anomaly_mask(0.005)).tolist()
+        [[3, 3]]
+        """
+        limit = self.anomaly_threshold(quantile, threshold=threshold)
+        with np.errstate(invalid="ignore"):
+            return (self.log_likelihood < limit) & self.valid
+
+    def _picture(self, values, **kwargs):
+        """A heat-map picture of a per-pixel map (the middle slice of a volume)."""
+        valid = self.valid
+        z = self._slice_index(None)
+        if z is not None:
+            values, valid = values[z], valid[z]
+        return postprocess.heat_map(values, valid, **kwargs)
+
+    def report(self, *, uncertainty=False, anomaly_quantile=None, anomaly_threshold=None):
+        """Everything worth recording about this segmentation, JSON-ready.
+
+        Parameters
+        ----------
+        uncertainty : bool, default=False
+            Add an ``"uncertainty"`` summary (mean and median normalised
+            entropy of the valid pixels).
+        anomaly_quantile, anomaly_threshold : float, optional
+            Add an ``"anomaly"`` entry for :meth:`anomaly_mask` with this
+            quantile or threshold: the log-likelihood threshold used, and the
+            number and share of valid pixels below it.
+        """
         from . import __version__
 
         model = self.model
@@ -103,7 +191,7 @@ class Segmentation:
         mean_ll = float(self.info["mean_log_likelihood"])
         n_params = model._n_parameters()
         img = self.image
-        return {
+        out = {
             "gmmseg_version": __version__,
             "input": {
                 "path": str(img.path) if img.path else None,
@@ -143,9 +231,36 @@ class Segmentation:
             "segments": self.stats(),
             "timings": dict(self.info.get("timings", {})),
         }
+        if self.info.get("model_selection") is not None:
+            out["model_selection"] = self.info["model_selection"]
+        if uncertainty:
+            values = self.uncertainty[self.valid].astype(np.float64)
+            out["uncertainty"] = {
+                "measure": "normalized posterior entropy",
+                "mean": float(values.mean()),
+                "median": float(np.median(values)),
+            }
+        if anomaly_quantile is not None or anomaly_threshold is not None:
+            limit = self.anomaly_threshold(anomaly_quantile, threshold=anomaly_threshold)
+            n_anomalous = int(np.count_nonzero(self.anomaly_mask(threshold=limit)))
+            out["anomaly"] = {
+                "quantile": None if anomaly_quantile is None else float(anomaly_quantile),
+                "threshold": None if anomaly_threshold is None else float(anomaly_threshold),
+                "log_likelihood_threshold": limit,
+                "pixels": n_anomalous,
+                "share": n_anomalous / max(n_valid, 1),
+            }
+        return out
 
-    def output_paths(self, out_dir, stem=None, *, proba=False, log_likelihood=False):
-        """The files :meth:`save` writes, by kind."""
+    def output_paths(self, out_dir, stem=None, *, proba=False, log_likelihood=False,
+                     uncertainty=False, anomaly=False, anomaly_mask=False):
+        """The files :meth:`save` writes with these options, by kind.
+
+        The one place output names are made: ``labels``, ``overlay``,
+        ``report`` always; ``proba``, ``log_likelihood`` (also with
+        ``anomaly``), ``uncertainty`` (heat map) and ``uncertainty_map``
+        (float), ``anomaly`` (heat map) and ``anomaly_mask`` on request.
+        """
         out_dir = Path(out_dir)
         stem = stem or self.image.name
         float_suffix = result_suffix(self.image, "float")
@@ -156,19 +271,43 @@ class Segmentation:
         }
         if proba:
             paths["proba"] = out_dir / f"{stem}_proba{float_suffix}"
-        if log_likelihood:
+        if log_likelihood or anomaly:
             paths["log_likelihood"] = out_dir / f"{stem}_loglik{float_suffix}"
+        if uncertainty:
+            paths["uncertainty"] = out_dir / f"{stem}_uncertainty.png"
+            paths["uncertainty_map"] = out_dir / f"{stem}_uncertainty{float_suffix}"
+        if anomaly:
+            paths["anomaly"] = out_dir / f"{stem}_anomaly.png"
+        if anomaly_mask:
+            paths["anomaly_mask"] = (
+                out_dir / f"{stem}_anomaly_mask{result_suffix(self.image, 'labels')}")
         return paths
 
     def save(self, out_dir, stem=None, *, overwrite=False, proba=False,
-             log_likelihood=False, alpha=0.5):
-        """Write label map, overlay and report (and optional float maps).
+             log_likelihood=False, alpha=0.5, uncertainty=False, anomaly=False,
+             anomaly_quantile=None, anomaly_threshold=None):
+        """Write label map, overlay and report (and optional maps).
 
         Files are ``{stem}_labels.png`` (uint8, uint16 if K > 255; formats
         with geometry keep it, see :func:`gmmseg.io.result_suffix`),
-        ``{stem}_overlay.png``, ``{stem}_report.json`` and on request
-        ``{stem}_proba.tif`` (float32, ``(..., K)``) and ``{stem}_loglik.tif``
-        (float32, NaN where invalid).
+        ``{stem}_overlay.png``, ``{stem}_report.json`` and on request:
+
+        * ``proba``: ``{stem}_proba.tif`` (float32, ``(..., K)``);
+        * ``log_likelihood``: ``{stem}_loglik.tif`` (float32, NaN where invalid);
+        * ``uncertainty``: ``{stem}_uncertainty.png``, a heat map of
+          :attr:`uncertainty` (0 dark .. 1 bright, "viridis"), and the float
+          map ``{stem}_uncertainty.tif``;
+        * ``anomaly``: ``{stem}_anomaly.png``, a heat map of ``-log p``
+          (bright = unusual; its 1st..99.5th percentiles span the colours,
+          "magma"), and the float map ``{stem}_loglik.tif``;
+        * ``anomaly_quantile`` or ``anomaly_threshold``: the
+          :meth:`anomaly_mask` as ``{stem}_anomaly_mask.png`` (uint8, 255 =
+          anomalous; for volumes and georeferenced inputs a 0/1 map in the
+          input's geometry, like the labels), and an ``"anomaly"`` entry in
+          the report.
+
+        Float maps use the input's geometry (``.nii.gz`` / GeoTIFF) where it
+        has one; heat maps show the middle slice of a volume.
         Nothing is written if any target exists and ``overwrite`` is False;
         each file is written to a temporary name and renamed, and files this
         call wrote are removed again if a later one fails.
@@ -177,7 +316,12 @@ class Segmentation:
         -------
         dict of str to Path
         """
-        paths = self.output_paths(out_dir, stem, proba=proba, log_likelihood=log_likelihood)
+        want_mask = anomaly_quantile is not None or anomaly_threshold is not None
+        limit = (self.anomaly_threshold(anomaly_quantile, threshold=anomaly_threshold)
+                 if want_mask else None)
+        paths = self.output_paths(out_dir, stem, proba=proba, log_likelihood=log_likelihood,
+                                  uncertainty=uncertainty, anomaly=anomaly,
+                                  anomaly_mask=want_mask)
         if not overwrite:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
@@ -186,21 +330,38 @@ class Segmentation:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         written = []
+
+        def write(kind, writer, *args, **kwargs):
+            writer(paths[kind], *args, overwrite=overwrite, **kwargs)
+            written.append(paths[kind])
+
         try:
-            write_result_map(paths["labels"], self.labels, self.image,
-                             n_components=self.n_components, overwrite=overwrite)
-            written.append(paths["labels"])
-            write_png(paths["overlay"], self.overlay(alpha), overwrite=overwrite)
-            written.append(paths["overlay"])
+            write("labels", write_result_map, self.labels, self.image,
+                  n_components=self.n_components)
+            write("overlay", write_png, self.overlay(alpha))
             if proba:
-                write_result_map(paths["proba"], self.proba, self.image, overwrite=overwrite)
-                written.append(paths["proba"])
-            if log_likelihood:
-                write_result_map(paths["log_likelihood"], self.log_likelihood, self.image,
-                                 overwrite=overwrite)
-                written.append(paths["log_likelihood"])
+                write("proba", write_result_map, self.proba, self.image)
+            if log_likelihood or anomaly:
+                write("log_likelihood", write_result_map, self.log_likelihood, self.image)
+            if uncertainty:
+                write("uncertainty", write_png,
+                      self._picture(self.uncertainty, value_range=(0.0, 1.0), cmap="viridis"))
+                write("uncertainty_map", write_result_map, self.uncertainty, self.image)
+            if anomaly:
+                write("anomaly", write_png,
+                      self._picture(-self.log_likelihood, percentiles=_ANOMALY_PERCENTILES))
+            if want_mask:
+                mask = self.anomaly_mask(threshold=limit)
+                if paths["anomaly_mask"].name.endswith(".png"):
+                    write("anomaly_mask", write_png, mask.astype(np.uint8) * np.uint8(255))
+                else:
+                    write("anomaly_mask", write_result_map,
+                          np.where(self.valid, mask, -1).astype(np.int32), self.image,
+                          n_components=2)
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
-            write_json(paths["report"], self.report(), overwrite=overwrite)
+            write("report", write_json, self.report(
+                uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
+                anomaly_threshold=anomaly_threshold))
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)
@@ -245,6 +406,7 @@ def segment(
     tol=1e-3,
     reg_covar=1e-6,
     n_jobs=None,
+    criterion="bic",
 ):
     """Segment an image with a Gaussian mixture over per-pixel features.
 
@@ -253,8 +415,12 @@ def segment(
     image : Image, ndarray or path
         ``(H, W)``, ``(H, W, C)`` or an :class:`~gmmseg.io.Image` (volumes
         ``(Z, H, W, C)`` too), or a file path.  Never modified.
-    n_components : int, default=4
-        Number of segments K.  Ignored when ``model`` is given.
+    n_components : int, "auto" or sequence of int, default=4
+        Number of segments K.  "auto" chooses K in 1..10 by ``criterion``
+        (one mixture per K on the fit sample, as :func:`select_k` does); a
+        sequence of ints chooses among those.  The choice and the criterion
+        curve go into ``info["model_selection"]`` and the report.  Ignored
+        when ``model`` is given.
     features : str, callable or list, default="auto"
         Feature spec (``"lab,position:0.5"``), callables
         ``f(image) -> (..., d)``, or a list of both; "auto" picks ``lab`` for
@@ -291,6 +457,8 @@ def segment(
         (default) in 3-D, weighted by the physical pixel spacing.
     init_params, n_init, max_iter, tol, reg_covar, n_jobs :
         Passed to :class:`~gmmseg.mixture.GaussianMixture`.
+    criterion : {"bic", "aic"}, default="bic"
+        How ``n_components="auto"`` chooses K.
 
     Returns
     -------
@@ -308,15 +476,13 @@ def segment(
     >>> seg.labels[0, 0], seg.labels[0, 19]
     (0, 1)
     """
+    k_values = None if model is not None else _candidate_ks(n_components)
     timings = {}
     t0 = time.perf_counter()
     img = as_image(image)
     timings["read"] = time.perf_counter() - t0
     where = _where(img)
-    valid = _combined_mask(img, mask)
-    n_valid = int(np.count_nonzero(valid))
-    if n_valid == 0:
-        raise GmmsegError(f"{where}no valid pixels to segment (all masked, NaN or nodata)")
+    valid, n_valid = _valid_pixels(img, mask, where)
 
     t = time.perf_counter()
     if model is not None:
@@ -334,11 +500,19 @@ def segment(
     t = time.perf_counter()
     pretrained = model is not None
     fit_samples = None
+    selection = None
     if model is None:
         params = dict(covariance_type=covariance_type, random_state=random_state,
                       init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                       reg_covar=reg_covar, n_jobs=n_jobs)
-        if smoothing:
+        if k_values is not None:
+            selection = _select(X, k_values, where, criterion, params, max_fit_samples)
+            n_components = selection.n_components
+        if selection is not None and not smoothing:
+            # The chosen fit is the model; its warnings are this call's.
+            selection.reemit_warnings()
+            model, fit_samples = selection.model, selection.info["fit_samples"]
+        elif smoothing:
             # Start EM with the prior from a mixture of locally averaged
             # features, re-estimated on the real ones (see mrf.local_mean).
             X_start = mrf.local_mean(X, valid, spacing=img.spacing)
@@ -386,6 +560,7 @@ def segment(
         "min_region_size": int(min_region_size or 0),
         "smoothing": float(smoothing or 0.0),
         "smoothing_energies": energies if smoothing else None,
+        "model_selection": None if selection is None else selection.summary(),
         "timings": timings,
     }
     logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
@@ -393,15 +568,64 @@ def segment(
     return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
 
 
+def _valid_pixels(img, mask, where):
+    valid = _combined_mask(img, mask)
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid == 0:
+        raise GmmsegError(f"{where}no valid pixels to segment (all masked, NaN or nodata)")
+    return valid, n_valid
+
+
+def _candidate_ks(n_components):
+    """None for a fixed K, else the sorted candidate K to choose from."""
+    if isinstance(n_components, str):
+        if n_components != "auto":
+            raise ValueError(
+                f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
+                f"got {n_components!r}")
+        return list(range(DEFAULT_K_RANGE[0], DEFAULT_K_RANGE[1] + 1))
+    if isinstance(n_components, numbers.Integral):
+        return None
+    try:
+        values = sorted(set(n_components))
+    except TypeError as err:
+        raise ValueError(
+            f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
+            f"got {n_components!r}") from err
+    if not values or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool)
+                             and k >= 1 for k in values):
+        raise ValueError(f"candidate n_components must be integers >= 1, got {n_components!r}")
+    return values
+
+
+def fit_sample(X, max_fit_samples, random_state):
+    """The rows of ``X`` a mixture is fitted on: all, or ``max_fit_samples`` random ones.
+
+    Parameters
+    ----------
+    X : (N, D) ndarray
+    max_fit_samples : int or None
+    random_state : int or None
+
+    Returns
+    -------
+    (n, D) ndarray
+        ``X`` itself when ``N <= max_fit_samples``; otherwise the rows of a
+        random subset, in their original order.  The same seed gives the
+        same rows, so :func:`segment` and :func:`select_k` fit on the same
+        pixels.
+    """
+    n = len(X)
+    if max_fit_samples is None or n <= max_fit_samples:
+        return X
+    rng = np.random.default_rng(random_state)
+    rows = np.sort(rng.choice(n, size=int(max_fit_samples), replace=False))
+    return X[rows]
+
+
 def _fit(X, n_components, where, params, max_fit_samples):
     """Fit a mixture on (a random subsample of) ``X``, components in canonical order."""
-    n = len(X)
-    rng = np.random.default_rng(params["random_state"])
-    if max_fit_samples is not None and n > max_fit_samples:
-        rows = np.sort(rng.choice(n, size=int(max_fit_samples), replace=False))
-        X_fit = X[rows]
-    else:
-        X_fit = X
+    X_fit = fit_sample(X, max_fit_samples, params["random_state"])
     model = GaussianMixture(n_components, **params)
     try:
         model.fit(X_fit)
@@ -413,3 +637,186 @@ def _fit(X, n_components, where, params, max_fit_samples):
         raise GmmsegError(f"{where}{err}") from err
     model.sort_components()
     return model, len(X_fit)
+
+
+def _select(X, k_values, where, criterion, params, max_fit_samples, covariance_types=None):
+    """:func:`gmmseg.mixture.select_k` on the fit sample of ``X``; models in canonical order."""
+    params = dict(params)
+    ctype = params.pop("covariance_type", "full")
+    X_fit = fit_sample(X, max_fit_samples, params["random_state"])
+    try:
+        result = select_k_arrays(X_fit, k_values, criterion=criterion,
+                                 covariance_types=covariance_types or (ctype,), **params)
+    except ValueError as err:
+        if "distinct rows" in str(err):
+            raise GmmsegError(
+                f"{where}fewer distinct valid pixels than n_components={min(k_values)}; "
+                "use a smaller -k") from err
+        raise GmmsegError(f"{where}{err}") from err
+    for model in result.models.values():
+        model.sort_components()
+    result.info["fit_samples"] = len(X_fit)
+    return result
+
+
+def select_k(
+    image,
+    k_min=1,
+    k_max=10,
+    *,
+    criterion="bic",
+    covariance_types=("full",),
+    features="auto",
+    standardize=True,
+    pca=None,
+    mask=None,
+    random_state=0,
+    max_fit_samples=DEFAULT_MAX_FIT_SAMPLES,
+    init_params="k-means++",
+    n_init=1,
+    max_iter=100,
+    tol=1e-3,
+    reg_covar=1e-6,
+    n_jobs=None,
+):
+    """How many segments: fit a mixture for each K in ``k_min..k_max``, pick by BIC or AIC.
+
+    Features are built once and the mixtures are fitted on one random
+    subsample of the valid pixels -- the very features and subsample
+    :func:`segment` uses with the same arguments, so ``segment(image,
+    n_components="auto")`` makes the same choice.  BIC and AIC are computed
+    on that fit sample (``n`` = its size), lower is better.  Work is shared
+    between K; see :func:`gmmseg.mixture.select_k`.
+
+    Parameters
+    ----------
+    image : Image, ndarray or path
+        As for :func:`segment`.
+    k_min, k_max : int, default 1 and 10
+        The K tried: ``k_min..k_max`` inclusive.
+    criterion : {"bic", "aic"}, default="bic"
+    covariance_types : str or sequence of str, default=("full",)
+        Also choose among these covariance types (each is fitted for every K).
+    features, standardize, pca, mask, random_state, max_fit_samples :
+        As for :func:`segment`.
+    init_params, n_init, max_iter, tol, reg_covar, n_jobs :
+        Passed to :class:`~gmmseg.mixture.GaussianMixture`.
+
+    Returns
+    -------
+    SelectKResult
+        ``rows`` (one per K: log-likelihood, BIC, AIC, iterations, seconds),
+        the chosen ``n_components`` and ``covariance_type``, the fitted
+        ``model`` (components in canonical order), ``features`` (the fitted
+        :class:`~gmmseg.features.FeatureExtractor`) and ``info`` (``n_valid``,
+        ``fit_samples``, ``timings``).
+
+    Raises
+    ------
+    GmmsegError
+        No valid pixel, or not even ``k_min`` distinct valid pixels.  A K
+        larger than the number of distinct pixels is recorded as an error
+        in its row and not chosen.
+
+    Examples
+    --------
+    >>> img = np.zeros((30, 30), np.float32); img[10:] = 1; img[20:] = 2
+    >>> img += np.random.default_rng(0).normal(0, 0.05, img.shape).astype(np.float32)
+    >>> select_k(img, 1, 5).n_components
+    3
+    """
+    for name, value in (("k_min", k_min), ("k_max", k_max)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if k_max < k_min:
+        raise ValueError(f"k_max must be >= k_min, got k_min={k_min}, k_max={k_max}")
+    timings = {}
+    t0 = time.perf_counter()
+    img = as_image(image)
+    timings["read"] = time.perf_counter() - t0
+    where = _where(img)
+    valid, n_valid = _valid_pixels(img, mask, where)
+    t = time.perf_counter()
+    extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
+    X = extractor.fit_transform(img, valid=valid, random_state=random_state)
+    timings["features"] = time.perf_counter() - t
+    t = time.perf_counter()
+    params = dict(random_state=random_state, init_params=init_params, n_init=n_init,
+                  max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_jobs=n_jobs)
+    result = _select(X, range(int(k_min), int(k_max) + 1), where, criterion, params,
+                     max_fit_samples, covariance_types=covariance_types)
+    timings["select"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    result.features = extractor
+    result.info.update(n_valid=n_valid, timings=timings)
+    logger.info("%schose K=%d (%s) by %s among K=%d..%d in %.2f s", where,
+                result.n_components, result.covariance_type, criterion.upper(), k_min, k_max,
+                timings["total"])
+    return result
+
+
+def plot_selection(result, path=None, *, overwrite=False):
+    """BIC and AIC against K, the chosen K marked; saved to ``path`` if given.
+
+    Needs matplotlib (the ``plot`` extra), imported only here; the figure
+    is drawn on an Agg canvas, so no display and no global backend change
+    is involved.
+
+    Parameters
+    ----------
+    result : SelectKResult
+    path : str or Path, optional
+        Image file to write; its suffix chooses the format (``.png``,
+        ``.pdf``, ``.svg``, ...).  Written atomically; an existing file is
+        kept unless ``overwrite``.
+    overwrite : bool, default=False
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(f"plotting needs matplotlib; {_PLOT_HINT}") from err
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 1, sharex=True)
+    ctypes = list(dict.fromkeys(r["covariance_type"] for r in result.rows))
+    chosen = result.best_row
+    for ax, name in zip(axes, ("bic", "aic")):
+        for i, ctype in enumerate(ctypes):
+            curve = result.curve(ctype)
+            points = [(k, v) for k, v in zip(curve["k_values"], curve[name]) if v is not None]
+            ax.plot(*zip(*points), marker="o", markersize=4, color=f"C{i}",
+                    label=ctype if len(ctypes) > 1 else None)
+        ax.axvline(chosen["n_components"], color="crimson", linewidth=0.8, linestyle=":")
+        if name == result.criterion:
+            ax.plot([chosen["n_components"]], [chosen[name]], marker="*", markersize=15,
+                    color="crimson", linestyle="none",
+                    label=f"chosen: K = {chosen['n_components']}"
+                          + (f" ({chosen['covariance_type']})" if len(ctypes) > 1 else ""))
+            ax.legend()
+        ax.set_ylabel(name.upper())
+        ax.margins(x=0.06, y=0.1)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("K (number of components)")
+    axes[-1].set_xticks(sorted({r["n_components"] for r in result.rows}))
+    fig.suptitle(f"Model selection by {result.criterion.upper()}: K = {result.n_components} "
+                 f"(criteria on {result.n_samples:,.0f} fit samples; lower is better)",
+                 fontsize="medium")
+    if path is not None:
+        path = Path(path)
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt not in canvas.get_supported_filetypes():
+            raise ValueError(f"{path}: unsupported plot format {path.suffix!r}; use one of "
+                             f"{', '.join(sorted(canvas.get_supported_filetypes()))}")
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
+    return fig

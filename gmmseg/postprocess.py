@@ -14,12 +14,16 @@ import math
 import numbers
 
 import numpy as np
+from scipy import special
 from skimage import measure
 
 __all__ = [
     "boundaries",
+    "colormap",
     "display_rgb",
+    "heat_map",
     "labels_from_proba",
+    "normalized_entropy",
     "overlay",
     "remove_small_regions",
     "scatter_valid",
@@ -55,6 +59,17 @@ _TAB10 = np.array(
     ],
     dtype=np.uint8,
 )
+
+# Anchor colours of the heat-map colormaps at 0, 1/8, ..., 1 (matplotlib's
+# perceptually uniform "magma" and "viridis", and plain grey); colormap()
+# interpolates them to 256 entries, so no plotting library is needed.
+_COLORMAP_ANCHORS = {
+    "magma": [(0, 0, 4), (28, 16, 68), (79, 18, 123), (129, 37, 129), (181, 54, 122),
+              (229, 80, 100), (251, 135, 97), (254, 194, 135), (252, 253, 191)],
+    "viridis": [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+                (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)],
+    "gray": [(0, 0, 0), (255, 255, 255)],
+}
 
 
 # ----------------------------------------------------------------------------
@@ -152,6 +167,53 @@ def labels_from_proba(proba, valid=None):
     if valid is not None:
         labels[~valid] = -1
     return labels
+
+
+def normalized_entropy(proba, valid=None):
+    """Posterior entropy of each pixel divided by its maximum, ``log K``.
+
+    ``H = -sum_k p_k log p_k / log K`` is 0 where one component takes all
+    the probability and 1 where all ``K`` are equally likely: a per-pixel
+    measure of how unsure the segmentation is, highest on the borders
+    between segments.
+
+    Parameters
+    ----------
+    proba : (..., K) float ndarray
+        Responsibilities; rows sum to 1.
+    valid : (...) bool ndarray, optional
+        Pixels where this is False get NaN.
+
+    Returns
+    -------
+    entropy : (...) float32 ndarray
+        In ``[0, 1]``; 0 everywhere (valid) when ``K == 1``.
+
+    Examples
+    --------
+    >>> normalized_entropy(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    array([0., 1.], dtype=float32)
+    """
+    proba = np.asarray(proba)
+    if not np.issubdtype(proba.dtype, np.floating):
+        raise TypeError(f"proba must be a float array, got dtype {proba.dtype}")
+    if proba.ndim < 1 or proba.shape[-1] < 1:
+        raise ValueError(f"proba must have shape (..., K) with K >= 1, got {proba.shape}")
+    spatial = proba.shape[:-1]
+    valid = _as_mask(valid, spatial)
+    k = proba.shape[-1]
+    flat = proba.reshape(-1, k)
+    out = np.zeros(flat.shape[0], dtype=np.float32)
+    if k > 1:
+        scale = np.float32(1.0 / math.log(k))
+        for rows in _row_blocks(flat.shape[0], k):
+            block = special.entr(flat[rows].astype(np.float32, copy=False))
+            out[rows] = block.sum(axis=1) * scale
+        np.clip(out, 0.0, 1.0, out=out)
+    out = out.reshape(spatial)
+    if valid is not None:
+        out[~valid] = np.nan
+    return out
 
 
 def scatter_valid(values, valid, fill):
@@ -554,6 +616,87 @@ def _stretch_range(channel, valid, low, high):
         # Constant channel: show the common value as black, anything above as bright.
         hi = lo + 1.0
     return lo, hi
+
+
+def colormap(name="magma"):
+    """A 256-entry RGB colour table, dark (0) to bright (255).
+
+    Parameters
+    ----------
+    name : {"magma", "viridis", "gray"}
+        "magma" and "viridis" follow matplotlib's perceptually uniform
+        maps of those names (interpolated from nine anchor colours).
+
+    Returns
+    -------
+    table : (256, 3) uint8 ndarray
+
+    Examples
+    --------
+    >>> colormap("gray")[[0, 128, 255], 0]
+    array([  0, 128, 255], dtype=uint8)
+    """
+    if name not in _COLORMAP_ANCHORS:
+        raise ValueError(f"name must be one of {tuple(_COLORMAP_ANCHORS)}, got {name!r}")
+    anchors = np.asarray(_COLORMAP_ANCHORS[name], dtype=np.float64)
+    at = np.linspace(0.0, 1.0, len(anchors))
+    t = np.linspace(0.0, 1.0, 256)
+    table = np.stack([np.interp(t, at, anchors[:, j]) for j in range(3)], axis=1)
+    return np.rint(table).astype(np.uint8)
+
+
+def heat_map(values, valid=None, *, value_range=None, percentiles=(1, 99.5), cmap="magma"):
+    """A scalar map as a colour picture: low values dark, high values bright.
+
+    Parameters
+    ----------
+    values : (H, W) real ndarray
+        For a volume pass one slice.
+    valid : (H, W) bool ndarray, optional
+        Pixels to show; the others, and non-finite values, are black.
+    value_range : (float, float), optional
+        Values mapped to the first and last colour (clipped outside).
+        Default: the ``percentiles`` of the valid finite values, which
+        keeps a few extreme pixels from washing out the rest.
+    percentiles : (float, float), default (1, 99.5)
+    cmap : {"magma", "viridis", "gray"}, default "magma"
+        See :func:`colormap`.
+
+    Returns
+    -------
+    picture : (H, W, 3) uint8 ndarray
+
+    Examples
+    --------
+    >>> heat_map(np.array([[0.0, 1.0]]), value_range=(0, 1), cmap="gray")[..., 0]
+    array([[  0, 255]], dtype=uint8)
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (H, W); for a volume pass one slice, got {values.shape}")
+    _check_real(values, "values")
+    valid = _as_mask(valid, values.shape)
+    table = colormap(cmap)
+    if value_range is None:
+        lo, hi = _stretch_range(values, valid, *_check_percentiles(percentiles))
+    else:
+        try:
+            lo, hi = (float(v) for v in value_range)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"value_range must be two numbers, got {value_range!r}") from err
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+    scale = 255.0 / (hi - lo)
+    out = np.zeros(values.shape + (3,), dtype=np.uint8)
+    for rows in _row_blocks(values.shape[0], values.shape[1]):
+        with np.errstate(invalid="ignore", over="ignore"):
+            block = (values[rows].astype(np.float64) - lo) * scale
+        shown = np.isfinite(block)
+        if valid is not None:
+            shown &= valid[rows]
+        index = np.rint(np.clip(np.where(shown, block, 0.0), 0.0, 255.0)).astype(np.intp)
+        out[rows] = np.where(shown[..., None], table[index], 0)
+    return out
 
 
 def segment_colors(n):

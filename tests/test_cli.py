@@ -213,3 +213,119 @@ def test_reader_options_choose_bands(runner, tmp_path):
     assert "landsat7_etm_6band.tif" in result.stderr and "band" in result.stderr
     result = runner.invoke(main, ["info", str(data / "landsat7_etm_6band.tif"), "--bands", "x"])
     assert result.exit_code == 2
+
+
+# --------------------------------------------------------------------------
+# select-k, -k auto, uncertainty and anomaly maps
+
+
+def test_select_k_prints_a_table_with_the_choice_marked(runner, photo):
+    result = runner.invoke(main, ["select-k", str(photo), "--k-max", "6", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["K", "mean", "loglik", "BIC", "AIC", "iter", "seconds"]
+    rows = [line for line in lines[1:] if not line.startswith("chosen")]
+    assert len(rows) == 6
+    assert len({len(line) for line in rows}) == 1  # aligned
+    marked = [line for line in rows if line.startswith("*")]
+    assert len(marked) == 1 and marked[0].split()[1] == "4"  # the four colour blocks
+    assert lines[-1].startswith("chosen: K = 4 by BIC on 3,072 fit pixels")
+
+
+def test_select_k_several_covariance_types_and_aic(runner, photo):
+    result = runner.invoke(main, ["select-k", str(photo), "--k-min", "2", "--k-max", "4",
+                                  "--covariance-type", "full", "--covariance-type", "diag",
+                                  "--criterion", "aic", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "covariance" in result.stdout.splitlines()[0]
+    assert sum(" diag " in line for line in result.stdout.splitlines()) == 3
+    assert "by AIC" in result.stdout
+
+
+def test_select_k_plot(runner, photo, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "bic.png"
+    result = runner.invoke(main, ["select-k", str(photo), "--k-max", "3", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(main, ["select-k", str(photo), "--k-max", "3", "--plot", str(plot)])
+    assert result.exit_code == 1 and "output exists" in result.stderr
+
+
+def test_select_k_plot_without_matplotlib(runner, photo, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    plot = tmp_path / "bic.png"
+    result = runner.invoke(main, ["select-k", str(photo), "--plot", str(plot)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: --plot needs matplotlib; install it with: pip install 'gmmseg[plot]'")
+    assert result.stdout == "" and not plot.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["select-k"], "Missing argument"),
+        (["select-k", "x.png", "--k-min", "0"], "--k-min"),
+        (["select-k", "x.png", "--k-min", "5", "--k-max", "3"], "smaller than --k-min"),
+        (["select-k", "x.png", "--criterion", "mdl"], "mdl"),
+        (["segment", "x.png", "-k", "many"], "expected an integer >= 1 or 'auto'"),
+        (["segment", "x.png", "-k", "-2"], "-2 is not in the range"),
+        (["segment", "x.png", "--anomaly-quantile", "1.5"], "--anomaly-quantile"),
+        (["segment", "x.png", "--anomaly-quantile", "0.1", "--anomaly-threshold", "-3"],
+         "exclude each other"),
+    ],
+)
+def test_select_and_anomaly_bad_usage_exits_2(runner, args, message):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_select_k_bad_input_is_one_line(runner, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image")
+    result = runner.invoke(main, ["select-k", str(bad)])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "notes.png" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_segment_k_auto(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(photo), "-k", "auto", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "4 segments (chosen by BIC among K = 1..10)" in result.stdout
+    report = json.loads((out / "photo_report.json").read_text())
+    selection = report["model_selection"]
+    assert selection["criterion"] == "bic" and selection["chosen"] == 4
+    assert selection["k_values"] == list(range(1, 11)) and len(selection["bic"]) == 10
+    assert report["model"]["n_components"] == 4
+
+
+def test_segment_uncertainty_and_anomaly_outputs(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(photo), "-k", "4", "-o", str(out),
+                                  "--save-uncertainty", "--save-anomaly",
+                                  "--anomaly-quantile", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "anomalous 0.9" in result.stdout  # just under 1% of the pixels
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo_anomaly.png", "photo_anomaly_mask.png", "photo_labels.png", "photo_loglik.tif",
+        "photo_overlay.png", "photo_report.json", "photo_uncertainty.png",
+        "photo_uncertainty.tif"]
+    mask = np.asarray(PILImage.open(out / "photo_anomaly_mask.png"))
+    assert mask.shape == (48, 64) and set(np.unique(mask)) == {0, 255}
+    report = json.loads((out / "photo_report.json").read_text())
+    assert report["anomaly"]["pixels"] == np.count_nonzero(mask)
+    assert report["anomaly"]["share"] == pytest.approx(np.count_nonzero(mask) / mask.size)
+    # The maps count as outputs: an existing one stops the run without --overwrite.
+    result = runner.invoke(main, ["segment", str(photo), "-o", str(out), "--save-anomaly"])
+    assert result.exit_code == 1 and "output exists" in result.stderr
+    result = runner.invoke(main, ["segment", str(photo), "-o", str(out), "--anomaly-threshold",
+                                  "-1000", "--overwrite", "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "photo_report.json").read_text())
+    assert report["anomaly"]["threshold"] == -1000 and report["anomaly"]["pixels"] == 0
