@@ -1086,6 +1086,12 @@ class GaussianMixture:
             ).labels
 
     def _fit(self, X, sample_weight):
+        # Initialisation (seeding, moments) is thin matrix work too: BLAS
+        # threads only add overhead and contention there, as in the EM passes.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit_pinned(X, sample_weight)
+
+    def _fit_pinned(self, X, sample_weight):
         self._check_params()
         X = self._validate_X(X, fitting=True)
         n, d = X.shape
