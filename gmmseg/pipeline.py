@@ -817,6 +817,7 @@ def plot_selection(result, path=None, *, overwrite=False):
         if fmt not in canvas.get_supported_filetypes():
             raise ValueError(f"{path}: unsupported plot format {path.suffix!r}; use one of "
                              f"{', '.join(sorted(canvas.get_supported_filetypes()))}")
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path, overwrite=overwrite) as tmp:
             fig.savefig(tmp, format=fmt, dpi=120)
     return fig

@@ -244,7 +244,7 @@ def test_select_k_several_covariance_types_and_aic(runner, photo):
 
 def test_select_k_plot(runner, photo, tmp_path):
     pytest.importorskip("matplotlib")
-    plot = tmp_path / "bic.png"
+    plot = tmp_path / "plots" / "bic.png"  # a folder that does not exist yet
     result = runner.invoke(main, ["select-k", str(photo), "--k-max", "3", "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     assert plot.read_bytes()[:4] == b"\x89PNG"
