@@ -32,7 +32,7 @@ import inspect
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -1175,8 +1175,33 @@ class FeatureExtractor:
         if sample is not None and sample < n_valid:
             rng = np.random.default_rng(random_state)
             fit_rows = X[np.sort(rng.choice(n_valid, size=int(sample), replace=False))]
+        self._fit_statistics(fit_rows, items, names, widths, image, also=X)
+        del fit_rows
+        logger.debug(
+            "features %s on %s: %d valid rows, columns %s -> %d",
+            self.spec_string, image.name, n_valid, names, self.n_features_,
+        )
+        return self._project(X)
 
-        d = X.shape[1]
+    def _fit_statistics(
+        self,
+        fit_rows: np.ndarray,
+        items: list[FeatureItem],
+        names: list[str],
+        widths: list[int],
+        image: Image,
+        *,
+        also: np.ndarray | None = None,
+    ) -> None:
+        """Fit the column statistics (and PCA) on raw rows and store the fitted state.
+
+        ``fit_rows`` (n, D) raw float32 rows are standardised and weighted in
+        place, and so is ``also`` (the full matrix ``fit_rows`` was sampled
+        from) when given.  ``image`` is a representative image: its channel
+        count and number of spatial dimensions are what ``transform`` will
+        require.
+        """
+        d = fit_rows.shape[1]
         weights = np.repeat([item.weight for item in items], widths).astype(np.float64)
         if self.standardize:
             mean, std = _column_mean_std(fit_rows)
@@ -1186,14 +1211,13 @@ class FeatureExtractor:
         else:
             mean, scale = np.zeros(d), np.ones(d)
         factor = weights / scale
-        _affine_in_place(X, mean, factor)
-        if fit_rows is not X:
-            _affine_in_place(fit_rows, mean, factor)
+        if also is not None and also is not fit_rows:
+            _affine_in_place(also, mean, factor)
+        _affine_in_place(fit_rows, mean, factor)
 
         components = pca_mean = ratio = None
         if self.pca is not None:
             components, pca_mean, ratio = _fit_pca(fit_rows, self.pca)
-        del fit_rows
 
         self.items_ = items
         self.names_ = names
@@ -1207,11 +1231,135 @@ class FeatureExtractor:
         self.input_channels_ = int(image.n_channels)
         self.spatial_ndim_ = len(image.spatial_shape)
         self.n_features_ = d if components is None else components.shape[0]
+
+    def fit_many(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        per_image: int | None = 20_000,
+        random_state: int | np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Fit the column statistics (and PCA) on rows pooled from several images.
+
+        The images are visited one at a time: each one's feature rows are
+        computed, at most ``per_image`` of its valid rows are drawn at random
+        and kept, and the image is released before the next is read, so
+        memory holds one image plus the pooled sample.  Every image counts
+        with at most ``per_image`` rows, so a large image does not drown the
+        small ones.  Use this to fit one model whose labels mean the same in
+        every image.
+
+        Parameters
+        ----------
+        images : iterable of Image or ndarray
+            2-D images or volumes, all with the same channel count and number
+            of spatial dimensions (sizes may differ).  A generator that reads
+            files lazily keeps one image in memory at a time.  Images without
+            a valid pixel contribute no rows.
+        per_image : int or None, default=20000
+            Rows drawn from each image (all valid rows when it has fewer, or
+            when None).
+        random_state : int or numpy Generator, optional
+            Seeds the per-image draws (one generator for the whole sequence).
+
+        Returns
+        -------
+        X : (n_pooled, n_features_) float32 C-contiguous ndarray
+            The pooled rows with the fitted statistics applied, image by image
+            in the order given, each image's rows in C order of its pixels.
+
+        Raises
+        ------
+        ValueError
+            If ``images`` is empty, no image has a valid pixel, or the images
+            do not all give the same feature columns (the message names the
+            first image that differs).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from gmmseg.io import Image
+        >>> rng = np.random.default_rng(0)
+        >>> imgs = [Image(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+        ...               np.ones((8, 8), bool), channels=("R", "G", "B")) for _ in range(3)]
+        >>> fx = FeatureExtractor("lab")
+        >>> fx.fit_many(imgs, per_image=10, random_state=0).shape
+        (30, 3)
+        """
+        if per_image is not None and (
+            isinstance(per_image, bool)
+            or not isinstance(per_image, (int, np.integer))
+            or per_image < 1
+        ):
+            raise ValueError(
+                f"per_image must be a positive number of rows or None, got {per_image!r}"
+            )
+        rng = np.random.default_rng(random_state)
+        pooled: list[np.ndarray] = []
+        first: Image | None = None
+        items: list[FeatureItem] = []
+        names: list[str] = []
+        widths: list[int] = []
+        n_images = 0
+        for image in images:
+            image = _to_image(image)
+            n_images += 1
+            if first is None:
+                first, items = image, self._resolve(image)
+            else:
+                self._check_like(image, first, items)
+            mask, n_valid = self._mask(image, None)
+            if n_valid == 0:
+                logger.debug("features %s: %s has no valid pixel", self.spec_string, image.name)
+                continue
+            X, image_names, image_widths = self._raw_rows(image, items, mask, n_valid)
+            if not widths:
+                names, widths = image_names, image_widths
+            elif image_widths != widths:
+                raise ValueError(
+                    f"image {image.name!r} gives feature columns {image_names}, but the "
+                    f"images before it gave {names}"
+                )
+            if per_image is not None and per_image < n_valid:
+                X = X[np.sort(rng.choice(n_valid, size=int(per_image), replace=False))]
+            pooled.append(X)
+            del X
+        if first is None:
+            raise ValueError("fit_many needs at least one image, got none")
+        if not pooled:
+            raise ValueError(
+                f"none of the {n_images} image(s) has a valid pixel to fit the feature "
+                "statistics on"
+            )
+        rows = pooled[0] if len(pooled) == 1 else np.concatenate(pooled)
+        del pooled
+        self._fit_statistics(rows, items, names, widths, first)
         logger.debug(
-            "features %s on %s: %d valid rows, columns %s -> %d",
-            self.spec_string, image.name, n_valid, names, self.n_features_,
+            "features %s on %d images: %d pooled rows, columns %s -> %d",
+            self.spec_string, n_images, rows.shape[0], names, self.n_features_,
         )
-        return self._project(X)
+        return self._project(rows)
+
+    def _check_like(self, image: Image, first: Image, items: list[FeatureItem]) -> None:
+        """Raise unless ``image`` gives the same features as ``first`` (see fit_many)."""
+        ndim, first_ndim = len(image.spatial_shape), len(first.spatial_shape)
+        if ndim != first_ndim:
+            raise ValueError(
+                f"image {image.name!r} has {ndim} spatial dimensions, but {first.name!r} "
+                f"has {first_ndim}; fit 2-D images and volumes separately"
+            )
+        if image.n_channels != first.n_channels:
+            raise ValueError(
+                f"image {image.name!r} has {image.n_channels} channel(s), but "
+                f"{first.name!r} has {first.n_channels}; all images must have the same bands"
+            )
+        resolved = self._resolve(image)
+        if resolved != items:
+            raise ValueError(
+                f"features {self.spec_string!r} resolve to "
+                f"{','.join(i.token for i in resolved)!r} on image {image.name!r} but to "
+                f"{','.join(i.token for i in items)!r} on {first.name!r}"
+            )
 
     def fit(
         self,

@@ -374,6 +374,78 @@ def test_sample_estimates_statistics():
     assert not np.array_equal(fx_a.mean_, fx_full.mean_)
 
 
+# --- fit_many: statistics pooled over several images ------------------------
+
+
+def test_fit_many_on_one_image_equals_fit_transform():
+    img = random_rgb((20, 24), seed=20)
+    fx_one, fx_many = FeatureExtractor("lab,position", pca=3), FeatureExtractor(
+        "lab,position", pca=3)
+    X_one = fx_one.fit_transform(img)
+    X_many = fx_many.fit_many([img], per_image=None)
+    np.testing.assert_array_equal(X_many, X_one)
+    for name in ("mean_", "scale_", "weights_", "pca_components_", "pca_mean_"):
+        np.testing.assert_array_equal(getattr(fx_many, name), getattr(fx_one, name))
+    assert fx_many.names_ == fx_one.names_ and fx_many.n_features_ == 3
+
+
+def test_fit_many_pools_rows_of_all_images():
+    dark, bright = random_rgb((10, 16), seed=21), random_rgb((6, 16), seed=22)
+    bright = make_image(bright.data // 2 + 128, channels=RGB)
+    fx = FeatureExtractor("rgb")
+    X = fx.fit_many(iter([dark, bright]), per_image=None)  # a one-pass generator will do
+    stacked = make_image(np.concatenate([dark.data, bright.data]), channels=RGB)
+    reference = FeatureExtractor("rgb")
+    np.testing.assert_array_equal(X, reference.fit_transform(stacked))
+    np.testing.assert_array_equal(fx.mean_, reference.mean_)
+    np.testing.assert_array_equal(fx.transform(bright), X[160:])
+
+
+def test_fit_many_draws_at_most_per_image_rows_reproducibly():
+    small, large = random_rgb((5, 6), seed=23), random_rgb((40, 50), seed=24)
+    fx_a, fx_b = FeatureExtractor("lab"), FeatureExtractor("lab")
+    X_a = fx_a.fit_many([small, large], per_image=100, random_state=3)
+    X_b = fx_b.fit_many([small, large], per_image=100, random_state=3)
+    assert X_a.shape == (30 + 100, 3) and X_a.dtype == np.float32
+    np.testing.assert_array_equal(X_a, X_b)
+    # The drawn rows are real rows of the large image, in pixel order.
+    rows = fx_a.transform(large)
+    picked = X_a[30:]
+    positions = [int(np.flatnonzero((rows == r).all(axis=1))[0]) for r in picked]
+    assert positions == sorted(positions)
+    other = FeatureExtractor("lab").fit_many([small, large], per_image=100, random_state=4)
+    assert not np.array_equal(other, X_a)
+
+
+def test_fit_many_skips_images_without_valid_pixels():
+    good = random_rgb((8, 8), seed=25)
+    empty = make_image(good.data, np.zeros((8, 8), bool), channels=RGB)
+    fx = FeatureExtractor("rgb")
+    X = fx.fit_many([empty, good, empty], per_image=None)
+    np.testing.assert_array_equal(X, FeatureExtractor("rgb").fit_transform(good))
+    with pytest.raises(ValueError, match="none of the 2 image"):
+        FeatureExtractor("rgb").fit_many([empty, empty])
+
+
+def test_fit_many_errors():
+    rgb_img = random_rgb((6, 6), seed=26)
+    grey = make_image(np.zeros((6, 6, 1), np.uint8))
+    with pytest.raises(ValueError, match="at least one image"):
+        FeatureExtractor("lab").fit_many([])
+    with pytest.raises(ValueError, match="has 1 channel.*has 3"):
+        FeatureExtractor("lab").fit_many([rgb_img, grey])
+    with pytest.raises(ValueError, match="spatial dimensions"):
+        FeatureExtractor("gray").fit_many(
+            [grey, make_image(np.zeros((2, 6, 6, 1), np.uint8))])
+    # "auto" must resolve to the same features on every image.
+    not_rgb = make_image(rgb_img.data, channels=("b1", "b2", "b3"))
+    with pytest.raises(ValueError, match="resolve to 'bands'"):
+        FeatureExtractor("auto").fit_many([rgb_img, not_rgb])
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="per_image"):
+            FeatureExtractor("lab").fit_many([rgb_img], per_image=bad)
+
+
 def test_dict_round_trip_gives_identical_output():
     img, other = random_rgb(seed=9), random_rgb((9, 7), seed=10)
     spec = [FeatureItem("lab"), FeatureItem("texture", 0.5, {"sigmas": (1, 3)}), "position:2"]
