@@ -1211,6 +1211,8 @@ def run_batch(
         feature_extractor = FeatureExtractor.from_dict(spec)
 
     n_components = None if model is not None else segment_kwargs.get("n_components", 4)
+    if not isinstance(n_components, (int, np.integer)):
+        n_components = None  # "auto" or a list of K: any chosen K is complete
     if resume and not overwrite:
         for i, item in enumerate(items):
             if rows[i] is not None:

@@ -132,8 +132,8 @@ _EM_OPTIONS = [
     click.option("--max-iter", type=click.IntRange(1), default=100, show_default=True),
     click.option("--tol", type=click.FloatRange(0), default=1e-3, show_default=True,
                  help="Stop when the mean log-likelihood improves by less than this."),
-    click.option("-j", "--threads", type=click.IntRange(1), default=None,
-                 help="Threads for EM (default: all cores)."),
+    click.option("--threads", type=click.IntRange(1), default=None,
+                 help="Threads for EM (default: all cores; in a batch, cores per worker)."),
 ]
 
 
@@ -172,36 +172,60 @@ def _check_anomaly(ctx, param, value):
     return value
 
 
+_MAP_OPTIONS = [
+    click.option("--save-proba", is_flag=True,
+                 help="Also write STEM_proba.tif: per-pixel probabilities (float32, K "
+                      "channels)."),
+    click.option("--save-loglik", is_flag=True,
+                 help="Also write STEM_loglik.tif: per-pixel log-likelihood (float32; "
+                      "low = unusual)."),
+]
+_ANALYSIS_OPTIONS = [
+    click.option("--save-uncertainty", is_flag=True,
+                 help="Also write STEM_uncertainty.png (heat map) and STEM_uncertainty.tif "
+                      "(float32): normalised posterior entropy, 0 certain .. 1 undecided."),
+    click.option("--save-anomaly", is_flag=True,
+                 help="Also write STEM_anomaly.png (heat map of -log-likelihood, bright = "
+                      "unusual) and STEM_loglik.tif."),
+    click.option("--anomaly-quantile", default=None, callback=_check_anomaly,
+                 type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                 help="Write STEM_anomaly_mask.png (255 = anomalous): pixels whose "
+                      "log-likelihood is below this quantile of all valid pixels, "
+                      "e.g. 0.001; the report gives the anomalous share."),
+    click.option("--anomaly-threshold", type=float, default=None, callback=_check_anomaly,
+                 help="Like --anomaly-quantile, with an absolute log-likelihood threshold."),
+]
+_WRITE_OPTIONS = [
+    click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                 help="Opacity of the segment colours in the overlay."),
+    click.option("--overwrite", is_flag=True, help="Replace existing output files."),
+]
+
+
 def output_options(fn):
-    options = [
+    """Where and what ``segment`` writes."""
+    return _apply([
         click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path),
                      default=Path("."), show_default=True, help="Folder for the outputs."),
-        click.option("--save-proba", is_flag=True,
-                     help="Also write STEM_proba.tif: per-pixel probabilities (float32, K "
-                          "channels)."),
-        click.option("--save-loglik", is_flag=True,
-                     help="Also write STEM_loglik.tif: per-pixel log-likelihood (float32; "
-                          "low = unusual)."),
-        click.option("--save-uncertainty", is_flag=True,
-                     help="Also write STEM_uncertainty.png (heat map) and STEM_uncertainty.tif "
-                          "(float32): normalised posterior entropy, 0 certain .. 1 undecided."),
-        click.option("--save-anomaly", is_flag=True,
-                     help="Also write STEM_anomaly.png (heat map of -log-likelihood, bright = "
-                          "unusual) and STEM_loglik.tif."),
-        click.option("--anomaly-quantile", default=None, callback=_check_anomaly,
-                     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                     help="Write STEM_anomaly_mask.png (255 = anomalous): pixels whose "
-                          "log-likelihood is below this quantile of all valid pixels, "
-                          "e.g. 0.001; the report gives the anomalous share."),
-        click.option("--anomaly-threshold", type=float, default=None, callback=_check_anomaly,
-                     help="Like --anomaly-quantile, with an absolute log-likelihood threshold."),
-        click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-                     help="Opacity of the segment colours in the overlay."),
-        click.option("--overwrite", is_flag=True, help="Replace existing output files."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+        *_MAP_OPTIONS, *_ANALYSIS_OPTIONS, *_WRITE_OPTIONS,
+    ], fn)
+
+
+def batch_options(fn):
+    """Output folder, maps and how the work is spread, for ``batch`` and ``apply``."""
+    return _apply([
+        click.option("-o", "--out-dir", required=True,
+                     type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder for the outputs; the input tree is mirrored inside it."),
+        *_MAP_OPTIONS, *_WRITE_OPTIONS,
+        click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+                     help="Worker processes (default: all cores)."),
+        click.option("--scheduler", default=None,
+                     help="Run on a Dask cluster: 'local' starts one here, an address such "
+                          "as tcp://host:8786 uses an existing one (needs gmmseg[dask])."),
+        click.option("--resume", is_flag=True,
+                     help="Skip inputs whose outputs are complete (after an interrupted run)."),
+    ], fn)
 
 
 def verbosity_options(fn):
@@ -440,6 +464,214 @@ def _selection_table(result):
         lines.append(f"note: the largest K tried was chosen; the {result.criterion.upper()} "
                      "may fall further with a larger --k-max")
     return lines
+
+
+def _progress_printer():
+    """A progress callback for batch.run_batch: a tqdm bar on a terminal, else log lines."""
+    from .batch import format_progress
+
+    ctx = click.get_current_context()
+    if ctx.meta["gmmseg.quiet"]:
+        return None, lambda: None
+    if not sys.stderr.isatty():
+        def plain(p):
+            if p.row is not None:
+                click.echo(format_progress(p), err=True)
+        return plain, lambda: None
+
+    from tqdm import tqdm
+
+    bars = {}
+
+    def bar(p):
+        current = bars.get(p.phase)
+        if current is None:
+            current = bars[p.phase] = tqdm(total=p.total, desc=p.phase, unit="file",
+                                           file=sys.stderr, dynamic_ncols=True)
+        current.n = p.done
+        current.set_postfix(ok=p.ok, failed=p.failed, skipped=p.skipped, refresh=False)
+        current.refresh()
+        if p.remaining == 0:
+            current.close()
+
+    def close():
+        for b in bars.values():
+            b.close()
+
+    return bar, close
+
+
+def _run_batch_command(items, out_dir, **kwargs):
+    """Run a batch, print failures and a summary, exit 0/1 (130 when interrupted)."""
+    from .batch import BatchInterrupted, run_batch
+
+    progress, close = _progress_printer()
+    try:
+        report = run_batch(items, out_dir, progress=progress, **kwargs)
+    except BatchInterrupted as err:
+        close()
+        report = err.report
+        click.echo(f"interrupted: {report.n_ok} done, {report.n_cancelled} not started; "
+                   f"summary in {report.summary_csv}; rerun with --resume", err=True)
+        sys.exit(130)
+    finally:
+        close()
+    for row in report.rows:
+        for w in row.get("warnings") or []:
+            click.echo(f"warning: {row['input']}: {w}", err=True)
+        if row["status"] == "failed":
+            click.echo(f"error: {row['input']}: {row['error']}", err=True)
+    click.echo(f"{len(report.rows)} inputs: {report.n_ok} segmented, {report.n_skipped} "
+               f"already complete, {report.n_failed} failed; summary: {report.summary_csv}, "
+               f"gallery: {report.gallery}",
+               err=report.exit_code != 0 or click.get_current_context().meta["gmmseg.quiet"])
+    sys.exit(report.exit_code)
+
+
+def _segment_kwargs(**options):
+    connectivity = options.pop("connectivity", None)
+    return dict(options, connectivity=None if connectivity is None else int(connectivity))
+
+
+@main.command()
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-r", "--recursive", is_flag=True, help="Also segment images in subfolders.")
+@click.option("--include", multiple=True,
+              help="Glob pattern of inputs to take (repeatable; default: every file gmmseg "
+                   "reads). A pattern with '/' matches the path below INPUT_DIR.")
+@click.option("--exclude", multiple=True, help="Glob pattern of inputs to skip (repeatable).")
+@reader_options
+@model_options
+@batch_options
+@click.option("--shared-model", is_flag=True,
+              help="Fit one mixture on pixels pooled from all inputs and apply it to each, "
+                   "so label k means the same class everywhere (saved as shared_model.npz).")
+@click.option("--per-image", type=click.IntRange(1), default=20_000, show_default=True,
+              help="Pixels drawn from each image for --shared-model.")
+@verbosity_options
+def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series, out_dir,
+          n_components, features, covariance_type, pca, seed, max_fit_samples, min_region_size,
+          smoothing, connectivity, criterion, init_params, n_init, max_iter, tol, threads,
+          save_proba, save_loglik, alpha, overwrite, jobs, scheduler, resume, shared_model,
+          per_image):
+    """Segment every image in INPUT_DIR in parallel into OUT_DIR (same tree).
+
+    Writes each input's label map, overlay and report as `segment` does, plus
+    batch_summary.csv, batch_summary.json and an index.html gallery. A failing
+    input is listed with its reason and the others go on; the exit code is 1
+    if any input failed.
+    """
+    from .batch import find_inputs
+    from .errors import GmmsegError
+
+    if shared_model and not isinstance(n_components, int):
+        raise click.UsageError("--shared-model needs a fixed -k; choose it with select-k first")
+    try:
+        items = find_inputs(input_dir, recursive=recursive, include=include or None,
+                            exclude=exclude or None, out_dir=out_dir)
+    except GmmsegError as err:
+        raise click.ClickException(_one_line(err)) from err
+    if not items:
+        raise click.UsageError(f"{input_dir}: no input images found"
+                               + ("" if recursive else " (use --recursive for subfolders)"))
+    _run_batch_command(
+        items, out_dir, jobs=jobs, scheduler=scheduler, threads=threads, resume=resume,
+        overwrite=overwrite, shared_model=shared_model, per_image=per_image,
+        read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
+        save_kwargs=dict(proba=save_proba, log_likelihood=save_loglik, alpha=alpha),
+        segment_kwargs=_segment_kwargs(
+            n_components=n_components, features=features, covariance_type=covariance_type,
+            pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
+            min_region_size=min_region_size, smoothing=smoothing, connectivity=connectivity,
+            criterion=criterion, init_params=init_params, n_init=n_init, max_iter=max_iter,
+            tol=tol))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file to write (.npz or .json).")
+@reader_options
+@click.option("-k", "--n-components", type=click.IntRange(1), default=4, show_default=True,
+              help="Number of segments.")
+@click.option("--covariance-type", type=click.Choice(["full", "tied", "diag", "spherical"]),
+              default="full", show_default=True)
+@functools.partial(_apply, _FEATURE_FIT_OPTIONS)
+@functools.partial(_apply, _EM_OPTIONS)
+@click.option("--per-image", type=click.IntRange(1), default=20_000, show_default=True,
+              help="Pixels drawn from each image.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
+@verbosity_options
+def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_type, features,
+        pca, seed, max_fit_samples, init_params, n_init, max_iter, tol, threads, per_image,
+        overwrite):
+    """Fit one mixture on pixels pooled from INPUTS and save it (for `apply`).
+
+    The model file records its feature specification, so `apply` computes
+    the same features and refuses inputs they do not fit.
+    """
+    from .batch import fit_shared_model, save_shared_model
+    from .errors import GmmsegError
+
+    if output.exists() and not overwrite:
+        raise click.ClickException(f"{output}: output exists (use --overwrite)")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, extractor = fit_shared_model(
+                inputs, n_components=n_components, features=features, per_image=per_image,
+                pca=pca, covariance_type=covariance_type, random_state=seed,
+                max_fit_samples=max_fit_samples, init_params=init_params, n_init=n_init,
+                max_iter=max_iter, tol=tol, n_jobs=threads,
+                read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series))
+            save_shared_model(output, model, extractor, overwrite=overwrite)
+    except (GmmsegError, ValueError, OSError) as err:
+        raise click.ClickException(_one_line(err)) from err
+    for w in caught:
+        click.echo(f"warning: {_one_line(w.message)}", err=True)
+    skipped = model.metadata_.get("shared_fit", {}).get("skipped", [])
+    for path, reason in skipped:
+        click.echo(f"error: {path}: {reason}", err=True)
+    click.echo(f"{output}: {model.n_components} components on features "
+               f"{extractor.spec_string!r} from {len(inputs) - len(skipped)} of {len(inputs)} "
+               f"inputs")
+    if skipped:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@reader_options
+@batch_options
+@click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
+              help="Merge connected regions smaller than this many pixels into a neighbour.")
+@click.option("--smooth", "smoothing", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Potts prior strength for the labels (the model itself is kept).")
+@click.option("--connectivity", type=click.Choice(["4", "8", "6", "26"]), default=None,
+              help="Neighbourhood of --smooth.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Threads per worker (default: cores per worker).")
+@verbosity_options
+def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba, save_loglik,
+          alpha, overwrite, jobs, scheduler, resume, min_region_size, smoothing, connectivity,
+          threads):
+    """Segment INPUTS with a model saved by `fit` (same labels, same classes)."""
+    from .batch import items_from_files, load_shared_model
+    from .errors import GmmsegError
+
+    try:
+        model, extractor = load_shared_model(model_file)
+        items = items_from_files(inputs)
+    except (GmmsegError, ValueError, OSError) as err:
+        raise click.ClickException(_one_line(err)) from err
+    _run_batch_command(
+        items, out_dir, jobs=jobs, scheduler=scheduler, threads=threads, resume=resume,
+        overwrite=overwrite, model=model, feature_extractor=extractor,
+        read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
+        save_kwargs=dict(proba=save_proba, log_likelihood=save_loglik, alpha=alpha),
+        segment_kwargs=_segment_kwargs(min_region_size=min_region_size, smoothing=smoothing,
+                                       connectivity=connectivity))
 
 
 @main.command()

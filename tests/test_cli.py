@@ -329,3 +329,64 @@ def test_segment_uncertainty_and_anomaly_outputs(runner, photo, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "photo_report.json").read_text())
     assert report["anomaly"]["threshold"] == -1000 and report["anomaly"]["pixels"] == 0
+
+
+@pytest.fixture
+def folder(photo, tmp_path):
+    """photo.png, a copy in a subfolder, a grey image and a corrupt file."""
+    root = photo.parent
+    (root / "sub").mkdir()
+    shutil.copy(photo, root / "sub" / "again.png")
+    grey = np.random.default_rng(1).integers(0, 255, (32, 40), dtype=np.uint8)
+    PILImage.fromarray(grey).save(root / "grey.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def test_batch_mirrors_the_tree_and_reports_failures(runner, folder, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["batch", str(folder), "-o", str(out), "-k", "3", "-r",
+                                  "-j", "1"])
+    assert result.exit_code == 1
+    assert "error: broken.png:" in result.stderr and "Traceback" not in result.output
+    assert "4 inputs: 3 segmented, 0 already complete, 1 failed" in result.stderr
+    assert (out / "photo_labels.png").is_file() and (out / "sub" / "again_labels.png").is_file()
+    for name in ("batch_summary.csv", "batch_summary.json", "index.html"):
+        assert (out / name).is_file()
+    rows = json.loads((out / "batch_summary.json").read_text())["rows"]
+    assert {r["input"]: r["status"] for r in rows} == {
+        "broken.png": "failed", "grey.png": "ok", "photo.png": "ok", "sub/again.png": "ok"}
+    before = digest(out / "photo_labels.png")
+    result = runner.invoke(main, ["batch", str(folder), "-o", str(out), "-k", "3", "-r",
+                                  "-j", "1", "--resume"])
+    assert "0 segmented, 3 already complete, 1 failed" in result.stderr
+    assert digest(out / "photo_labels.png") == before
+
+
+def test_batch_usage_errors(runner, folder, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(main, ["batch", str(empty), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "no input images found" in result.output
+    result = runner.invoke(main, ["batch", str(folder), "-o", str(tmp_path / "o"), "-k", "auto",
+                                  "--shared-model"])
+    assert result.exit_code == 2 and "--shared-model needs a fixed -k" in result.output
+    result = runner.invoke(main, ["batch", str(folder), "-o", str(folder)])
+    assert result.exit_code == 1
+
+
+def test_fit_then_apply(runner, folder, tmp_path):
+    model = tmp_path / "model.npz"
+    result = runner.invoke(main, ["fit", str(folder / "photo.png"), str(folder / "sub" /
+                                  "again.png"), "-k", "4", "-o", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "4 components on features 'lab' from 2 of 2 inputs" in result.stdout
+    out = tmp_path / "applied"
+    result = runner.invoke(main, ["apply", str(model), str(folder / "photo.png"),
+                                  str(folder / "grey.png"), "-o", str(out), "-j", "1"])
+    assert result.exit_code == 1
+    assert "grey.png: model expects 3 channels, image has 1" in result.stderr
+    labels = np.asarray(PILImage.open(out / "photo_labels.png"))
+    assert sorted(np.unique(labels)) == [0, 1, 2, 3]
+    result = runner.invoke(main, ["fit", str(folder / "photo.png"), "-o", str(model)])
+    assert result.exit_code == 1 and "output exists" in result.stderr
