@@ -655,8 +655,8 @@ class GaussianMixture:
     >>> rng = np.random.default_rng(0)
     >>> X = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(8, 1, (200, 2))])
     >>> gm = GaussianMixture(2, random_state=0).fit(X)
-    >>> np.round(np.sort(gm.means_[:, 0]))
-    array([0., 8.])
+    >>> bool(np.allclose(np.sort(gm.means_[:, 0]), [0, 8], atol=0.3))
+    True
     """
 
     def __init__(

@@ -473,8 +473,8 @@ def segment(
     --------
     >>> img = np.zeros((20, 20, 3), np.uint8); img[:, 10:] = 200
     >>> seg = segment(img, 2, random_state=0)
-    >>> seg.labels[0, 0], seg.labels[0, 19]
-    (0, 1)
+    >>> seg.labels[[0, 0], [0, 19]].tolist()
+    [0, 1]
     """
     k_values = None if model is not None else _candidate_ks(n_components)
     timings = {}
