@@ -52,7 +52,7 @@ from .io import (
     write_png,
 )
 from .mixture import GaussianMixture
-from .pipeline import DEFAULT_MAX_FIT_SAMPLES, segment
+from .pipeline import DEFAULT_MAX_FIT_SAMPLES, fit_sample, segment, stored_feature_extractor
 
 logger = logging.getLogger(__name__)
 
@@ -380,16 +380,13 @@ def fit_shared_model(
             ) from err
         raise GmmsegError(f"shared model: {_one_line(err)}") from err
     n_pooled = len(X)
-    rng = np.random.default_rng(random_state)
-    if max_fit_samples is not None and n_pooled > max_fit_samples:
-        X = X[np.sort(rng.choice(n_pooled, size=int(max_fit_samples), replace=False))]
+    X = fit_sample(X, max_fit_samples, random_state)
     model = GaussianMixture(
         n_components, covariance_type=covariance_type, random_state=random_state,
         init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
         reg_covar=reg_covar, n_jobs=n_jobs)
     try:
-        with threadpool_limits(limits=1, user_api="blas"):  # as in the workers
-            model.fit(X)
+        model.fit(X)
     except ValueError as err:
         if "distinct rows" in str(err) or "must be <= n_samples" in str(err):
             raise GmmsegError(
@@ -1059,6 +1056,24 @@ def _dask_row(future, item):
 # ---------------------------------------------------------------------------
 
 
+def _check_same_shared_model(path, model, extractor, segment_kwargs):
+    """Refuse to resume with a shared model fitted under other options."""
+    wanted = {
+        "n_components": segment_kwargs.get("n_components", 4),
+        "covariance_type": segment_kwargs.get("covariance_type", "full"),
+        "features": FeatureExtractor(segment_kwargs.get("features", "auto"),
+                                     pca=segment_kwargs.get("pca")).spec_string,
+    }
+    found = {"n_components": model.n_components, "covariance_type": model.covariance_type,
+             "features": extractor.spec_string}
+    if wanted["features"] == "auto":
+        found["features"] = "auto"  # resolved per image kind: not comparable
+    differ = [f"{k}={found[k]} (this run: {wanted[k]})" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise GmmsegError(f"{path}: shared model was fitted with {', '.join(differ)}; "
+                          "use --overwrite to refit it")
+
+
 def run_batch(
     items: Sequence[BatchItem],
     out_dir: str | os.PathLike,
@@ -1194,6 +1209,7 @@ def run_batch(
         model_file = out_dir / SHARED_MODEL
         if resume and model_file.exists():
             model, feature_extractor = load_shared_model(model_file)
+            _check_same_shared_model(model_file, model, feature_extractor, segment_kwargs)
         else:
             if model_file.exists() and not overwrite:
                 raise OutputExistsError(
@@ -1205,10 +1221,7 @@ def run_batch(
                 **_fit_kwargs(segment_kwargs))
             save_shared_model(model_file, model, feature_extractor, overwrite=True)
     if model is not None and feature_extractor is None:
-        spec = getattr(model, "metadata_", {}).get("features")
-        if spec is None:
-            raise ValueError("model has no stored feature extractor; pass feature_extractor=")
-        feature_extractor = FeatureExtractor.from_dict(spec)
+        feature_extractor = stored_feature_extractor(model)
 
     n_components = None if model is not None else segment_kwargs.get("n_components", 4)
     if not isinstance(n_components, (int, np.integer)):

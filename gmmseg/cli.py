@@ -123,6 +123,9 @@ _FEATURE_FIT_OPTIONS = [
 _CRITERION_OPTION = click.option(
     "--criterion", type=click.Choice(["bic", "aic"]), default="bic", show_default=True,
     help="How K is chosen by select-k and -k auto: the lowest BIC or AIC on the fit sample.")
+_THREADS_OPTION = click.option(
+    "--threads", type=click.IntRange(1), default=None,
+    help="Threads for EM (default: all cores; in a batch, cores per worker).")
 _EM_OPTIONS = [
     click.option("--init", "init_params",
                  type=click.Choice(["k-means++", "kmeans", "random", "random_from_data"]),
@@ -132,8 +135,23 @@ _EM_OPTIONS = [
     click.option("--max-iter", type=click.IntRange(1), default=100, show_default=True),
     click.option("--tol", type=click.FloatRange(0), default=1e-3, show_default=True,
                  help="Stop when the mean log-likelihood improves by less than this."),
-    click.option("--threads", type=click.IntRange(1), default=None,
-                 help="Threads for EM (default: all cores; in a batch, cores per worker)."),
+    _THREADS_OPTION,
+]
+
+
+# How the label field is cleaned up; also applies with a pre-fitted model.
+_LABEL_FIELD_OPTIONS = [
+    click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
+                 help="Merge connected regions smaller than this many pixels into a "
+                      "neighbour."),
+    click.option("--smooth", "smoothing", type=click.FloatRange(0), default=0.0,
+                 show_default=True,
+                 help="Strength (beta) of a Potts prior that makes neighbouring pixels "
+                      "share segments, inferred inside EM; 0 is off, about 1 removes "
+                      "speckle from noisy images."),
+    click.option("--connectivity", type=click.Choice(["4", "8", "6", "26"]), default=None,
+                 help="Neighbourhood of --smooth: 4 or 8 (default) in 2-D, 6 or 26 "
+                      "(default) in 3-D."),
 ]
 
 
@@ -147,17 +165,7 @@ def model_options(fn):
         click.option("--covariance-type", type=click.Choice(["full", "tied", "diag", "spherical"]),
                      default="full", show_default=True),
         *_FEATURE_FIT_OPTIONS,
-        click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
-                     help="Merge connected regions smaller than this many pixels into a "
-                          "neighbour."),
-        click.option("--smooth", "smoothing", type=click.FloatRange(0), default=0.0,
-                     show_default=True,
-                     help="Strength (beta) of a Potts prior that makes neighbouring pixels "
-                          "share segments, inferred inside EM; 0 is off, about 1 removes "
-                          "speckle from noisy images."),
-        click.option("--connectivity", type=click.Choice(["4", "8", "6", "26"]), default=None,
-                     help="Neighbourhood of --smooth: 4 or 8 (default) in 2-D, 6 or 26 "
-                          "(default) in 3-D."),
+        *_LABEL_FIELD_OPTIONS,
         _CRITERION_OPTION,
         *_EM_OPTIONS,
     ]
@@ -217,7 +225,7 @@ def batch_options(fn):
         click.option("-o", "--out-dir", required=True,
                      type=click.Path(file_okay=False, path_type=Path),
                      help="Folder for the outputs; the input tree is mirrored inside it."),
-        *_MAP_OPTIONS, *_WRITE_OPTIONS,
+        *_MAP_OPTIONS, *_ANALYSIS_OPTIONS, *_WRITE_OPTIONS,
         click.option("-j", "--jobs", type=click.IntRange(1), default=None,
                      help="Worker processes (default: all cores)."),
         click.option("--scheduler", default=None,
@@ -314,7 +322,7 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                     image, n_components, features=features, covariance_type=covariance_type,
                     random_state=seed, max_fit_samples=max_fit_samples, pca=pca,
                     min_region_size=min_region_size, smoothing=smoothing,
-                    connectivity=None if connectivity is None else int(connectivity),
+                    connectivity=_connectivity(connectivity),
                     init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                     n_jobs=threads, criterion=criterion)
                 maps = dict(proba=save_proba, log_likelihood=save_loglik,
@@ -504,12 +512,14 @@ def _progress_printer():
 def _run_batch_command(items, out_dir, **kwargs):
     """Run a batch, print failures and a summary, exit 0/1 (130 when interrupted)."""
     from .batch import BatchInterrupted, run_batch
+    from .errors import GmmsegError
 
     progress, close = _progress_printer()
     try:
         report = run_batch(items, out_dir, progress=progress, **kwargs)
+    except GmmsegError as err:  # the batch as a whole cannot start (shared model, ...)
+        raise click.ClickException(_one_line(err)) from err
     except BatchInterrupted as err:
-        close()
         report = err.report
         click.echo(f"interrupted: {report.n_ok} done, {report.n_cancelled} not started; "
                    f"summary in {report.summary_csv}; rerun with --resume", err=True)
@@ -521,16 +531,28 @@ def _run_batch_command(items, out_dir, **kwargs):
             click.echo(f"warning: {row['input']}: {w}", err=True)
         if row["status"] == "failed":
             click.echo(f"error: {row['input']}: {row['error']}", err=True)
-    click.echo(f"{len(report.rows)} inputs: {report.n_ok} segmented, {report.n_skipped} "
-               f"already complete, {report.n_failed} failed; summary: {report.summary_csv}, "
-               f"gallery: {report.gallery}",
-               err=report.exit_code != 0 or click.get_current_context().meta["gmmseg.quiet"])
+    quiet = click.get_current_context().meta["gmmseg.quiet"]
+    if report.exit_code != 0 or not quiet:
+        click.echo(f"{len(report.rows)} inputs: {report.n_ok} segmented, {report.n_skipped} "
+                   f"already complete, {report.n_failed} failed; summary: "
+                   f"{report.summary_csv}, gallery: {report.gallery}",
+                   err=report.exit_code != 0)
     sys.exit(report.exit_code)
 
 
+def _save_kwargs(proba, log_likelihood, uncertainty, anomaly, anomaly_quantile,
+                 anomaly_threshold, alpha):
+    return dict(proba=proba, log_likelihood=log_likelihood, uncertainty=uncertainty,
+                anomaly=anomaly, anomaly_quantile=anomaly_quantile,
+                anomaly_threshold=anomaly_threshold, alpha=alpha)
+
+
 def _segment_kwargs(**options):
-    connectivity = options.pop("connectivity", None)
-    return dict(options, connectivity=None if connectivity is None else int(connectivity))
+    return dict(options, connectivity=_connectivity(options.get("connectivity")))
+
+
+def _connectivity(value):
+    return None if value is None else int(value)
 
 
 @main.command()
@@ -552,7 +574,8 @@ def _segment_kwargs(**options):
 def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series, out_dir,
           n_components, features, covariance_type, pca, seed, max_fit_samples, min_region_size,
           smoothing, connectivity, criterion, init_params, n_init, max_iter, tol, threads,
-          save_proba, save_loglik, alpha, overwrite, jobs, scheduler, resume, shared_model,
+          save_proba, save_loglik, save_uncertainty, save_anomaly, anomaly_quantile,
+          anomaly_threshold, alpha, overwrite, jobs, scheduler, resume, shared_model,
           per_image):
     """Segment every image in INPUT_DIR in parallel into OUT_DIR (same tree).
 
@@ -578,7 +601,8 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
         items, out_dir, jobs=jobs, scheduler=scheduler, threads=threads, resume=resume,
         overwrite=overwrite, shared_model=shared_model, per_image=per_image,
         read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
-        save_kwargs=dict(proba=save_proba, log_likelihood=save_loglik, alpha=alpha),
+        save_kwargs=_save_kwargs(save_proba, save_loglik, save_uncertainty, save_anomaly,
+                                 anomaly_quantile, anomaly_threshold, alpha),
         segment_kwargs=_segment_kwargs(
             n_components=n_components, features=features, covariance_type=covariance_type,
             pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
@@ -613,8 +637,12 @@ def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_
     from .batch import fit_shared_model, save_shared_model
     from .errors import GmmsegError
 
+    if output.suffix.lower() not in (".npz", ".json"):
+        raise click.BadParameter(f"{output}: a model file ends in .npz or .json",
+                                 param_hint="'-o' / '--output'")
     if output.exists() and not overwrite:
         raise click.ClickException(f"{output}: output exists (use --overwrite)")
+    output.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -644,18 +672,12 @@ def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @reader_options
 @batch_options
-@click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
-              help="Merge connected regions smaller than this many pixels into a neighbour.")
-@click.option("--smooth", "smoothing", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Potts prior strength for the labels (the model itself is kept).")
-@click.option("--connectivity", type=click.Choice(["4", "8", "6", "26"]), default=None,
-              help="Neighbourhood of --smooth.")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="Threads per worker (default: cores per worker).")
+@functools.partial(_apply, _LABEL_FIELD_OPTIONS)
+@_THREADS_OPTION
 @verbosity_options
 def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba, save_loglik,
-          alpha, overwrite, jobs, scheduler, resume, min_region_size, smoothing, connectivity,
-          threads):
+          save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, alpha, overwrite,
+          jobs, scheduler, resume, min_region_size, smoothing, connectivity, threads):
     """Segment INPUTS with a model saved by `fit` (same labels, same classes)."""
     from .batch import items_from_files, load_shared_model
     from .errors import GmmsegError
@@ -669,7 +691,8 @@ def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba
         items, out_dir, jobs=jobs, scheduler=scheduler, threads=threads, resume=resume,
         overwrite=overwrite, model=model, feature_extractor=extractor,
         read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
-        save_kwargs=dict(proba=save_proba, log_likelihood=save_loglik, alpha=alpha),
+        save_kwargs=_save_kwargs(save_proba, save_loglik, save_uncertainty, save_anomaly,
+                                 anomaly_quantile, anomaly_threshold, alpha),
         segment_kwargs=_segment_kwargs(min_region_size=min_region_size, smoothing=smoothing,
                                        connectivity=connectivity))
 

@@ -53,7 +53,10 @@ class Segmentation:
         Segment of every pixel in canonical component order, -1 where the
         pixel is invalid (alpha, NaN, nodata, outside ``mask``).
     proba : (..., K) float32 ndarray
-        Responsibilities; 0 at invalid pixels.
+        Responsibilities; 0 at invalid pixels.  ``argmax(proba) == labels``
+        except where ``min_region_size`` merged a small region into its
+        neighbour: the probabilities stay the model's, the label is the
+        cleaned-up one.
     log_likelihood : (...) float32 ndarray
         Per-pixel log density under the mixture (low = unusual); NaN at
         invalid pixels.
@@ -328,6 +331,10 @@ class Segmentation:
                 raise OutputExistsError(
                     f"{existing[0]}: output exists (use --overwrite / overwrite=True)")
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        # The report is written last and is what marks a complete set (batch
+        # --resume trusts it): an old one goes first, so a save that fails
+        # half-way never leaves old and new files looking complete together.
+        paths["report"].unlink(missing_ok=True)
         t0 = time.perf_counter()
         written = []
 
@@ -359,9 +366,10 @@ class Segmentation:
                           np.where(self.valid, mask, -1).astype(np.int32), self.image,
                           n_components=2)
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
-            write("report", write_json, self.report(
-                uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
-                anomaly_threshold=anomaly_threshold))
+            report = self.report(uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
+                                 anomaly_threshold=anomaly_threshold)
+            report["outputs"] = {kind: path.name for kind, path in paths.items()}
+            write("report", write_json, report)
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)
@@ -487,10 +495,7 @@ def segment(
     t = time.perf_counter()
     if model is not None:
         if feature_extractor is None:
-            spec = getattr(model, "metadata_", {}).get("features")
-            if spec is None:
-                raise ValueError("model has no stored feature extractor; pass feature_extractor=")
-            feature_extractor = FeatureExtractor.from_dict(spec)
+            feature_extractor = stored_feature_extractor(model)
         X = feature_extractor.transform(img, valid=valid)
     else:
         feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
@@ -563,6 +568,12 @@ def segment(
         "model_selection": None if selection is None else selection.summary(),
         "timings": timings,
     }
+    if not pretrained and not getattr(model, "metadata_", {}).get("features"):
+        try:  # so that seg.model.save(...) can later be applied to other images
+            model.metadata_ = {**getattr(model, "metadata_", {}),
+                               "features": feature_extractor.to_dict()}
+        except ValueError:
+            pass  # the features include a Python callable, which cannot be saved
     logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
                 where, n_valid, model.n_components, timings["total"])
     return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
@@ -596,6 +607,20 @@ def _candidate_ks(n_components):
                              and k >= 1 for k in values):
         raise ValueError(f"candidate n_components must be integers >= 1, got {n_components!r}")
     return values
+
+
+def stored_feature_extractor(model):
+    """The fitted :class:`FeatureExtractor` recorded in ``model.metadata_``.
+
+    :func:`segment` records it on every model it fits (unless the features
+    include a Python callable, which cannot be saved), and
+    :meth:`GaussianMixture.save` keeps it, so a saved model can be applied to
+    new images with the same features.
+    """
+    spec = getattr(model, "metadata_", {}).get("features")
+    if spec is None:
+        raise ValueError("model has no stored feature extractor; pass feature_extractor=")
+    return FeatureExtractor.from_dict(spec)
 
 
 def fit_sample(X, max_fit_samples, random_state):

@@ -390,3 +390,22 @@ def test_fit_then_apply(runner, folder, tmp_path):
     assert sorted(np.unique(labels)) == [0, 1, 2, 3]
     result = runner.invoke(main, ["fit", str(folder / "photo.png"), "-o", str(model)])
     assert result.exit_code == 1 and "output exists" in result.stderr
+
+
+def test_shared_model_resume_refuses_other_options(runner, folder, tmp_path):
+    out = tmp_path / "out"
+    args = ["batch", str(folder), "-o", str(out), "-j", "1", "--shared-model"]
+    assert runner.invoke(main, args + ["-k", "2"]).exit_code == 1  # broken.png fails
+    result = runner.invoke(main, args + ["-k", "3", "--resume"])
+    assert result.exit_code == 1
+    assert "shared model was fitted with n_components=2 (this run: 3)" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_fit_checks_its_output_before_working(runner, folder, tmp_path):
+    result = runner.invoke(main, ["fit", str(folder / "photo.png"), "-o", str(tmp_path / "m.txt")])
+    assert result.exit_code == 2 and ".npz or .json" in result.output
+    target = tmp_path / "new" / "folder" / "m.json"
+    result = runner.invoke(main, ["fit", str(folder / "photo.png"), "-k", "2", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(target.read_text())["format"] == "gmmseg.GaussianMixture"

@@ -183,3 +183,25 @@ def test_save_writes_documented_files_and_refuses_overwrite(tmp_path):
     with pytest.raises(OutputExistsError, match="scene_labels.png"):
         seg.save(tmp_path, "scene")
     seg.save(tmp_path, "scene", overwrite=True)
+
+
+def test_report_lists_outputs_and_failed_overwrite_leaves_no_stale_report(tmp_path):
+    img, _ = quadrants()
+    seg = segment(img, 4)
+    paths = seg.save(tmp_path, "scene")
+    report = json.loads(paths["report"].read_text())
+    assert report["outputs"] == {"labels": "scene_labels.png", "overlay": "scene_overlay.png",
+                                 "report": "scene_report.json"}
+    (tmp_path / "scene_proba.tif").mkdir()  # makes the proba write fail half-way
+    with pytest.raises(OSError):
+        seg.save(tmp_path, "scene", overwrite=True, proba=True)
+    assert not paths["report"].exists()  # nothing left that looks like a complete set
+
+
+def test_saved_model_carries_its_features(tmp_path):
+    img, truth = quadrants()
+    seg = segment(img, 4)
+    seg.model.save(tmp_path / "model.npz")
+    other, other_truth = quadrants(seed=3)
+    applied = segment(other, model=gmmseg.GaussianMixture.load(tmp_path / "model.npz"))
+    np.testing.assert_array_equal(applied.labels, other_truth)
