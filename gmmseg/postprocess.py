@@ -128,6 +128,16 @@ def _row_blocks(n_rows, row_size):
 # labels from responsibilities
 
 
+def _as_proba(proba):
+    """``proba`` as a float ``(..., K)`` array, or a TypeError/ValueError saying why not."""
+    proba = np.asarray(proba)
+    if not np.issubdtype(proba.dtype, np.floating):
+        raise TypeError(f"proba must be a float array, got dtype {proba.dtype}")
+    if proba.ndim < 1 or proba.shape[-1] < 1:
+        raise ValueError(f"proba must have shape (..., K) with K >= 1, got {proba.shape}")
+    return proba
+
+
 def labels_from_proba(proba, valid=None):
     """Hard labels from responsibilities (argmax over components).
 
@@ -151,11 +161,7 @@ def labels_from_proba(proba, valid=None):
     >>> labels_from_proba(proba, valid=np.array([[True, False]]))
     array([[ 0, -1]], dtype=int32)
     """
-    proba = np.asarray(proba)
-    if not np.issubdtype(proba.dtype, np.floating):
-        raise TypeError(f"proba must be a float array, got dtype {proba.dtype}")
-    if proba.ndim < 1 or proba.shape[-1] < 1:
-        raise ValueError(f"proba must have shape (..., K) with K >= 1, got {proba.shape}")
+    proba = _as_proba(proba)
     spatial = proba.shape[:-1]
     valid = _as_mask(valid, spatial)
     flat = proba.reshape(-1, proba.shape[-1])
@@ -194,11 +200,7 @@ def normalized_entropy(proba, valid=None):
     >>> normalized_entropy(np.array([[1.0, 0.0], [0.5, 0.5]]))
     array([0., 1.], dtype=float32)
     """
-    proba = np.asarray(proba)
-    if not np.issubdtype(proba.dtype, np.floating):
-        raise TypeError(f"proba must be a float array, got dtype {proba.dtype}")
-    if proba.ndim < 1 or proba.shape[-1] < 1:
-        raise ValueError(f"proba must have shape (..., K) with K >= 1, got {proba.shape}")
+    proba = _as_proba(proba)
     spatial = proba.shape[:-1]
     valid = _as_mask(valid, spatial)
     k = proba.shape[-1]
