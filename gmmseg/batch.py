@@ -41,7 +41,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import postprocess
-from .errors import GmmsegError, ModelFileError, OutputExistsError
+from .errors import GmmsegError, ModelFileError, OutputExistsError, TooFewDistinctRowsError
 from .features import FeatureExtractor
 from .io import (
     SUPPORTED_SUFFIXES,
@@ -387,11 +387,11 @@ def fit_shared_model(
         reg_covar=reg_covar, n_jobs=n_jobs)
     try:
         model.fit(X)
+    except TooFewDistinctRowsError as err:
+        raise GmmsegError(
+            f"shared model: the pooled pixels have fewer distinct values than "
+            f"n_components={n_components}; use a smaller -k") from err
     except ValueError as err:
-        if "distinct rows" in str(err) or "must be <= n_samples" in str(err):
-            raise GmmsegError(
-                f"shared model: the pooled pixels have fewer distinct values than "
-                f"n_components={n_components}; use a smaller -k") from err
         raise GmmsegError(f"shared model: {_one_line(err)}") from err
     model.sort_components()
     model.set_params(n_jobs=None)  # the thread count is the applier's choice

@@ -17,5 +17,9 @@ class ModelFileError(GmmsegError, ValueError):
     """A saved model file is malformed, tampered with or of another version."""
 
 
+class TooFewDistinctRowsError(GmmsegError, ValueError):
+    """A mixture was asked for more components than the data has distinct rows."""
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood converged."""

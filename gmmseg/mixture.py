@@ -40,7 +40,7 @@ import numpy as np
 from scipy import linalg
 from threadpoolctl import threadpool_limits
 
-from .errors import ConvergenceWarning, ModelFileError
+from .errors import ConvergenceWarning, ModelFileError, TooFewDistinctRowsError
 
 logger = logging.getLogger(__name__)
 
@@ -466,10 +466,7 @@ def _kmeans_plusplus(x, w, n_components, rng):
         score = closest * weight
         total = score.sum()
         if total <= 0.0:
-            raise ValueError(
-                f"X has fewer than n_components={n_components} distinct rows "
-                "(with non-zero weight); use fewer components"
-            )
+            raise _too_few_distinct(n_components)
         candidates = rng.choice(len(x), size=n_trials, p=score / total)
         best = None
         for idx in candidates:
@@ -546,6 +543,12 @@ def _one_hot(labels, n_components):
         r[np.arange(len(lab)), lab] = 1.0
         return r
     return resp
+
+
+def _too_few_distinct(n_components):
+    return TooFewDistinctRowsError(
+        f"X has fewer than n_components={n_components} distinct rows (with non-zero "
+        "weight); use fewer components")
 
 
 def _has_n_distinct_rows(x, w, n):
@@ -1098,17 +1101,14 @@ class GaussianMixture:
         k = self.n_components
         w = self._validate_weights(sample_weight, n)
         if n < k:
-            raise ValueError(f"n_components={k} must be <= n_samples={n}")
+            raise TooFewDistinctRowsError(f"n_components={k} must be <= n_samples={n}")
         given = self._check_init_arrays(d)
         warm = self.warm_start and hasattr(self, "means_")
         if warm and self.means_.shape != (k, d):
             raise ValueError("warm_start needs the same n_components and n_features")
         if not warm and not {"weights", "means", "prec_chol"} <= given.keys():
             if not _has_n_distinct_rows(X, w, k):
-                raise ValueError(
-                    f"X has fewer than n_components={k} distinct rows (with non-zero "
-                    "weight); use fewer components"
-                )
+                raise _too_few_distinct(k)
         rng = np.random.default_rng(self.random_state)
         n_init = 1 if warm else self.n_init
         self.n_features_in_ = d
@@ -1663,7 +1663,7 @@ def select_k(X, k_values, *, criterion="bic", covariance_types=("full",), sample
     w = template._validate_weights(sample_weight, len(X))
     n_samples = float(len(X) if w is None else w.sum())
     rng = np.random.default_rng(random_state)
-    rows, models, recorded = [], {}, {}
+    rows, models, recorded, failures = [], {}, {}, {}
     with threadpool_limits(limits=1, user_api="blas"):
         t = time.perf_counter()
         screen = _Screen(X, w, template, max(k_values), rng)
@@ -1681,6 +1681,7 @@ def select_k(X, k_values, *, criterion="bic", covariance_types=("full",), sample
                         log_lik = _total_log_likelihood(model, X, w)
                     except ValueError as err:
                         model, start, error = None, None, " ".join(str(err).split())
+                        failures.setdefault("first", err)
                 row = _selection_row(model, k, ctype, X.shape[1], n_samples, log_lik
                                      if model is not None else None, start, error)
                 row["seconds"] = time.perf_counter() - t
@@ -1692,7 +1693,9 @@ def select_k(X, k_values, *, criterion="bic", covariance_types=("full",), sample
                 previous = model
     fitted = [r for r in rows if r["error"] is None]
     if not fitted:
-        raise ValueError(f"no K in {k_values} could be fitted: {rows[0]['error']}")
+        kind = (TooFewDistinctRowsError
+                if isinstance(failures["first"], TooFewDistinctRowsError) else ValueError)
+        raise kind(f"no K in {k_values} could be fitted: {rows[0]['error']}")
     best = min(fitted, key=lambda r: (r[criterion], r["n_components"]))
     info["seconds"] = time.perf_counter() - t_start
     return SelectKResult(
@@ -1860,8 +1863,7 @@ def _short_em(params, x, w, rng, start):
 def _fit_for_selection(X, w, k, ctype, template, screen, previous, rng):
     """Screen the starts of one K, run full EM from the best; ``(model, start kind)``."""
     if len(X) < k or not _has_n_distinct_rows(X, w, k):
-        raise ValueError(f"X has fewer than n_components={k} distinct rows (with non-zero "
-                         "weight)")
+        raise _too_few_distinct(k)
     params = template.get_params() | {"n_components": k, "covariance_type": ctype}
     x, xw, fresh = screen.fresh_starts(k, ctype, float(template.reg_covar))
     starts = [("fresh", s) for s in fresh]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import mrf, postprocess
-from .errors import GmmsegError, OutputExistsError
+from .errors import GmmsegError, OutputExistsError, TooFewDistinctRowsError
 from .features import FeatureExtractor
 from .io import (
     Image,
@@ -648,17 +648,20 @@ def fit_sample(X, max_fit_samples, random_state):
     return X[rows]
 
 
+def _too_few_pixels(where, n_components):
+    return GmmsegError(f"{where}fewer distinct valid pixels than n_components={n_components}; "
+                       "use a smaller -k")
+
+
 def _fit(X, n_components, where, params, max_fit_samples):
     """Fit a mixture on (a random subsample of) ``X``, components in canonical order."""
     X_fit = fit_sample(X, max_fit_samples, params["random_state"])
     model = GaussianMixture(n_components, **params)
     try:
         model.fit(X_fit)
+    except TooFewDistinctRowsError as err:
+        raise _too_few_pixels(where, n_components) from err
     except ValueError as err:
-        if "distinct rows" in str(err) or "must be <= n_samples" in str(err):
-            raise GmmsegError(
-                f"{where}fewer distinct valid pixels than n_components={n_components}; "
-                "use a smaller -k") from err
         raise GmmsegError(f"{where}{err}") from err
     model.sort_components()
     return model, len(X_fit)
@@ -672,11 +675,9 @@ def _select(X, k_values, where, criterion, params, max_fit_samples, covariance_t
     try:
         result = select_k_arrays(X_fit, k_values, criterion=criterion,
                                  covariance_types=covariance_types or (ctype,), **params)
+    except TooFewDistinctRowsError as err:
+        raise _too_few_pixels(where, min(k_values)) from err
     except ValueError as err:
-        if "distinct rows" in str(err):
-            raise GmmsegError(
-                f"{where}fewer distinct valid pixels than n_components={min(k_values)}; "
-                "use a smaller -k") from err
         raise GmmsegError(f"{where}{err}") from err
     for model in result.models.values():
         model.sort_components()

@@ -341,3 +341,13 @@ def test_get_set_params_and_warm_start():
     gm.fit(X)
     np.testing.assert_allclose(gm.means_, first, atol=1e-4)  # already at the optimum
     assert gm.converged_ and gm.n_iter_ == 2  # the first iteration has nothing to compare with
+
+
+def test_too_few_distinct_rows_has_its_own_error_class():
+    from gmmseg.errors import TooFewDistinctRowsError
+
+    X = np.array([[1.0, 1.0]] * 10 + [[2.0, 2.0]] * 10)
+    with pytest.raises(TooFewDistinctRowsError, match="fewer than n_components=3 distinct"):
+        GaussianMixture(3).fit(X)
+    with pytest.raises(TooFewDistinctRowsError, match="must be <= n_samples"):
+        GaussianMixture(3).fit(X[:2])
