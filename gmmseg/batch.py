@@ -48,6 +48,7 @@ from .io import (
     atomic_output,
     file_stem,
     read_image,
+    remove_stale_temporaries,
     write_json,
     write_png,
 )
@@ -914,6 +915,17 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
     return row
 
 
+def _remove_stale_temporaries(out_dir: Path, items: Sequence[BatchItem]) -> None:
+    """Delete what a killed run left half-written in the folders this batch writes to."""
+    for rel_dir in {item.rel_dir for item in items}:
+        for base in (out_dir, out_dir / THUMBS_DIR):
+            try:
+                folder = _inside(out_dir, str(Path(base, rel_dir).relative_to(out_dir)))
+            except GmmsegError:
+                continue  # never written to either: the input fails on its own
+            remove_stale_temporaries(folder)
+
+
 def _glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
@@ -1135,7 +1147,8 @@ def run_batch(
         last, atomically) parses and every output exists; the others are
         (re)done, replacing any part an interrupted run left.  Every file is
         written to a temporary name and renamed, so an interrupted run leaves
-        nothing that looks complete.
+        nothing that looks complete; the temporaries a killed run left
+        (``.{name}.tmp-XXXXXXXX``) are deleted.
     overwrite : bool, default=False
         Replace existing outputs (else such an input fails, "output exists").
     model, feature_extractor : optional
@@ -1226,6 +1239,8 @@ def run_batch(
     n_components = None if model is not None else segment_kwargs.get("n_components", 4)
     if not isinstance(n_components, (int, np.integer)):
         n_components = None  # "auto" or a list of K: any chosen K is complete
+    if resume:
+        _remove_stale_temporaries(out_dir, items)
     if resume and not overwrite:
         for i, item in enumerate(items):
             if rows[i] is not None:

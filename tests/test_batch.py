@@ -356,6 +356,7 @@ def test_resume_does_not_trust_incomplete_outputs(tree, tmp_path):
     # As a kill between two files would leave them: no report, a stray temporary.
     (out / "good_a_report.json").unlink()
     (out / ".good_a_report.json.tmp-0badf00d").write_text('{"half": ')
+    (out / "thumbs/sub/.nested_input.thumb.png.tmp-0123abcd").write_bytes(b"\x89PNG")
     # A report whose labels are gone, and a report that does not parse.
     (out / "good_b_labels.png").unlink()
     (out / "sub/nested_report.json").write_text('{"input": ')
@@ -366,6 +367,7 @@ def test_resume_does_not_trust_incomplete_outputs(tree, tmp_path):
     assert statuses["sub/nested.png"] == "ok"
     for rel, content in reference.items():
         assert comparable(out, rel) == content, rel
+    assert outputs_of(out) == sorted(reference)  # the stray temporaries are gone
 
     # Thumbnails are not outputs: missing ones are made again, the input stays skipped.
     thumb = out / by_input(resumed)["good_a.png"]["thumbnails"]["overlay"]

@@ -32,6 +32,7 @@ from .results import describe, result_suffix, write_result_map
 from .writers import (
     atomic_output,
     label_dtype,
+    remove_stale_temporaries,
     write_json,
     write_npy,
     write_png,
@@ -49,6 +50,7 @@ __all__ = [
     "label_dtype",
     "parse_bands",
     "read_image",
+    "remove_stale_temporaries",
     "result_suffix",
     "write_json",
     "write_npy",

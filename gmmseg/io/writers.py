@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,46 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         _move_into_place(tmp, path, overwrite=overwrite)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: Names of the temporaries `atomic_output` makes; only a killed process leaves one behind.
+_TEMP_NAME = re.compile(r"\..+\.tmp-[0-9a-f]{8}")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries a killed writer left in `folder` (not recursive).
+
+    Only files named as `atomic_output` names them (``.{name}.tmp-XXXXXXXX``)
+    are touched, so call this only where no other writer is at work, e.g.
+    when a batch resumes.  A missing folder is fine.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".a.png.tmp-0badf00d").write_bytes(b"half")
+    >>> _ = (folder / "a.png").write_bytes(b"whole")
+    >>> [p.name for p in remove_stale_temporaries(folder)]
+    ['.a.png.tmp-0badf00d']
+    >>> sorted(p.name for p in folder.iterdir())
+    ['a.png']
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            path = Path(entry.path)
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _create_temp(path: Path) -> Path:
