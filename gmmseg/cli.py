@@ -1,13 +1,13 @@
 """The ``gmmseg`` command line: thin commands over :mod:`gmmseg.pipeline`.
 
 Exit codes: 0 all good, 1 a runtime failure (any input that failed), 2 bad
-usage.  Heavy modules are imported inside the commands so ``--help`` is
-instant.
+usage.  Option defaults are read from the API's signatures.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 import time
@@ -17,6 +17,16 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .batch import DEFAULT_PER_IMAGE
+from .pipeline import Segmentation
+from .pipeline import segment as _segment_api
+from .pipeline import select_k as _select_k_api
+
+# The API's defaults, read from its signatures so that the CLI cannot drift
+# from them (importing the package has loaded these modules anyway).
+_SEGMENT = {n: p.default for n, p in inspect.signature(_segment_api).parameters.items()}
+_SELECT_K = {n: p.default for n, p in inspect.signature(_select_k_api).parameters.items()}
+_SAVE = {n: p.default for n, p in inspect.signature(Segmentation.save).parameters.items()}
 
 logger = logging.getLogger("gmmseg")
 
@@ -107,33 +117,41 @@ def _apply(options, fn):
 
 # Options that select-k shares with the segmenting commands, each defined once.
 _FEATURE_FIT_OPTIONS = [
-    click.option("--features", default="auto", show_default=True, callback=_check_features,
+    click.option("--features", default=_SEGMENT["features"], show_default=True,
+                 callback=_check_features,
                  help="Feature spec: names from lab, rgb, hsv, gray, bands, position, "
                       "texture, with optional weights, e.g. 'lab,position:0.5'. "
-                      "'auto': lab for colour photos, gray for grey images, bands otherwise."),
+                      "'auto': lab,position for colour photos, gray for grey images, bands otherwise."),
     click.option("--pca", callback=_check_pca, default=None,
                  help="Reduce standardised features to N principal components, "
                       "or to a variance fraction such as 0.95."),
-    click.option("--seed", type=int, default=0, show_default=True,
+    click.option("--seed", type=int, default=_SEGMENT["random_state"], show_default=True,
                  help="Random seed: the same seed gives the same labels."),
-    click.option("--max-fit-samples", type=click.IntRange(1), default=150_000,
-                 show_default=True,
+    click.option("--max-fit-samples", type=click.IntRange(1),
+                 default=_SEGMENT["max_fit_samples"], show_default=True,
                  help="Fit on at most this many random valid pixels; all are labelled."),
 ]
 _CRITERION_OPTION = click.option(
-    "--criterion", type=click.Choice(["bic", "aic"]), default="bic", show_default=True,
+    "--criterion", type=click.Choice(["bic", "aic"]), default=_SEGMENT["criterion"],
+    show_default=True,
     help="How K is chosen by select-k and -k auto: the lowest BIC or AIC on the fit sample.")
+_COVARIANCE_OPTION = click.option(
+    "--covariance-type", type=click.Choice(["full", "tied", "diag", "spherical"]),
+    default=_SEGMENT["covariance_type"], show_default=True)
 _THREADS_OPTION = click.option(
     "--threads", type=click.IntRange(1), default=None,
     help="Threads for EM (default: all cores; in a batch, cores per worker).")
 _EM_OPTIONS = [
     click.option("--init", "init_params",
                  type=click.Choice(["k-means++", "kmeans", "random", "random_from_data"]),
-                 default="k-means++", show_default=True, help="EM initialisation."),
-    click.option("--n-init", type=click.IntRange(1), default=1, show_default=True,
+                 default=_SEGMENT["init_params"], show_default=True,
+                 help="EM initialisation."),
+    click.option("--n-init", type=click.IntRange(1), default=_SEGMENT["n_init"],
+                 show_default=True,
                  help="Initialisations to try; the most likely fit is kept."),
-    click.option("--max-iter", type=click.IntRange(1), default=100, show_default=True),
-    click.option("--tol", type=click.FloatRange(0), default=1e-3, show_default=True,
+    click.option("--max-iter", type=click.IntRange(1), default=_SEGMENT["max_iter"],
+                 show_default=True),
+    click.option("--tol", type=click.FloatRange(0), default=_SEGMENT["tol"], show_default=True,
                  help="Stop when the mean log-likelihood improves by less than this."),
     _THREADS_OPTION,
 ]
@@ -141,10 +159,11 @@ _EM_OPTIONS = [
 
 # How the label field is cleaned up; also applies with a pre-fitted model.
 _LABEL_FIELD_OPTIONS = [
-    click.option("--min-region-size", type=click.IntRange(0), default=0, show_default=True,
+    click.option("--min-region-size", type=click.IntRange(0),
+                 default=_SEGMENT["min_region_size"], show_default=True,
                  help="Merge connected regions smaller than this many pixels into a "
                       "neighbour."),
-    click.option("--smooth", "smoothing", type=click.FloatRange(0), default=0.0,
+    click.option("--smooth", "smoothing", type=click.FloatRange(0), default=_SEGMENT["smoothing"],
                  show_default=True,
                  help="Strength (beta) of a Potts prior that makes neighbouring pixels "
                       "share segments, inferred inside EM; 0 is off, about 1 removes "
@@ -158,12 +177,12 @@ _LABEL_FIELD_OPTIONS = [
 def model_options(fn):
     """Feature and mixture options, shared by all segmenting commands."""
     options = [
-        click.option("-k", "--n-components", type=ComponentsType(), default=4,
+        click.option("-k", "--n-components", type=ComponentsType(),
+                     default=_SEGMENT["n_components"],
                      show_default=True,
                      help="Number of segments, or 'auto': the K in 1..10 with the lowest "
                           "--criterion (see select-k)."),
-        click.option("--covariance-type", type=click.Choice(["full", "tied", "diag", "spherical"]),
-                     default="full", show_default=True),
+        _COVARIANCE_OPTION,
         *_FEATURE_FIT_OPTIONS,
         *_LABEL_FIELD_OPTIONS,
         _CRITERION_OPTION,
@@ -204,7 +223,8 @@ _ANALYSIS_OPTIONS = [
                  help="Like --anomaly-quantile, with an absolute log-likelihood threshold."),
 ]
 _WRITE_OPTIONS = [
-    click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+    click.option("--alpha", type=click.FloatRange(0, 1), default=_SAVE["alpha"],
+                 show_default=True,
                  help="Opacity of the segment colours in the overlay."),
     click.option("--overwrite", is_flag=True, help="Replace existing output files."),
 ]
@@ -374,12 +394,13 @@ def _anomaly_note(seg, quantile, threshold):
 @main.command("select-k")
 @click.argument("image", type=click.Path(path_type=Path))
 @reader_options
-@click.option("--k-min", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--k-min", type=click.IntRange(1), default=_SELECT_K["k_min"], show_default=True,
               help="Smallest K tried.")
-@click.option("--k-max", type=click.IntRange(1), default=10, show_default=True,
+@click.option("--k-max", type=click.IntRange(1), default=_SELECT_K["k_max"], show_default=True,
               help="Largest K tried.")
 @_CRITERION_OPTION
-@click.option("--covariance-type", "covariance_types", multiple=True, default=("full",),
+@click.option("--covariance-type", "covariance_types", multiple=True,
+              default=_SELECT_K["covariance_types"],
               show_default=True, type=click.Choice(["full", "tied", "diag", "spherical"]),
               help="Covariance type to fit; repeat the option to compare several.")
 @functools.partial(_apply, _FEATURE_FIT_OPTIONS)
@@ -568,7 +589,7 @@ def _connectivity(value):
 @click.option("--shared-model", is_flag=True,
               help="Fit one mixture on pixels pooled from all inputs and apply it to each, "
                    "so label k means the same class everywhere (saved as shared_model.npz).")
-@click.option("--per-image", type=click.IntRange(1), default=20_000, show_default=True,
+@click.option("--per-image", type=click.IntRange(1), default=DEFAULT_PER_IMAGE, show_default=True,
               help="Pixels drawn from each image for --shared-model.")
 @verbosity_options
 def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series, out_dir,
@@ -616,13 +637,13 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Model file to write (.npz or .json).")
 @reader_options
-@click.option("-k", "--n-components", type=click.IntRange(1), default=4, show_default=True,
+@click.option("-k", "--n-components", type=click.IntRange(1), default=_SEGMENT["n_components"],
+              show_default=True,
               help="Number of segments.")
-@click.option("--covariance-type", type=click.Choice(["full", "tied", "diag", "spherical"]),
-              default="full", show_default=True)
+@_COVARIANCE_OPTION
 @functools.partial(_apply, _FEATURE_FIT_OPTIONS)
 @functools.partial(_apply, _EM_OPTIONS)
-@click.option("--per-image", type=click.IntRange(1), default=20_000, show_default=True,
+@click.option("--per-image", type=click.IntRange(1), default=DEFAULT_PER_IMAGE, show_default=True,
               help="Pixels drawn from each image.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @verbosity_options
