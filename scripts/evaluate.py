@@ -20,7 +20,9 @@ Methods (``--methods``):
 * ``gmmseg``: ``gmmseg.segment(image, K)`` with default settings, K in
   ``--k``; ``--gmmseg-options 'features=lab,position:0.5;smoothing=1'``
   (repeatable) adds a method ``gmmseg[<options>]`` with those keyword
-  arguments, over the same K.
+  arguments, over the same K.  ``--k 2..10,auto`` also adds
+  ``gmmseg -k auto`` (and ``gmmseg[<options>] -k auto``): K chosen per
+  image by ``n_components="auto"``, a single setting.
 * ``tutorial-lab``, ``tutorial-labxy``: the tutorial pipeline, scikit-learn
   ``GaussianMixture(K, random_state=0)`` on skimage ``rgb2lab`` pixels (and
   on Lab plus x, y scaled to 0..100), fitted on every pixel, or on a random
@@ -128,11 +130,17 @@ def run_slic(image, params):
 
 
 def parse_k(text):
-    """'2..10' or '2,4,8' -> list of int."""
-    if ".." in text:
-        lo, hi = text.split("..")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(k) for k in text.split(",")]
+    """'2..10', '2,4,8' or '2..10,auto' -> list of int (and "auto")."""
+    ks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if item == "auto":
+            ks.append("auto")
+        elif ".." in item:
+            lo, hi = item.split("..")
+            ks.extend(range(int(lo), int(hi) + 1))
+        else:
+            ks.append(int(item))
+    return ks
 
 
 def parse_options(text):
@@ -158,15 +166,17 @@ def _literal(value):
 def build_plan(args):
     """{method name: (function, [(setting name, params), ...])}."""
     plan = {}
-    ks = args.k
-    if "gmmseg" in args.methods:
-        plan["gmmseg"] = (run_gmmseg, [(f"K={k}", {"n_components": k}) for k in ks])
-    for text in args.gmmseg_options:
-        options = parse_options(text)
-        plan[f"gmmseg[{text}]"] = (run_gmmseg, [(f"K={k}", {**options, "n_components": k})
-                                                for k in ks])
+    ks = [k for k in args.k if k != "auto"]
+    gmmseg_variants = [("gmmseg", {})] if "gmmseg" in args.methods else []
+    gmmseg_variants += [(f"gmmseg[{text}]", parse_options(text)) for text in args.gmmseg_options]
+    for name, options in gmmseg_variants:
+        if ks:
+            plan[name] = (run_gmmseg, [(f"K={k}", {**options, "n_components": k}) for k in ks])
+        if "auto" in args.k:  # a method of its own: one setting, chosen per image
+            plan[f"{name} -k auto"] = (run_gmmseg, [("K=auto", {**options,
+                                                                "n_components": "auto"})])
     for name, position in (("tutorial-lab", False), ("tutorial-labxy", True)):
-        if name in args.methods:
+        if name in args.methods and ks:
             plan[name] = (run_tutorial, [(f"K={k}", {"n_components": k, "position": position,
                                                      "subsample": args.tutorial_subsample})
                                          for k in ks])
@@ -305,7 +315,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     p.add_argument("--k", type=parse_k, default=parse_k("2..10"),
-                   help="K values for gmmseg and the tutorial pipelines: '2..10' or '2,4,8'")
+                   help="K values for gmmseg and the tutorial pipelines: '2..10' or '2,4,8'; "
+                        "'auto' adds a method 'gmmseg -k auto' (K chosen per image)")
     p.add_argument("--gmmseg-options", action="append", default=[], metavar="OPTS",
                    help="extra gmmseg method with these segment() keywords, "
                         "'key=value;key=value' (repeatable)")
