@@ -160,16 +160,20 @@ def test_same_stem_twice_is_refused(runner, photo, tmp_path):
     assert (out / "photo_labels.png").exists()
 
 
-def test_nuclei_sample_end_to_end(runner, tmp_path):
+@pytest.mark.parametrize(("options", "min_dice"), [
+    ([], 0.80),
+    (["--features", "contrast", "--smooth", "1"], 0.88),   # the microscopy recipe
+])
+def test_nuclei_sample_end_to_end(runner, tmp_path, options, min_dice):
     out = tmp_path / "out"
     result = runner.invoke(main, ["segment", str(SAMPLES / "nuclei.tif"), "-k", "2",
-                                  "-o", str(out)])
+                                  "-o", str(out), *options])
     assert result.exit_code == 0, result.output
     labels = np.asarray(PILImage.open(out / "nuclei_labels.png"))
     truth = np.asarray(PILImage.open(SAMPLES / "nuclei_mask.tif")) > 0
     fg = labels == 1  # canonical order: the brighter segment is label 1
     dice = 2 * np.count_nonzero(fg & truth) / (np.count_nonzero(fg) + np.count_nonzero(truth))
-    assert dice > 0.8
+    assert dice > min_dice
 
 
 def test_info(runner, photo, tmp_path):

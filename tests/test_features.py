@@ -12,6 +12,7 @@ from gmmseg.features import (
     FeatureExtractor,
     FeatureItem,
     bands,
+    contrast,
     default_feature_names,
     gray,
     hsv,
@@ -183,7 +184,10 @@ def test_texture_gradient_of_a_ramp():
     np.testing.assert_allclose(out3[2, 10:20, 10:30, 2], 0.25, rtol=1e-3)
 
 
-def test_texture_ignores_values_of_invalid_pixels():
+@pytest.mark.parametrize("builder", [lambda im: texture(im, sigmas=(1, 3)),
+                                     lambda im: contrast(im, sigma=3)],
+                         ids=["texture", "contrast"])
+def test_local_features_ignore_values_of_invalid_pixels(builder):
     rng = np.random.default_rng(0)
     data = rng.random((20, 20, 1)).astype(np.float32)
     valid = np.ones((20, 20), bool)
@@ -192,9 +196,56 @@ def test_texture_ignores_values_of_invalid_pixels():
     for fill in (0.0, 1e6, np.nan):
         filled = data.copy()
         filled[~valid] = fill
-        outs.append(texture(make_image(filled, valid), sigmas=(1, 3)))
+        outs.append(builder(make_image(filled, valid)))
     for out in outs[1:]:
         np.testing.assert_allclose(out[valid], outs[0][valid], rtol=1e-4, atol=1e-5)
+
+
+# --- contrast ------------------------------------------------------------------
+
+
+def test_contrast_removes_a_slow_background():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    background = 100 + 2.0 * xx + 1.0 * yy          # a ramp, as uneven illumination
+    spots = np.zeros((96, 96), np.float32)
+    centres = [(30, 30), (30, 66), (66, 30), (66, 66)]
+    for y, x in centres:
+        spots[(yy - y) ** 2 + (xx - x) ** 2 <= 9] = 40.0
+    data = (background + spots + rng.normal(0, 0.5, spots.shape)).astype(np.float32)
+    out = contrast(make_image(data[..., None]), sigma=8)[..., 0]
+    assert out.shape == (96, 96) and out.dtype == np.float32
+    peaks = [out[(yy - y) ** 2 + (xx - x) ** 2 <= 4].mean() for y, x in centres]
+    # The raw peaks differ by the ramp (up to 108); the contrasts agree.
+    assert max(peaks) - min(peaks) < 1.0 and min(peaks) > 30.0
+    # Between the spots the background is gone.
+    assert np.abs(out[44:52, 44:52]).max() < 2.0
+
+
+def test_contrast_in_a_volume_honours_spacing():
+    z = np.arange(24, dtype=np.float32)[:, None, None]
+    ramp = np.broadcast_to(10.0 * z, (24, 16, 16)).copy()[..., None]
+    # A linear ramp along z is removed away from the first and last slices.
+    flat = contrast(make_image(ramp, spacing=(1.0, 1.0, 1.0)), sigma=2)
+    assert flat.shape == (24, 16, 16, 1)
+    assert np.abs(flat[10:14]).max() < 1e-3
+    vol = ramp.copy()
+    vol[12, 8, 8, 0] += 50.0
+    fine = contrast(make_image(vol, spacing=(1.0, 1.0, 1.0)), sigma=2)
+    coarse = contrast(make_image(vol, spacing=(4.0, 1.0, 1.0)), sigma=2)
+    # Slices 4 units apart: the 2-unit kernel spans less than one slice along
+    # z, so the spot weighs more in its own local mean and keeps less height.
+    assert 40.0 < coarse[12, 8, 8, 0] < fine[12, 8, 8, 0] - 0.5
+
+
+def test_contrast_in_a_spec_and_its_column_name():
+    fx = FeatureExtractor([FeatureItem("contrast", params={"sigma": 4})])
+    img = make_image(np.random.default_rng(0).random((16, 16, 1)).astype(np.float32))
+    X = fx.fit_transform(img)
+    assert fx.names_ == ["contrast_s4"] and X.shape == (256, 1)
+    assert FeatureExtractor("contrast").fit(img).names_ == ["contrast_s16"]
+    with pytest.raises(ValueError, match="sigma"):
+        contrast(img, sigma=0)
 
 
 # --- spec parsing --------------------------------------------------------------
@@ -212,7 +263,7 @@ def test_parse_feature_spec():
 
 @pytest.mark.parametrize(
     ("spec", "match"),
-    [("lab,colour", r"unknown feature 'colour'.*known features: auto, bands, gray"),
+    [("lab,colour", r"unknown feature 'colour'.*known features: auto, bands, contrast, gray"),
      ("lab:abc", "must be a number"), ("lab:0", "> 0"), ("lab:-2", "> 0"),
      ("lab:nan", "> 0"), ("lab,,position", "empty entry"), ("", "empty"),
      ("lab,lab", "twice")],
