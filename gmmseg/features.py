@@ -726,12 +726,21 @@ def default_feature_names(image: ImageLike) -> list[str]:
     Returns
     -------
     list of str
-        ``["lab"]`` for RGB photos, ``["gray"]`` for single-channel images,
-        ``["bands"]`` for everything else.
+        ``["lab", "position"]`` for RGB photos, ``["gray"]`` for
+        single-channel images, ``["bands"]`` for everything else.
+
+    Notes
+    -----
+    Position is part of the photo default because segments of photos are
+    mostly compact: on 50 BSDS500 validation photos (ODS over K = 2..10) it
+    raised PRI from 0.719 to 0.747 and Covering from 0.419 to 0.458, and
+    lowered VoI from 2.343 to 2.251 bits (``docs/quality.md``).  Grey
+    images (microscopy, medical slices) and multi-band rasters have classes
+    spread over the whole image, where position would split them.
     """
     image = _to_image(image)
     if image.is_rgb:
-        return ["lab"]
+        return ["lab", "position"]
     if image.n_channels == 1:
         return ["gray"]
     return ["bands"]

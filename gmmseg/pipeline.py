@@ -431,7 +431,7 @@ def segment(
         when ``model`` is given.
     features : str, callable or list, default="auto"
         Feature spec (``"lab,position:0.5"``), callables
-        ``f(image) -> (..., d)``, or a list of both; "auto" picks ``lab`` for
+        ``f(image) -> (..., d)``, or a list of both; "auto" picks ``lab,position`` for
         RGB photos, ``gray`` for grey images and ``bands`` otherwise.
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
     random_state : int or None, default=0

@@ -281,14 +281,14 @@ def test_feature_item_checks_params():
 
 
 def test_auto_features():
-    assert default_feature_names(random_rgb()) == ["lab"]
+    assert default_feature_names(random_rgb()) == ["lab", "position"]
     assert default_feature_names(make_image(np.zeros((3, 3, 1), np.uint16))) == ["gray"]
     assert default_feature_names(make_image(np.zeros((3, 3, 5), np.int16))) == ["bands"]
     fx = FeatureExtractor("auto")
     X = fx.fit_transform(random_rgb())
-    assert fx.names_ == ["L", "a", "b"]
-    assert fx.spec_string == "lab"
-    assert X.shape == (16 * 20, 3)
+    assert fx.names_ == ["L", "a", "b", "x", "y"]
+    assert fx.spec_string == "lab,position"
+    assert X.shape == (16 * 20, 5)
 
 
 # --- FeatureExtractor ------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_save_writes_documented_files_and_refuses_overwrite(tmp_path):
     np.testing.assert_array_equal(labels.data[..., 0], seg.labels)
     report = json.loads(paths["report"].read_text())
     assert report["model"]["n_components"] == 4
-    assert report["features"]["spec"] == "lab"
+    assert report["features"]["spec"] == "lab,position"
     assert [s["pixels"] for s in report["segments"]] == [1024] * 4
     assert report["gmmseg_version"] == gmmseg.__version__
     for key in ("bic", "aic", "mean_log_likelihood"):
