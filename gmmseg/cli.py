@@ -362,6 +362,7 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                     f"{path}: {m.n_components} segments{_selection_note(seg)}, "
                     f"{m.n_iter_} EM iterations"
                     f"{'' if m.converged_ else ' (not converged)'}"
+                    f"{_smoothing_note(seg)}"
                     f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}, "
                     f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
         except click.ClickException as err:
@@ -382,6 +383,11 @@ def _selection_note(seg):
         return ""
     ks = chosen["k_values"]
     return f" (chosen by {chosen['criterion'].upper()} among K = {ks[0]}..{ks[-1]})"
+
+
+def _smoothing_note(seg) -> str:
+    n = seg.info.get("smoothing_iterations", 0)
+    return f" + {n} with the Potts prior" if n else ""
 
 
 def _anomaly_note(seg, quantile, threshold):

@@ -231,6 +231,7 @@ class Segmentation:
             "aic": -2.0 * mean_ll * n_valid + 2.0 * n_params,
             "min_region_size": self.info.get("min_region_size", 0),
             "smoothing": self.info.get("smoothing", 0.0),
+            "smoothing_iterations": self.info.get("smoothing_iterations", 0),
             "segments": self.stats(),
             "timings": dict(self.info.get("timings", {})),
         }
@@ -565,6 +566,8 @@ def segment(
         "min_region_size": int(min_region_size or 0),
         "smoothing": float(smoothing or 0.0),
         "smoothing_energies": energies if smoothing else None,
+        # hmrf_em records the start, each EM iteration and a final sweep.
+        "smoothing_iterations": len(energies) - 2 if smoothing else 0,
         "model_selection": None if selection is None else selection.summary(),
         "timings": timings,
     }

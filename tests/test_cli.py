@@ -194,7 +194,8 @@ def test_smooth_option(runner, photo, tmp_path):
                                   "--connectivity", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "photo_report.json").read_text())
-    assert report["smoothing"] == 1.0
+    assert report["smoothing"] == 1.0 and report["smoothing_iterations"] >= 1
+    assert f"+ {report['smoothing_iterations']} with the Potts prior" in result.stdout
     result = runner.invoke(main, ["segment", str(photo), "--smooth", "-1", "-o", str(out)])
     assert result.exit_code == 2
     result = runner.invoke(main, ["segment", str(photo), "--smooth", "1", "--connectivity", "26",
