@@ -916,14 +916,19 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
 
 
 def _remove_stale_temporaries(out_dir: Path, items: Sequence[BatchItem]) -> None:
-    """Delete what a killed run left half-written in the folders this batch writes to."""
-    for rel_dir in {item.rel_dir for item in items}:
-        for base in (out_dir, out_dir / THUMBS_DIR):
+    """Delete what a killed run left half-written in the folders this batch writes to.
+
+    A folder that cannot be used (a file in its place, a symlink out of
+    ``out_dir`` or in a loop, no permission) is left alone: the inputs that
+    write there fail on their own, one row each.
+    """
+    rel_dirs = {item.rel_dir for item in items} | {"."}  # "." holds the summaries
+    for rel_dir in sorted(rel_dirs):
+        for base in (Path("."), Path(THUMBS_DIR)):
             try:
-                folder = _inside(out_dir, str(Path(base, rel_dir).relative_to(out_dir)))
-            except GmmsegError:
-                continue  # never written to either: the input fails on its own
-            remove_stale_temporaries(folder)
+                remove_stale_temporaries(_inside(out_dir, str(base / rel_dir)))
+            except (GmmsegError, OSError, RuntimeError) as err:
+                logger.debug("stale temporaries in %s not removed: %s", rel_dir, err)
 
 
 def _glob_escape(text: str) -> str:

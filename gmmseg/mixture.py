@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -1378,7 +1379,9 @@ class GaussianMixture:
         arrays = {name: np.asarray(getattr(self, name), dtype=np.float64) for name in self._ARRAYS}
         header = json.dumps(info, sort_keys=True)
         checksum = _checksum(header, arrays)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        # Named as gmmseg.io.atomic_output names its temporaries, which
+        # batch --resume deletes after a killed run.
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
         try:
             if path.suffix.lower() == ".json":
                 doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,

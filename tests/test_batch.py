@@ -383,6 +383,20 @@ def test_resume_does_not_trust_incomplete_outputs(tree, tmp_path):
     assert "n_components=3" in by_input(other_k)["good_a.png"]["error"]
 
 
+def test_resume_with_an_unusable_output_folder_fails_only_its_inputs(tree, tmp_path):
+    items = find_inputs(tree, recursive=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the batch wants a folder")
+    (out / ".batch_summary.csv.tmp-0123abcd").write_text("half")
+    report = run_batch(items, out, segment_kwargs=KW, jobs=1, resume=True)
+    rows = by_input(report)
+    assert rows["good_a.png"]["status"] == rows["good_b.png"]["status"] == "ok"
+    assert rows["sub/nested.png"]["status"] == "failed"
+    assert "sub" in rows["sub/nested.png"]["error"]
+    assert not (out / ".batch_summary.csv.tmp-0123abcd").exists()
+
+
 def test_existing_outputs_need_overwrite(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
