@@ -120,7 +120,7 @@ _FEATURE_FIT_OPTIONS = [
     click.option("--features", default=_SEGMENT["features"], show_default=True,
                  callback=_check_features,
                  help="Feature spec: names from lab, rgb, hsv, gray, bands, position, "
-                      "texture, with optional weights, e.g. 'lab,position:0.5'. "
+                      "texture, contrast, with optional weights, e.g. 'lab,position:0.5'. "
                       "'auto': lab,position for colour photos, gray for grey images, bands otherwise."),
     click.option("--pca", callback=_check_pca, default=None,
                  help="Reduce standardised features to N principal components, "

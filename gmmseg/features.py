@@ -469,6 +469,14 @@ def _check_sigmas(sigmas: Any) -> tuple[float, ...]:
     return values
 
 
+def _check_sigma(sigma: Any) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)):
+        raise TypeError(f"sigma must be a number, got {sigma!r}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    return float(sigma)
+
+
 class _Smoother:
     """Gaussian blur and gradient magnitude of float32 arrays, 2-D (OpenCV) or 3-D (SciPy).
 
@@ -585,10 +593,15 @@ def contrast(image: ImageLike, *, sigma: float = 16.0) -> np.ndarray:
     the whole image.  Choose ``sigma`` about the size of the objects (e.g.
     the radius to diameter of a cell nucleus): structures much larger than
     ``sigma`` are flattened away.  On ``sample_images/nuclei.tif`` (nuclei
-    20-30 px across) K = 2 on ``contrast`` reaches foreground Dice 0.855, and
-    0.891 with ``smoothing=1``, against 0.820 on the raw intensity.
-    Invalid pixels are left out of the local mean (normalised convolution);
-    volumes honour anisotropic spacing as in :func:`texture`.
+    20-30 px across) K = 2 on ``contrast`` reaches foreground Dice 0.854, and
+    0.890 with ``smoothing=1``, against 0.820 on the raw intensity.
+    Invalid pixels (``image.valid`` False) are left out of the local mean
+    (normalised convolution); a ``mask`` given to :func:`gmmseg.segment`
+    only limits which pixels are segmented, so masked-out valid pixels still
+    count as background here.  Volumes honour anisotropic spacing as in
+    :func:`texture`.  The scale is set through the API
+    (``FeatureItem("contrast", params={"sigma": 8})``); the CLI's
+    ``contrast`` uses 16 px.
 
     Parameters
     ----------
@@ -612,7 +625,7 @@ def contrast(image: ImageLike, *, sigma: float = 16.0) -> np.ndarray:
     19.2 19.2 0.0 0.0
     """
     image = _to_image(image)
-    (sigma,) = _check_sigmas(sigma)
+    sigma = _check_sigma(sigma)
     smoother = _Smoother(_spacing(image))
     lum = _luminance(image)
     valid = image.valid
@@ -685,8 +698,7 @@ def _texture_columns(image: Image, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0))
 
 def _contrast_columns(image: Image, *, sigma: float = 16.0) -> list[str]:
     _spacing(image)
-    (sigma,) = _check_sigmas(sigma)
-    return [f"contrast_s{sigma:g}"]
+    return [f"contrast_s{_check_sigma(sigma):g}"]
 
 
 FEATURE_BUILDERS: Mapping[str, Callable[..., np.ndarray]] = MappingProxyType(
@@ -716,18 +728,24 @@ _BUILDERS: dict[str, _Builder] = {
 _KNOWN = ", ".join(["auto", *sorted(_BUILDERS)])
 
 
-def default_feature_names(image: ImageLike) -> list[str]:
+def default_feature_names(image: ImageLike, *, pooled: bool = False) -> list[str]:
     """Feature names that ``"auto"`` stands for on this image.
 
     Parameters
     ----------
     image : Image or ndarray
+    pooled : bool, default False
+        True when one model is fitted on pixels pooled from many images
+        (:meth:`FeatureExtractor.fit_many`, shared models): position is
+        then left out of the photo default.
 
     Returns
     -------
     list of str
-        ``["lab", "position"]`` for RGB photos, ``["gray"]`` for
-        single-channel images, ``["bands"]`` for everything else.
+        ``["lab", "position"]`` for a 2-D RGB photo, ``["lab"]`` for RGB
+        rasters read by rasterio (georeferenced scenes), RGB volumes and
+        pooled fits, ``["gray"]`` for single-channel images, ``["bands"]``
+        for everything else.
 
     Notes
     -----
@@ -735,12 +753,16 @@ def default_feature_names(image: ImageLike) -> list[str]:
     mostly compact: on 50 BSDS500 validation photos (ODS over K = 2..10) it
     raised PRI from 0.719 to 0.747 and Covering from 0.419 to 0.458, and
     lowered VoI from 2.343 to 2.251 bits (``docs/quality.md``).  Grey
-    images (microscopy, medical slices) and multi-band rasters have classes
-    spread over the whole image, where position would split them.
+    images (microscopy, medical slices) and rasters have classes spread over
+    the whole scene, where position would split them, and a model shared by
+    many images should mean the same class wherever it appears.  With
+    position in the model, a pixel's log-likelihood (the anomaly map) also
+    says how usual its colour is *where it is*.
     """
     image = _to_image(image)
     if image.is_rgb:
-        return ["lab", "position"]
+        photo = image.ndim == 2 and image.meta.get("reader") != "rasterio"
+        return ["lab", "position"] if photo and not pooled else ["lab"]
     if image.n_channels == 1:
         return ["gray"]
     return ["bands"]
@@ -1102,11 +1124,15 @@ class FeatureExtractor:
 
     # -- building -----------------------------------------------------------
 
-    def _resolve(self, image: Image) -> list[FeatureItem]:
+    def _resolve(self, image: Image, *, pooled: bool = False) -> list[FeatureItem]:
+        # A name given besides "auto" keeps its own weight and is not repeated.
+        named = {item.name for item in self._items if item.func is None}
         items: list[FeatureItem] = []
         for item in self._items:
             if item.name == "auto" and item.func is None:
-                items.extend(FeatureItem(n, item.weight) for n in default_feature_names(image))
+                items.extend(FeatureItem(n, item.weight)
+                             for n in default_feature_names(image, pooled=pooled)
+                             if n not in named)
             else:
                 items.append(item)
         return items
@@ -1377,7 +1403,7 @@ class FeatureExtractor:
             image = _to_image(image)
             n_images += 1
             if first is None:
-                first, items = image, self._resolve(image)
+                first, items = image, self._resolve(image, pooled=True)
             else:
                 self._check_like(image, first, items)
             mask, n_valid = self._mask(image, None)
@@ -1425,7 +1451,7 @@ class FeatureExtractor:
                 f"image {image.name!r} has {image.n_channels} channel(s), but "
                 f"{first.name!r} has {first.n_channels}; all images must have the same bands"
             )
-        resolved = self._resolve(image)
+        resolved = self._resolve(image, pooled=True)
         if resolved != items:
             raise ValueError(
                 f"features {self.spec_string!r} resolve to "

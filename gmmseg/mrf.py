@@ -275,8 +275,9 @@ def hmrf_em(model, X, valid, beta, *, connectivity=None, spacing=None, max_iter=
     q : (K, *grid) ndarray
         Responsibilities under the prior; 0 at invalid pixels.
     energies : list of float
-        Mean free energy at the start and after each iteration
-        (non-decreasing).
+        Mean free energy at the start, after each EM iteration and after
+        the final E-step (non-decreasing); ``len(energies) - 2`` iterations
+        ran (one entry when ``beta`` is 0).
     """
     field = PottsField(_unary(model, X, valid), valid, beta,
                        connectivity=connectivity, spacing=spacing)

@@ -88,7 +88,7 @@ def main():
     rgb = photo(args.size)
     gmmseg.select_k(rgb[:64, :64], 1, 2)  # warm up imports and OpenCV
     t = time.perf_counter()
-    result = gmmseg.select_k(rgb, 1, 10, random_state=0)
+    result = gmmseg.select_k(rgb, 1, 10, features="lab", random_state=0)
     t_gm = time.perf_counter() - t
     gm_rows = {r["n_components"]: r for r in result.rows}
     print(f"\n{args.size} x {args.size} photo, K = 1..10, BIC, full covariances")
@@ -125,7 +125,7 @@ def main():
 
     # What sharing work between K buys, on the very same fit sample.
     img = gmmseg.as_image(rgb)
-    X = FeatureExtractor("auto").fit_transform(img, valid=img.valid, random_state=0)
+    X = FeatureExtractor("lab").fit_transform(img, valid=img.valid, random_state=0)
     X_fit = fit_sample(X, DEFAULT_MAX_FIT_SAMPLES, 0)
     t = time.perf_counter()
     again = gmmseg.mixture.select_k(X_fit, K_VALUES, random_state=0)

@@ -289,6 +289,18 @@ def test_auto_features():
     assert fx.names_ == ["L", "a", "b", "x", "y"]
     assert fx.spec_string == "lab,position"
     assert X.shape == (16 * 20, 5)
+    # Not for a model shared by many images, nor for georeferenced rasters.
+    assert default_feature_names(random_rgb(), pooled=True) == ["lab"]
+    shared = FeatureExtractor("auto")
+    shared.fit_many([random_rgb(), random_rgb()], per_image=50, random_state=0)
+    assert shared.spec_string == "lab"
+    scene = random_rgb()
+    scene.meta["reader"] = "rasterio"
+    assert default_feature_names(scene) == ["lab"]
+    # A name given beside auto keeps its weight and is not repeated.
+    fx = FeatureExtractor("auto,position:0.5")
+    fx.fit(random_rgb())
+    assert fx.spec_string == "lab,position:0.5" and fx.names_ == ["L", "a", "b", "x", "y"]
 
 
 # --- FeatureExtractor ------------------------------------------------------------
