@@ -799,7 +799,8 @@ def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
     seg = segment(image, **kwargs)
     folder = _output_folder(task.out_dir, item)
     targets = seg.output_paths(folder, item.stem, proba=task.save_kwargs.get("proba", False),
-                               log_likelihood=task.save_kwargs.get("log_likelihood", False))
+                               log_likelihood=task.save_kwargs.get("log_likelihood", False),
+                               regions=task.save_kwargs.get("regions"))
     for target in targets.values():
         if str(target.resolve()) in protected:
             raise GmmsegError(f"{target}: output would replace an input file")

@@ -221,6 +221,9 @@ _ANALYSIS_OPTIONS = [
                       "e.g. 0.001; the report gives the anomalous share."),
     click.option("--anomaly-threshold", type=float, default=None, callback=_check_anomaly,
                  help="Like --anomaly-quantile, with an absolute log-likelihood threshold."),
+    click.option("--regions", type=click.IntRange(1), default=None,
+                 help="Also write STEM_regions.png: the image cut into this many connected "
+                      "regions (0..N-1), merging the segments' pieces most alike first."),
 ]
 _WRITE_OPTIONS = [
     click.option("--alpha", type=click.FloatRange(0, 1), default=_SAVE["alpha"],
@@ -310,7 +313,7 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
             covariance_type, pca, seed, max_fit_samples, min_region_size, smoothing,
             connectivity, criterion, init_params, n_init, max_iter, tol, threads, save_proba,
             save_loglik, save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold,
-            alpha, overwrite):
+            regions, alpha, overwrite):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
@@ -346,7 +349,7 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                     init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                     n_jobs=threads, criterion=criterion)
                 maps = dict(proba=save_proba, log_likelihood=save_loglik,
-                            uncertainty=save_uncertainty, anomaly=save_anomaly)
+                            uncertainty=save_uncertainty, anomaly=save_anomaly, regions=regions)
                 targets = seg.output_paths(out_dir, stem, **maps, anomaly_mask=(
                     anomaly_quantile is not None or anomaly_threshold is not None))
                 clash = [t for t in targets.values() if t.resolve() in inputs]
@@ -568,10 +571,10 @@ def _run_batch_command(items, out_dir, **kwargs):
 
 
 def _save_kwargs(proba, log_likelihood, uncertainty, anomaly, anomaly_quantile,
-                 anomaly_threshold, alpha):
+                 anomaly_threshold, regions, alpha):
     return dict(proba=proba, log_likelihood=log_likelihood, uncertainty=uncertainty,
                 anomaly=anomaly, anomaly_quantile=anomaly_quantile,
-                anomaly_threshold=anomaly_threshold, alpha=alpha)
+                anomaly_threshold=anomaly_threshold, regions=regions, alpha=alpha)
 
 
 def _segment_kwargs(**options):
@@ -602,7 +605,7 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
           n_components, features, covariance_type, pca, seed, max_fit_samples, min_region_size,
           smoothing, connectivity, criterion, init_params, n_init, max_iter, tol, threads,
           save_proba, save_loglik, save_uncertainty, save_anomaly, anomaly_quantile,
-          anomaly_threshold, alpha, overwrite, jobs, scheduler, resume, shared_model,
+          anomaly_threshold, regions, alpha, overwrite, jobs, scheduler, resume, shared_model,
           per_image):
     """Segment every image in INPUT_DIR in parallel into OUT_DIR (same tree).
 
@@ -629,7 +632,7 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
         overwrite=overwrite, shared_model=shared_model, per_image=per_image,
         read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
         save_kwargs=_save_kwargs(save_proba, save_loglik, save_uncertainty, save_anomaly,
-                                 anomaly_quantile, anomaly_threshold, alpha),
+                                 anomaly_quantile, anomaly_threshold, regions, alpha),
         segment_kwargs=_segment_kwargs(
             n_components=n_components, features=features, covariance_type=covariance_type,
             pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
@@ -703,8 +706,8 @@ def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_
 @_THREADS_OPTION
 @verbosity_options
 def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba, save_loglik,
-          save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, alpha, overwrite,
-          jobs, scheduler, resume, min_region_size, smoothing, connectivity, threads):
+          save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, regions, alpha,
+          overwrite, jobs, scheduler, resume, min_region_size, smoothing, connectivity, threads):
     """Segment INPUTS with a model saved by `fit` (same labels, same classes)."""
     from .batch import items_from_files, load_shared_model
     from .errors import GmmsegError
@@ -719,7 +722,7 @@ def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba
         overwrite=overwrite, model=model, feature_extractor=extractor,
         read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
         save_kwargs=_save_kwargs(save_proba, save_loglik, save_uncertainty, save_anomaly,
-                                 anomaly_quantile, anomaly_threshold, alpha),
+                                 anomaly_quantile, anomaly_threshold, regions, alpha),
         segment_kwargs=_segment_kwargs(min_region_size=min_region_size, smoothing=smoothing,
                                        connectivity=connectivity))
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import mrf, postprocess
 from .errors import GmmsegError, OutputExistsError, TooFewDistinctRowsError
-from .features import FeatureExtractor
+from .features import FeatureExtractor, lab
 from .io import (
     Image,
     as_image,
@@ -77,6 +77,7 @@ class Segmentation:
     features: FeatureExtractor
     image: Image
     info: dict = field(default_factory=dict)
+    _hierarchies: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def n_components(self):
@@ -94,19 +95,59 @@ class Segmentation:
             raise ValueError(f"slice_index must be in 0..{self.labels.shape[0] - 1}, got {z}")
         return z
 
-    def overlay(self, alpha=0.5, *, boundaries=True, slice_index=None, bands=None):
+    def overlay(self, alpha=0.5, *, boundaries=True, slice_index=None, bands=None,
+                labels=None):
         """Segment colours blended over the image, ``(H, W, 3)`` uint8.
 
         For volumes one slice is shown (the middle one unless
         ``slice_index`` is given).  Non-8-bit data is percentile-stretched
-        for display only.
+        for display only.  ``labels`` draws another map of the image's
+        shape instead of :attr:`labels`, e.g. ``seg.regions(8)``.
         """
         z = self._slice_index(slice_index)
-        data, labels = self.image.data, self.labels
+        data = self.image.data
+        labels = self.labels if labels is None else np.asarray(labels)
+        if labels.shape != self.labels.shape:
+            raise ValueError(f"labels must have shape {self.labels.shape}, got {labels.shape}")
         if z is not None:
             data, labels = data[z], labels[z]
         rgb = postprocess.display_rgb(data, labels >= 0, bands=bands)
         return postprocess.overlay(rgb, labels, alpha=alpha, boundaries=boundaries)
+
+    def region_hierarchy(self, *, min_size=postprocess.REGION_MIN_SIZE, boundary_weight=1.0):
+        """Connected regions of :attr:`labels`, merged most alike first.
+
+        See :func:`gmmseg.postprocess.region_hierarchy`; regions are compared
+        by their mean CIE Lab colour for RGB photos and by their mean
+        channels (each scaled to unit standard deviation) otherwise.  Made
+        once per setting and kept.
+        """
+        key = (min_size, boundary_weight)
+        if key not in self._hierarchies:
+            self._hierarchies[key] = postprocess.region_hierarchy(
+                self.labels, _region_values(self.image, self.valid), min_size=min_size,
+                boundary_weight=boundary_weight)
+        return self._hierarchies[key]
+
+    def regions(self, n_regions, *, min_size=postprocess.REGION_MIN_SIZE, boundary_weight=1.0):
+        """The image cut into ``n_regions`` connected segments.
+
+        A label is a mixture component and may cover many separate pieces
+        of the image; a region is connected.  The pieces are merged, most
+        alike first (:meth:`region_hierarchy`), until ``n_regions`` remain
+        (fewer pieces than that: all of them; an image in several separate
+        valid parts keeps at least one region per part).  On 50 BSDS500
+        photos this scores closer to people's segmentations than the labels
+        do (``docs/quality.md``, section 4).
+
+        Returns
+        -------
+        ndarray of int32, the labels' shape
+            Regions ``0 .. n - 1`` in raster order of their first pixel, -1
+            at invalid pixels.
+        """
+        return self.region_hierarchy(min_size=min_size,
+                                     boundary_weight=boundary_weight).cut(n_regions)
 
     def stats(self):
         """Per-segment pixel count, share and mean/std in the input's units."""
@@ -257,13 +298,14 @@ class Segmentation:
         return out
 
     def output_paths(self, out_dir, stem=None, *, proba=False, log_likelihood=False,
-                     uncertainty=False, anomaly=False, anomaly_mask=False):
+                     uncertainty=False, anomaly=False, anomaly_mask=False, regions=None):
         """The files :meth:`save` writes with these options, by kind.
 
         The one place output names are made: ``labels``, ``overlay``,
         ``report`` always; ``proba``, ``log_likelihood`` (also with
         ``anomaly``), ``uncertainty`` (heat map) and ``uncertainty_map``
-        (float), ``anomaly`` (heat map) and ``anomaly_mask`` on request.
+        (float), ``anomaly`` (heat map), ``anomaly_mask`` and ``regions``
+        on request.
         """
         out_dir = Path(out_dir)
         stem = stem or self.image.name
@@ -285,11 +327,14 @@ class Segmentation:
         if anomaly_mask:
             paths["anomaly_mask"] = (
                 out_dir / f"{stem}_anomaly_mask{result_suffix(self.image, 'labels')}")
+        if regions:
+            paths["regions"] = out_dir / f"{stem}_regions{result_suffix(self.image, 'labels')}"
+            paths["regions_overlay"] = out_dir / f"{stem}_regions_overlay.png"
         return paths
 
     def save(self, out_dir, stem=None, *, overwrite=False, proba=False,
              log_likelihood=False, alpha=0.5, uncertainty=False, anomaly=False,
-             anomaly_quantile=None, anomaly_threshold=None):
+             anomaly_quantile=None, anomaly_threshold=None, regions=None):
         """Write label map, overlay and report (and optional maps).
 
         Files are ``{stem}_labels.png`` (uint8, uint16 if K > 255; formats
@@ -308,7 +353,12 @@ class Segmentation:
           :meth:`anomaly_mask` as ``{stem}_anomaly_mask.png`` (uint8, 255 =
           anomalous; for volumes and georeferenced inputs a 0/1 map in the
           input's geometry, like the labels), and an ``"anomaly"`` entry in
-          the report.
+          the report;
+        * ``regions``: :meth:`regions` with this many regions as
+          ``{stem}_regions.png`` (uint8, uint16 beyond 255 regions; the
+          labels' geometry), 0 also at invalid pixels, their overlay
+          ``{stem}_regions_overlay.png``, and a ``"regions"`` entry in the
+          report (count and pixels per region).
 
         Float maps use the input's geometry (``.nii.gz`` / GeoTIFF) where it
         has one; heat maps show the middle slice of a volume.
@@ -325,7 +375,7 @@ class Segmentation:
                  if want_mask else None)
         paths = self.output_paths(out_dir, stem, proba=proba, log_likelihood=log_likelihood,
                                   uncertainty=uncertainty, anomaly=anomaly,
-                                  anomaly_mask=want_mask)
+                                  anomaly_mask=want_mask, regions=regions)
         if not overwrite:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
@@ -366,9 +416,20 @@ class Segmentation:
                     write("anomaly_mask", write_result_map,
                           np.where(self.valid, mask, -1).astype(np.int32), self.image,
                           n_components=2)
+            region_map = None
+            if regions:
+                region_map = self.regions(regions)
+                write("regions", write_result_map, region_map, self.image,
+                      n_components=int(region_map.max()) + 1)
+                write("regions_overlay", write_png, self.overlay(alpha, labels=region_map))
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
             report = self.report(uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
                                  anomaly_threshold=anomaly_threshold)
+            if region_map is not None:
+                pixels = np.bincount(region_map[region_map >= 0])
+                report["regions"] = {"requested": int(regions), "n_regions": len(pixels),
+                                     "min_size": postprocess.REGION_MIN_SIZE,
+                                     "pixels": pixels.tolist()}
             report["outputs"] = {kind: path.name for kind, path in paths.items()}
             write("report", write_json, report)
         except BaseException:
@@ -376,6 +437,21 @@ class Segmentation:
                 p.unlink(missing_ok=True)
             raise
         return paths
+
+
+def _region_values(image, valid):
+    """What regions are compared by: Lab for RGB photos, else unit-variance channels."""
+    if image.is_rgb:
+        return lab(image)
+    values = image.data.astype(np.float32)
+    for c in range(values.shape[-1]):
+        channel = values[..., c]
+        inside = channel[valid]
+        std = float(inside.std()) if inside.size else 0.0
+        channel -= np.float32(inside.mean() if inside.size else 0.0)
+        if std > 0:
+            channel /= np.float32(std)
+    return values
 
 
 def _combined_mask(img, mask):

@@ -8,13 +8,14 @@ Float work on large images (stretching, blending, statistics, argmax) runs in
 blocks of about a million pixels, so no full-size float64 temporary is made.
 """
 
+import heapq
 import itertools
 import logging
 import math
 import numbers
 
 import numpy as np
-from scipy import special
+from scipy import ndimage, special
 from skimage import measure
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "labels_from_proba",
     "normalized_entropy",
     "overlay",
+    "RegionHierarchy",
+    "region_hierarchy",
     "remove_small_regions",
     "scatter_valid",
     "segment_colors",
@@ -38,6 +41,10 @@ _BLOCK = 1 << 20
 
 # Display percentiles are taken on a regular subsample of about this many pixels.
 _PERCENTILE_SAMPLE = 1 << 20
+
+#: Pieces smaller than this join a neighbour before regions are merged
+#: (:func:`region_hierarchy`); 50 pixels was measured on BSDS500 photos.
+REGION_MIN_SIZE = 50
 
 # Each pass of remove_small_regions merges at least one region, so this only
 # bounds pathological inputs (long chains of ever larger small regions).
@@ -494,6 +501,225 @@ def _first_max_per_group(groups, values):
 
 # ----------------------------------------------------------------------------
 # pictures
+
+
+class RegionHierarchy:
+    """Connected regions of a label map and the order in which they merge.
+
+    Made by :func:`region_hierarchy`; :meth:`cut` gives the segmentation
+    with any number of regions, all from one merging pass.
+
+    Attributes
+    ----------
+    regions : ndarray of int32, the label map's shape
+        The finest level: connected regions ``0 .. n_regions - 1`` in raster
+        order of their first pixel, -1 where the label map is -1.
+    n_regions : int
+        Number of regions at the finest level.
+    merges : (M, 2) ndarray of int
+        Region ids (finest level) of each merge in order: the second region
+        joins the first.  Merging stops when no two regions touch, so a
+        label map in several disconnected parts keeps one region per part.
+    costs : (M,) ndarray of float
+        The merge criterion of each merge (non-decreasing in practice).
+    """
+
+    def __init__(self, regions, merges, costs):
+        self.regions = regions
+        self.n_regions = int(regions.max()) + 1 if regions.size else 0
+        self.merges = merges
+        self.costs = costs
+
+    @property
+    def min_regions(self):
+        """The fewest regions a cut can give (one per connected part)."""
+        return self.n_regions - len(self.merges)
+
+    def cut(self, n_regions):
+        """The segmentation with ``n_regions`` regions (or the nearest possible).
+
+        Parameters
+        ----------
+        n_regions : int
+            Wanted number of regions, >= 1; clipped to
+            ``[min_regions, n_regions]``.
+
+        Returns
+        -------
+        ndarray of int32, the label map's shape
+            Regions ``0 .. n - 1`` in raster order of their first pixel;
+            -1 where the label map is -1.
+        """
+        n_regions = _as_int(n_regions, "n_regions", minimum=1)
+        n_merges = min(len(self.merges), max(0, self.n_regions - n_regions))
+        parent = np.arange(self.n_regions)
+        for kept, absorbed in self.merges[:n_merges]:
+            parent[absorbed] = kept
+        while True:  # point every region at its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+        # Number the surviving roots in raster order of their first pixel.
+        _, first = np.unique(self.regions.reshape(-1), return_index=True)
+        valid_first = first[self.regions.reshape(-1)[first] >= 0]
+        roots = parent[self.regions.reshape(-1)[valid_first]]
+        _, order = np.unique(roots, return_index=True)
+        rank = np.empty(self.n_regions, dtype=np.int32)
+        rank[roots[np.sort(order)]] = np.arange(len(order), dtype=np.int32)
+        out = np.full(self.regions.shape, -1, dtype=np.int32)
+        inside = self.regions >= 0
+        out[inside] = rank[parent[self.regions[inside]]]
+        return out
+
+
+def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE, boundary_weight=1.0):
+    """Split a label map into connected regions and merge them, most alike first.
+
+    A mixture label is a class that may cover many separate pieces of an
+    image; people draw connected regions.  This turns the first into the
+    second: pieces under ``min_size`` pixels join a neighbour
+    (:func:`remove_small_regions`), every label is split into its connected
+    regions (all touching pixels), and adjacent regions are merged greedily,
+    cheapest first, by Ward's criterion on their mean ``values``,
+    ``n_a n_b / (n_a + n_b) * |mean_a - mean_b|^2``, times
+    ``(1 + g / g_mean) ** boundary_weight``, where ``g`` is the mean
+    gradient magnitude of the (Gaussian-smoothed, sigma 1) ``values`` along
+    the shared border and ``g_mean`` its mean over the image: regions
+    split by a strong edge merge last.  On 50 BSDS500 photos, cutting 12
+    components of ``lab,position`` to a fixed number of regions scored
+    closer to the human segmentations than the components themselves
+    (``docs/quality.md``, section 4).
+
+    Parameters
+    ----------
+    labels : (H, W) or (Z, H, W) int ndarray
+        Labels >= 0, -1 for invalid pixels (never part of a region).
+    values : ndarray of shape ``labels.shape + (C,)`` or ``labels.shape``
+        What the regions look like, e.g. Lab colour; Ward's criterion uses
+        their units, so give channels comparable scales.
+    min_size : int, default 50
+        Pieces with fewer pixels first join a neighbouring label.
+    boundary_weight : float, default 1
+        Exponent of the border term; 0 merges by colour alone.
+
+    Returns
+    -------
+    RegionHierarchy
+
+    Examples
+    --------
+    >>> labels = np.zeros((6, 9), dtype=np.int32)
+    >>> labels[:, 3:6] = 1                       # label 0 in two separate pieces
+    >>> values = np.where(labels == 1, 1.0, 0.0)
+    >>> values[:, 6:] = 0.8                      # the right piece close to the middle
+    >>> h = region_hierarchy(labels, values, min_size=0)
+    >>> h.n_regions, h.min_regions
+    (3, 1)
+    >>> h.cut(3)[0].tolist(), h.cut(2)[0].tolist(), h.cut(1)[0].tolist()
+    ([0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0])
+    """
+    labels = _as_label_array(labels, "labels")
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape == labels.shape:
+        values = values[..., np.newaxis]
+    if values.shape[:-1] != labels.shape:
+        raise ValueError(f"values must have shape {labels.shape} or {labels.shape} + (C,), "
+                         f"got {values.shape}")
+    _check_real(values, "values")
+    min_size = _as_int(min_size, "min_size", minimum=0)
+    if not (isinstance(boundary_weight, numbers.Real) and boundary_weight >= 0):
+        raise ValueError(f"boundary_weight must be a number >= 0, got {boundary_weight!r}")
+    if min_size > 1:
+        labels = remove_small_regions(labels, min_size)
+    found, _ = _label_regions(labels, labels.ndim)
+    regions = (found - 1).astype(np.int32)       # -1 at invalid pixels, 0..R-1
+    n = int(regions.max()) + 1 if regions.size else 0
+    if n == 0:
+        return RegionHierarchy(regions, np.zeros((0, 2), np.int64), np.zeros(0))
+    inside = regions >= 0
+    flat = regions[inside]
+    count = np.bincount(flat, minlength=n).astype(np.float64)
+    sums = np.stack([np.bincount(flat, values[..., c][inside], minlength=n)
+                     for c in range(values.shape[-1])], axis=1)
+    edge = _edge_strength(values, inside)
+    lengths, strengths = _borders(regions, edge, n)
+    return RegionHierarchy(regions, *_ward_merges(count, sums, lengths, strengths,
+                                                  float(boundary_weight)))
+
+
+def _edge_strength(values, inside):
+    """Gradient magnitude of the Gaussian-smoothed values, relative to its mean inside."""
+    total = np.zeros(values.shape[:-1], np.float32)
+    for c in range(values.shape[-1]):
+        channel = np.where(inside, values[..., c], np.float32(values[..., c][inside].mean()))
+        total += ndimage.gaussian_gradient_magnitude(channel, sigma=1.0, mode="nearest") ** 2
+    np.sqrt(total, out=total)
+    mean = float(total[inside].mean())
+    return total / mean if mean > 0 else total
+
+
+def _borders(regions, edge, n):
+    """Face-adjacent region pairs: ``{(a, b): pixel pairs}`` and ``{(a, b): summed edge}``."""
+    keys, strength = [], []
+    for offset in _half_offsets(regions.ndim, 1):
+        sa, sb = _pair_slices(offset)
+        a, b = regions[sa], regions[sb]
+        touching = (a != b) & (a >= 0) & (b >= 0)
+        a, b = a[touching].astype(np.int64), b[touching].astype(np.int64)
+        keys.append(np.minimum(a, b) * n + np.maximum(a, b))
+        strength.append(np.maximum(edge[sa][touching], edge[sb][touching]))
+    keys, strength = np.concatenate(keys), np.concatenate(strength)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    length = np.bincount(inverse).astype(np.float64)
+    total = np.bincount(inverse, strength)
+    pairs = [(int(k // n), int(k % n)) for k in unique]
+    return dict(zip(pairs, length)), dict(zip(pairs, total))
+
+
+def _ward_merges(count, sums, lengths, strengths, weight):
+    """Greedy merging of adjacent regions, cheapest first (lazy-deletion heap)."""
+    neighbours = {}
+    for (a, b), length in lengths.items():
+        border = [length, strengths[(a, b)]]
+        neighbours.setdefault(a, {})[b] = border
+        neighbours.setdefault(b, {})[a] = border
+    version = np.zeros(len(count), dtype=np.int64)
+
+    def cost(a, b):
+        diff = sums[a] / count[a] - sums[b] / count[b]
+        length, strength = neighbours[a][b]
+        ward = count[a] * count[b] / (count[a] + count[b]) * float(diff @ diff)
+        return ward * (1.0 + strength / length) ** weight
+
+    heap = [(cost(a, b), a, b, 0, 0) for a in neighbours for b in neighbours[a] if a < b]
+    heapq.heapify(heap)
+    merged = np.zeros(len(count), dtype=bool)
+    merges, costs = [], []
+    while heap:
+        c, a, b, va, vb = heapq.heappop(heap)
+        if merged[a] or merged[b] or version[a] != va or version[b] != vb:
+            continue  # an entry made stale by an earlier merge
+        merges.append((a, b))
+        costs.append(c)
+        merged[b] = True
+        count[a] += count[b]
+        sums[a] += sums[b]
+        for other, border in neighbours.pop(b).items():
+            del neighbours[other][b]
+            if other == a:
+                continue
+            if other in neighbours[a]:
+                neighbours[a][other][0] += border[0]
+                neighbours[a][other][1] += border[1]
+            else:
+                neighbours[a][other] = border
+            neighbours[other][a] = neighbours[a][other]
+        version[a] += 1
+        for other in neighbours[a]:
+            x, y = min(a, other), max(a, other)
+            heapq.heappush(heap, (cost(x, y), x, y, version[x], version[y]))
+    return np.array(merges, dtype=np.int64).reshape(-1, 2), np.array(costs)
 
 
 def display_rgb(data, valid=None, *, bands=None, percentiles=(2, 98)):

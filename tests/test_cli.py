@@ -188,6 +188,21 @@ def test_version(runner):
     assert result.exit_code == 0 and "gmmseg" in result.output
 
 
+def test_regions_option(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["segment", str(photo), "-k", "6", "--regions", "3",
+                                  "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo_labels.png", "photo_overlay.png", "photo_regions.png",
+        "photo_regions_overlay.png", "photo_report.json"]
+    regions = np.asarray(PILImage.open(out / "photo_regions.png"))
+    report = json.loads((out / "photo_report.json").read_text())
+    assert report["regions"]["n_regions"] == len(np.unique(regions)) <= 3
+    result = runner.invoke(main, ["segment", str(photo), "--regions", "0", "-o", str(out)])
+    assert result.exit_code == 2
+
+
 def test_smooth_option(runner, photo, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(main, ["segment", str(photo), "-k", "4", "--smooth", "1",

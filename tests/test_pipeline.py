@@ -205,3 +205,39 @@ def test_saved_model_carries_its_features(tmp_path):
     other, other_truth = quadrants(seed=3)
     applied = segment(other, model=gmmseg.GaussianMixture.load(tmp_path / "model.npz"))
     np.testing.assert_array_equal(applied.labels, other_truth)
+
+
+def test_regions_split_a_segment_into_its_connected_pieces(tmp_path):
+    # Two red squares far apart on grey: one segment, two regions.
+    rng = np.random.default_rng(0)
+    img = np.full((60, 60, 3), 128.0) + rng.normal(0, 4, (60, 60, 3))
+    img[5:20, 5:20] = [200, 30, 30]
+    img[40:55, 40:55] = [200, 30, 30]
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    seg = segment(img, 2, features="lab")
+    assert seg.labels[10, 10] == seg.labels[45, 45] != seg.labels[0, 0]
+    regions = seg.regions(3)
+    assert regions.dtype == np.int32 and regions.shape == (60, 60)
+    assert len({regions[10, 10], regions[45, 45], regions[0, 0]}) == 3
+    assert seg.regions(3) is not regions and np.array_equal(seg.regions(3), regions)
+    assert seg.region_hierarchy() is seg.region_hierarchy()      # made once
+    paths = seg.save(tmp_path, "two", regions=3)
+    saved = read_image(paths["regions"]).data[..., 0]
+    assert np.array_equal(saved, regions)
+    assert paths["regions_overlay"].is_file()
+    report = json.loads(paths["report"].read_text())
+    assert report["regions"]["n_regions"] == 3 and sum(report["regions"]["pixels"]) == 3600
+    assert report["outputs"]["regions"] == "two_regions.png"
+
+
+def test_regions_of_grey_and_masked_images():
+    img, _ = quadrants()
+    grey = img.mean(axis=2).astype(np.float32)
+    mask = np.ones(grey.shape, bool)
+    mask[:, 30:34] = False
+    seg = segment(grey, 4, mask=mask)
+    regions = seg.regions(2)
+    assert np.all(regions[:, 30:34] == -1)
+    # The masked band cuts the image in two parts that cannot merge.
+    assert seg.region_hierarchy().min_regions == 2
+    assert len(np.unique(regions[regions >= 0])) == 2

@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 from gmmseg import postprocess
 from gmmseg.postprocess import (
     boundaries,
+    region_hierarchy,
     display_rgb,
     labels_from_proba,
     overlay,
@@ -527,3 +528,68 @@ def test_segment_stats_errors():
         segment_stats(labels, np.zeros((2, 2, 1)), 2)
     with pytest.raises(TypeError, match="n_components"):
         segment_stats(labels, np.zeros((1, 2, 1)), 2.0)
+
+
+# --- region hierarchy ------------------------------------------------------------
+
+
+def _four_squares():
+    """Labels: 0 background, 1 in two separate squares; values: the right square darker."""
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:15, 5:15] = labels[25:35, 25:35] = 1
+    values = np.where(labels == 1, 100.0, 0.0).astype(np.float32)
+    values[25:35, 25:35] = 60.0
+    values[:, 20:] += 5.0           # the background a little lighter on the right
+    labels[:, 20:][labels[:, 20:] == 0] = 2
+    return labels, values
+
+
+def test_regions_are_connected_and_merge_most_alike_first():
+    labels, values = _four_squares()
+    h = region_hierarchy(labels, values, min_size=0)
+    # Four connected regions: left background, right background, two squares.
+    assert h.n_regions == 4 and h.min_regions == 1
+    finest = h.cut(10)                        # more than exist: all of them
+    assert len(np.unique(finest)) == 4
+    for r in range(4):
+        _, n_parts = ndi.label(finest == r)
+        assert n_parts == 1
+    # First the two background halves (5 apart) ...
+    three = h.cut(3)
+    assert three[0, 0] == three[0, 39] and len(np.unique(three)) == 3
+    # ... then the darker square (60), closer to the background than the other (100).
+    two = h.cut(2)
+    assert len(np.unique(two)) == 2
+    assert two[30, 30] == two[0, 0] and two[10, 10] != two[0, 0]
+    assert np.array_equal(h.cut(1), np.zeros_like(labels))
+    assert np.all(np.diff(h.costs) >= 0)
+    # Raster order of first pixels: the region holding (0, 0) is 0.
+    assert three[0, 0] == 0 and finest[0, 0] == 0
+
+
+def test_region_hierarchy_keeps_invalid_pixels_out_and_parts_apart():
+    labels, values = _four_squares()
+    labels[:, 19:21] = -1                     # a wall of invalid pixels
+    h = region_hierarchy(labels, values, min_size=0)
+    cut = h.cut(1)
+    assert np.all(cut[:, 19:21] == -1)
+    # Left and right halves cannot merge across the wall.
+    assert h.min_regions == 2 and len(np.unique(cut[cut >= 0])) == 2
+    assert cut[0, 0] != cut[0, 39]
+
+
+def test_region_hierarchy_small_pieces_and_volumes():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((30, 30), np.int32)
+    labels[rng.random((30, 30)) < 0.02] = 1   # specks
+    labels[10:20, 10:20] = 1
+    values = labels.astype(np.float32) * 50
+    h = region_hierarchy(labels, values, min_size=5)
+    assert h.n_regions == 2                   # the specks joined the background
+    vol = np.zeros((6, 12, 12), np.int32)
+    vol[:, 3:9, 3:9] = 1
+    vol[2:4, 5:7, 5:7] = 2
+    h3 = region_hierarchy(vol, vol * 10.0, min_size=0)
+    assert h3.n_regions == 3 and h3.cut(3).shape == vol.shape
+    with pytest.raises(ValueError, match="values must have shape"):
+        region_hierarchy(vol, np.zeros((6, 12)))
