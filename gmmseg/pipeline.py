@@ -114,7 +114,8 @@ class Segmentation:
         rgb = postprocess.display_rgb(data, labels >= 0, bands=bands)
         return postprocess.overlay(rgb, labels, alpha=alpha, boundaries=boundaries)
 
-    def region_hierarchy(self, *, min_size=postprocess.REGION_MIN_SIZE, boundary_weight=1.0):
+    def region_hierarchy(self, *, min_size=postprocess.REGION_MIN_SIZE,
+                         boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT):
         """Connected regions of :attr:`labels`, merged most alike first.
 
         See :func:`gmmseg.postprocess.region_hierarchy`; regions are compared
@@ -129,7 +130,8 @@ class Segmentation:
                 boundary_weight=boundary_weight)
         return self._hierarchies[key]
 
-    def regions(self, n_regions, *, min_size=postprocess.REGION_MIN_SIZE, boundary_weight=1.0):
+    def regions(self, n_regions, *, min_size=postprocess.REGION_MIN_SIZE,
+                boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT):
         """The image cut into ``n_regions`` connected segments.
 
         A label is a mixture component and may cover many separate pieces

@@ -57,7 +57,7 @@ def main():
     p.add_argument("--components", type=int, action="append",
                    help="mixture components K0 (repeatable; default 12)")
     p.add_argument("--min-size", type=int, default=50)
-    p.add_argument("--alpha", type=float, default=1.0,
+    p.add_argument("--alpha", type=float, default=4.0,
                    help="exponent of the boundary term (0: Ward on colour alone)")
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args()
