@@ -901,6 +901,9 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
     if isinstance(listed, Mapping) and not all(
             (folder / Path(str(p)).name).is_file() for p in listed.values()):
         return None
+    wanted_regions = save_kwargs.get("regions")
+    if wanted_regions and (doc.get("regions") or {}).get("requested") != wanted_regions:
+        return None  # no regions, or another number of them: redo the input
     if n_components is not None and row["n_components"] != n_components:
         row.update(status="failed", error=(
             f"outputs exist from a run with n_components={row['n_components']} (this run: "

@@ -222,8 +222,9 @@ _ANALYSIS_OPTIONS = [
     click.option("--anomaly-threshold", type=float, default=None, callback=_check_anomaly,
                  help="Like --anomaly-quantile, with an absolute log-likelihood threshold."),
     click.option("--regions", type=click.IntRange(1), default=None,
-                 help="Also write STEM_regions.png: the image cut into this many connected "
-                      "regions (0..N-1), merging the segments' pieces most alike first."),
+                 help="Also write STEM_regions.png (.tif / .nii.gz for rasters and volumes) "
+                      "and STEM_regions_overlay.png: the image cut into this many connected "
+                      "regions, merging the segments' pieces most alike first."),
 ]
 _WRITE_OPTIONS = [
     click.option("--alpha", type=click.FloatRange(0, 1), default=_SAVE["alpha"],

@@ -127,7 +127,7 @@ class Segmentation:
         if key not in self._hierarchies:
             self._hierarchies[key] = postprocess.region_hierarchy(
                 self.labels, _region_values(self.image, self.valid), min_size=min_size,
-                boundary_weight=boundary_weight)
+                boundary_weight=boundary_weight, spacing=self.image.spacing)
         return self._hierarchies[key]
 
     def regions(self, n_regions, *, min_size=postprocess.REGION_MIN_SIZE,
@@ -138,7 +138,8 @@ class Segmentation:
         of the image; a region is connected.  The pieces are merged, most
         alike first (:meth:`region_hierarchy`), until ``n_regions`` remain
         (fewer pieces than that: all of them; an image in several separate
-        valid parts keeps at least one region per part).  On 50 BSDS500
+        valid parts keeps at least one region per part, and a speck under
+        ``min_size`` pixels walled in by invalid pixels gets -1).  On 50 BSDS500
         photos this scores closer to people's segmentations than the labels
         do (``docs/quality.md``, section 4).
 
@@ -358,9 +359,9 @@ class Segmentation:
           the report;
         * ``regions``: :meth:`regions` with this many regions as
           ``{stem}_regions.png`` (uint8, uint16 beyond 255 regions; the
-          labels' geometry), 0 also at invalid pixels, their overlay
-          ``{stem}_regions_overlay.png``, and a ``"regions"`` entry in the
-          report (count and pixels per region).
+          labels' geometry and their convention for invalid pixels), their
+          overlay ``{stem}_regions_overlay.png``, and a ``"regions"`` entry
+          in the report (count and pixels per region).
 
         Float maps use the input's geometry (``.nii.gz`` / GeoTIFF) where it
         has one; heat maps show the middle slice of a volume.
@@ -431,6 +432,7 @@ class Segmentation:
                 pixels = np.bincount(region_map[region_map >= 0])
                 report["regions"] = {"requested": int(regions), "n_regions": len(pixels),
                                      "min_size": postprocess.REGION_MIN_SIZE,
+                                     "boundary_weight": postprocess.REGION_BOUNDARY_WEIGHT,
                                      "pixels": pixels.tolist()}
             report["outputs"] = {kind: path.name for kind, path in paths.items()}
             write("report", write_json, report)

@@ -516,16 +516,17 @@ class RegionHierarchy:
     Attributes
     ----------
     regions : ndarray of int32, the label map's shape
-        The finest level: connected regions ``0 .. n_regions - 1`` in raster
-        order of their first pixel, -1 where the label map is -1.
+        The finest level: connected regions ``0 .. n_regions - 1`` numbered
+        in raster order of their first pixel, -1 where the label map is -1
+        (and on isolated specks, see :func:`region_hierarchy`).
     n_regions : int
         Number of regions at the finest level.
     merges : (M, 2) ndarray of int
         Region ids (finest level) of each merge in order: the second region
         joins the first.  Merging stops when no two regions touch, so a
-        label map in several disconnected parts keeps one region per part.
+        label map in several separate parts keeps one region per part.
     costs : (M,) ndarray of float
-        The merge criterion of each merge (non-decreasing in practice).
+        The merge criterion of each merge.
     """
 
     def __init__(self, regions, merges, costs):
@@ -536,7 +537,7 @@ class RegionHierarchy:
 
     @property
     def min_regions(self):
-        """The fewest regions a cut can give (one per connected part)."""
+        """The fewest regions a cut can give (one per separate part)."""
         return self.n_regions - len(self.merges)
 
     def cut(self, n_regions):
@@ -551,10 +552,13 @@ class RegionHierarchy:
         Returns
         -------
         ndarray of int32, the label map's shape
-            Regions ``0 .. n - 1`` in raster order of their first pixel;
-            -1 where the label map is -1.
+            Regions ``0 .. n - 1`` numbered in raster order of their first
+            pixel; -1 where :attr:`regions` is -1.
         """
         n_regions = _as_int(n_regions, "n_regions", minimum=1)
+        out = np.full(self.regions.shape, -1, dtype=np.int32)
+        if self.n_regions == 0:
+            return out
         n_merges = min(len(self.merges), max(0, self.n_regions - n_regions))
         parent = np.arange(self.n_regions)
         for kept, absorbed in self.merges[:n_merges]:
@@ -564,37 +568,42 @@ class RegionHierarchy:
             if np.array_equal(grand, parent):
                 break
             parent = grand
-        # Number the surviving roots in raster order of their first pixel.
-        _, first = np.unique(self.regions.reshape(-1), return_index=True)
-        valid_first = first[self.regions.reshape(-1)[first] >= 0]
-        roots = parent[self.regions.reshape(-1)[valid_first]]
-        _, order = np.unique(roots, return_index=True)
+        # The finest regions are numbered in raster order, so a merged
+        # region's first pixel is that of its smallest member.
+        first = np.full(self.n_regions, self.n_regions, dtype=np.int64)
+        np.minimum.at(first, parent, np.arange(self.n_regions))
+        roots = np.flatnonzero(first < self.n_regions)
         rank = np.empty(self.n_regions, dtype=np.int32)
-        rank[roots[np.sort(order)]] = np.arange(len(order), dtype=np.int32)
-        out = np.full(self.regions.shape, -1, dtype=np.int32)
+        rank[roots[np.argsort(first[roots], kind="stable")]] = np.arange(
+            len(roots), dtype=np.int32)
         inside = self.regions >= 0
         out[inside] = rank[parent[self.regions[inside]]]
         return out
 
 
 def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
-                     boundary_weight=REGION_BOUNDARY_WEIGHT):
+                     boundary_weight=REGION_BOUNDARY_WEIGHT, spacing=None):
     """Split a label map into connected regions and merge them, most alike first.
 
     A mixture label is a class that may cover many separate pieces of an
     image; people draw connected regions.  This turns the first into the
     second: pieces under ``min_size`` pixels join a neighbour
     (:func:`remove_small_regions`), every label is split into its connected
-    regions (all touching pixels), and adjacent regions are merged greedily,
-    cheapest first, by Ward's criterion on their mean ``values``,
+    regions (all touching pixels: 8-connected in 2-D, 26-connected in 3-D),
+    and touching regions are merged greedily, cheapest first, by Ward's
+    criterion on their mean ``values``,
     ``n_a n_b / (n_a + n_b) * |mean_a - mean_b|^2``, times
     ``(1 + g / g_mean) ** boundary_weight``, where ``g`` is the mean
-    gradient magnitude of the (Gaussian-smoothed, sigma 1) ``values`` along
-    the shared border and ``g_mean`` its mean over the image: regions
-    split by a strong edge merge last.  On 50 BSDS500 photos, cutting 12
-    components of ``lab,position`` to a fixed number of regions scored
-    closer to the human segmentations than the components themselves
-    (``docs/quality.md``, section 4).
+    gradient magnitude of the (Gaussian-smoothed) ``values`` along the
+    shared border and ``g_mean`` its mean over the image: regions split by a
+    strong edge merge last.  On 50 BSDS500 photos, cutting 12 components of
+    ``lab,position`` to a fixed number of regions scored closer to the human
+    segmentations than the components themselves (``docs/quality.md``,
+    section 4).
+
+    A speck smaller than ``min_size`` that touches no other region (walled
+    in by invalid pixels) belongs to no region: it is -1 in the result, so
+    that it does not take one of the regions a cut asks for.
 
     Parameters
     ----------
@@ -602,11 +611,15 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
         Labels >= 0, -1 for invalid pixels (never part of a region).
     values : ndarray of shape ``labels.shape + (C,)`` or ``labels.shape``
         What the regions look like, e.g. Lab colour; Ward's criterion uses
-        their units, so give channels comparable scales.
+        their units, so give channels comparable scales.  Values at invalid
+        pixels are ignored (they may be NaN).
     min_size : int, default 50
         Pieces with fewer pixels first join a neighbouring label.
     boundary_weight : float, default 4
         Exponent of the border term; 0 merges by colour alone.
+    spacing : sequence of float, optional
+        Physical pixel size per axis: the smoothing (sigma 1 of the finest
+        spacing) and the gradient are taken in physical units.
 
     Returns
     -------
@@ -635,10 +648,21 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     min_size = _as_int(min_size, "min_size", minimum=0)
     if not (isinstance(boundary_weight, numbers.Real) and boundary_weight >= 0):
         raise ValueError(f"boundary_weight must be a number >= 0, got {boundary_weight!r}")
+    spacing = np.ones(labels.ndim) if spacing is None else np.asarray(spacing, float)
+    if spacing.shape != (labels.ndim,) or not np.all(spacing > 0):
+        raise ValueError(f"spacing must hold {labels.ndim} positive numbers, got {spacing}")
     if min_size > 1:
         labels = remove_small_regions(labels, min_size)
-    found, _ = _label_regions(labels, labels.ndim)
-    regions = (found - 1).astype(np.int32)       # -1 at invalid pixels, 0..R-1
+    regions = _raster_order(_label_regions(labels, labels.ndim)[0] - 1)
+    if min_size > 1:  # isolated specks: nothing to merge with, so no region
+        count = np.bincount(regions[regions >= 0])
+        touching = np.zeros(len(count), dtype=bool)
+        touching[_touching_pairs(regions).ravel()] = True
+        speck = (count < min_size) & ~touching
+        if speck.any():
+            regions = np.where(regions >= 0, np.where(speck, -1, np.arange(len(count)))[
+                np.maximum(regions, 0)], -1)
+            regions = _raster_order(regions)
     n = int(regions.max()) + 1 if regions.size else 0
     if n == 0:
         return RegionHierarchy(regions, np.zeros((0, 2), np.int64), np.zeros(0))
@@ -647,69 +671,125 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     count = np.bincount(flat, minlength=n).astype(np.float64)
     sums = np.stack([np.bincount(flat, values[..., c][inside], minlength=n)
                      for c in range(values.shape[-1])], axis=1)
-    edge = _edge_strength(values, inside)
-    lengths, strengths = _borders(regions, edge, n)
-    return RegionHierarchy(regions, *_ward_merges(count, sums, lengths, strengths,
+    edge = _edge_strength(values, inside, spacing)
+    borders = _borders(regions, edge)
+    return RegionHierarchy(regions, *_ward_merges(count, sums, borders,
                                                   float(boundary_weight)))
 
 
-def _edge_strength(values, inside):
-    """Gradient magnitude of the Gaussian-smoothed values, relative to its mean inside."""
+def _raster_order(regions):
+    """Renumber regions (>= 0; -1 kept) 0..R-1 in raster order of their first pixel."""
+    flat = regions.reshape(-1)
+    ids, first = np.unique(flat, return_index=True)
+    keep = ids >= 0
+    ids, first = ids[keep], first[keep]
+    new = np.empty(int(ids.max()) + 1 if ids.size else 0, dtype=np.int32)
+    new[ids[np.argsort(first, kind="stable")]] = np.arange(len(ids), dtype=np.int32)
+    out = np.full(regions.shape, -1, dtype=np.int32)
+    inside = regions >= 0
+    out[inside] = new[regions[inside]]
+    return out
+
+
+def _neighbour_pairs(regions):
+    """For each neighbour direction (faces, edges and corners, as regions are
+    connected): slices ``(sa, sb)`` and where they meet another region."""
+    for offset in _half_offsets(regions.ndim, regions.ndim):
+        sa, sb = _pair_slices(offset)
+        a, b = regions[sa], regions[sb]
+        yield sa, sb, (a != b) & (a >= 0) & (b >= 0)
+
+
+def _touching_pairs(regions):
+    """``(P, 2)`` region ids of neighbouring pixel pairs in different regions."""
+    return np.concatenate([np.stack([regions[sa][t], regions[sb][t]], axis=1)
+                           for sa, sb, t in _neighbour_pairs(regions)])
+
+
+def _edge_strength(values, inside, spacing):
+    """Gradient magnitude of the Gaussian-smoothed values, relative to its mean inside.
+
+    Invalid pixels take the value of the nearest valid one first, so a hole
+    in the image does not draw edges around itself.
+    """
+    if not inside.all():
+        nearest = ndimage.distance_transform_edt(~inside, return_distances=False,
+                                                 return_indices=True)
+        values = values[tuple(nearest)]
+    relative = spacing / spacing.min()
     total = np.zeros(values.shape[:-1], np.float32)
     for c in range(values.shape[-1]):
-        channel = np.where(inside, values[..., c], np.float32(values[..., c][inside].mean()))
-        total += ndimage.gaussian_gradient_magnitude(channel, sigma=1.0, mode="nearest") ** 2
+        smooth = ndimage.gaussian_filter(values[..., c], sigma=1.0 / relative, mode="nearest")
+        for derivative in np.gradient(smooth, *relative):
+            total += derivative * derivative
     np.sqrt(total, out=total)
     mean = float(total[inside].mean())
     return total / mean if mean > 0 else total
 
 
-def _borders(regions, edge, n):
-    """Face-adjacent region pairs: ``{(a, b): pixel pairs}`` and ``{(a, b): summed edge}``."""
+def _borders(regions, edge):
+    """``{(a, b): [pixel pairs, summed edge strength]}`` for neighbouring regions ``a < b``."""
+    n = int(regions.max()) + 1
     keys, strength = [], []
-    for offset in _half_offsets(regions.ndim, 1):
-        sa, sb = _pair_slices(offset)
-        a, b = regions[sa], regions[sb]
-        touching = (a != b) & (a >= 0) & (b >= 0)
-        a, b = a[touching].astype(np.int64), b[touching].astype(np.int64)
+    for sa, sb, touching in _neighbour_pairs(regions):
+        a, b = regions[sa][touching].astype(np.int64), regions[sb][touching].astype(np.int64)
         keys.append(np.minimum(a, b) * n + np.maximum(a, b))
         strength.append(np.maximum(edge[sa][touching], edge[sb][touching]))
     keys, strength = np.concatenate(keys), np.concatenate(strength)
     unique, inverse = np.unique(keys, return_inverse=True)
-    length = np.bincount(inverse).astype(np.float64)
-    total = np.bincount(inverse, strength)
-    pairs = [(int(k // n), int(k % n)) for k in unique]
-    return dict(zip(pairs, length)), dict(zip(pairs, total))
+    length = np.bincount(inverse).tolist()
+    total = np.bincount(inverse, strength).tolist()
+    return {(int(k // n), int(k % n)): [l, t] for k, l, t in zip(unique, length, total)}
 
 
-def _ward_merges(count, sums, lengths, strengths, weight):
-    """Greedy merging of adjacent regions, cheapest first (lazy-deletion heap)."""
+def _ward_merges(count, sums, borders, weight):
+    """Greedy merging of adjacent regions, cheapest first.
+
+    The heap holds one entry per region: its cheapest neighbour.  A merge
+    changes only the costs of pairs with the merged region, whose entry is
+    recomputed at once; an entry of another region that points at a region
+    since merged is recomputed when it comes up.  So every pop that is still
+    current is the cheapest pair overall, and a region bordering thousands
+    of others (a background) does not refill the heap at every merge.
+    """
     neighbours = {}
-    for (a, b), length in lengths.items():
-        border = [length, strengths[(a, b)]]
+    for (a, b), border in borders.items():
         neighbours.setdefault(a, {})[b] = border
         neighbours.setdefault(b, {})[a] = border
-    version = np.zeros(len(count), dtype=np.int64)
+    count = np.asarray(count, dtype=np.float64).copy()
+    means = sums / count[:, None]
+    version = [0] * len(count)
+    alive = [True] * len(count)
 
-    def cost(a, b):
-        diff = sums[a] / count[a] - sums[b] / count[b]
-        length, strength = neighbours[a][b]
-        ward = count[a] * count[b] / (count[a] + count[b]) * float(diff @ diff)
-        return ward * (1.0 + strength / length) ** weight
+    def entry(a):
+        """``a``'s cheapest neighbour as a heap entry (ties: the lower id)."""
+        others = np.fromiter(neighbours[a], dtype=np.int64, count=len(neighbours[a]))
+        border = np.array(list(neighbours[a].values()))     # (d, 2): length, strength
+        diff = means[others] - means[a]
+        ward = count[a] * count[others] / (count[a] + count[others]) * np.einsum(
+            "ij,ij->i", diff, diff)
+        costs = ward * (1.0 + border[:, 1] / border[:, 0]) ** weight
+        best = int(np.lexsort((others, costs))[0])
+        b = int(others[best])
+        return float(costs[best]), a, b, version[a], version[b]
 
-    heap = [(cost(a, b), a, b, 0, 0) for a in neighbours for b in neighbours[a] if a < b]
+    heap = [entry(a) for a in neighbours if neighbours[a]]
     heapq.heapify(heap)
-    merged = np.zeros(len(count), dtype=bool)
     merges, costs = [], []
     while heap:
         c, a, b, va, vb = heapq.heappop(heap)
-        if merged[a] or merged[b] or version[a] != va or version[b] != vb:
-            continue  # an entry made stale by an earlier merge
+        if not alive[a] or version[a] != va:
+            continue  # a newer entry of ``a`` is in the heap
+        if not alive[b] or version[b] != vb:
+            if neighbours[a]:  # ``b`` merged or changed since: look again
+                heapq.heappush(heap, entry(a))
+            continue
         merges.append((a, b))
         costs.append(c)
-        merged[b] = True
-        count[a] += count[b]
-        sums[a] += sums[b]
+        alive[b] = False
+        total = count[a] + count[b]
+        means[a] = (means[a] * count[a] + means[b] * count[b]) / total
+        count[a] = total
         for other, border in neighbours.pop(b).items():
             del neighbours[other][b]
             if other == a:
@@ -721,9 +801,8 @@ def _ward_merges(count, sums, lengths, strengths, weight):
                 neighbours[a][other] = border
             neighbours[other][a] = neighbours[a][other]
         version[a] += 1
-        for other in neighbours[a]:
-            x, y = min(a, other), max(a, other)
-            heapq.heappush(heap, (cost(x, y), x, y, version[x], version[y]))
+        if neighbours[a]:
+            heapq.heappush(heap, entry(a))
     return np.array(merges, dtype=np.int64).reshape(-1, 2), np.array(costs)
 
 

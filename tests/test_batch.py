@@ -397,6 +397,24 @@ def test_resume_with_an_unusable_output_folder_fails_only_its_inputs(tree, tmp_p
     assert not (out / ".batch_summary.csv.tmp-0123abcd").exists()
 
 
+def test_resume_redoes_inputs_without_the_regions_asked_for(tree, tmp_path):
+    items = [i for i in find_inputs(tree, recursive=True) if i.name.startswith("good")]
+    out = tmp_path / "out"
+    run_batch(items, out, segment_kwargs=KW, jobs=1)
+    with_regions = run_batch(items, out, segment_kwargs=KW, save_kwargs={"regions": 2},
+                             jobs=1, resume=True)
+    assert with_regions.n_ok == 2 and with_regions.n_skipped == 0
+    assert (out / "good_a_regions.png").is_file()
+    again = run_batch(items, out, segment_kwargs=KW, save_kwargs={"regions": 2},
+                      jobs=1, resume=True)
+    assert again.n_skipped == 2
+    other = run_batch(items, out, segment_kwargs=KW, save_kwargs={"regions": 3},
+                      jobs=1, resume=True)
+    assert other.n_ok == 2
+    report = json.loads((out / "good_a_report.json").read_text())
+    assert report["regions"]["requested"] == 3
+
+
 def test_existing_outputs_need_overwrite(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -562,9 +562,10 @@ def test_regions_are_connected_and_merge_most_alike_first():
     assert len(np.unique(two)) == 2
     assert two[30, 30] == two[0, 0] and two[10, 10] != two[0, 0]
     assert np.array_equal(h.cut(1), np.zeros_like(labels))
-    assert np.all(np.diff(h.costs) >= 0)
-    # Raster order of first pixels: the region holding (0, 0) is 0.
-    assert three[0, 0] == 0 and finest[0, 0] == 0
+    # Every cut numbers its regions in raster order of their first pixel.
+    for cut in (finest, three, two):
+        _, first = np.unique(cut.ravel(), return_index=True)
+        assert np.all(np.diff(first) > 0)
 
 
 def test_region_hierarchy_keeps_invalid_pixels_out_and_parts_apart():
@@ -576,6 +577,17 @@ def test_region_hierarchy_keeps_invalid_pixels_out_and_parts_apart():
     # Left and right halves cannot merge across the wall.
     assert h.min_regions == 2 and len(np.unique(cut[cut >= 0])) == 2
     assert cut[0, 0] != cut[0, 39]
+
+
+def test_isolated_specks_get_no_region():
+    labels, values = _four_squares()
+    labels[0:3, 36:39] = -1
+    labels[1, 37] = 1                          # one pixel walled in by invalid pixels
+    h = region_hierarchy(labels, values, min_size=5)
+    assert h.regions[1, 37] == -1 and h.n_regions == 4 and h.min_regions == 1
+    assert len(np.unique(h.cut(2))) == 3       # -1 and two regions
+    with pytest.raises(ValueError, match="spacing"):
+        region_hierarchy(labels, values, spacing=(1.0, 0.0))
 
 
 def test_region_hierarchy_small_pieces_and_volumes():
