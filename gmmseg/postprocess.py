@@ -660,9 +660,8 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
         touching[_touching_pairs(regions).ravel()] = True
         speck = (count < min_size) & ~touching
         if speck.any():
-            regions = np.where(regions >= 0, np.where(speck, -1, np.arange(len(count)))[
-                np.maximum(regions, 0)], -1)
-            regions = _raster_order(regions)
+            new_id = np.where(speck, -1, np.arange(len(count)))
+            regions = _raster_order(np.where(regions >= 0, new_id[np.maximum(regions, 0)], -1))
     n = int(regions.max()) + 1 if regions.size else 0
     if n == 0:
         return RegionHierarchy(regions, np.zeros((0, 2), np.int64), np.zeros(0))
