@@ -71,10 +71,12 @@ METRICS = ("pri", "voi", "covering")
 # Data
 
 
-def image_ids(data, limit=None):
+def image_ids(data, limit=None, skip=0):
+    """Image ids in sorted order: ``limit`` of them after the first ``skip``."""
     ids = sorted(p.stem for p in (Path(data) / "images").glob("*.jpg"))
     if not ids:
         raise SystemExit(f"error: no images/*.jpg under {data}")
+    ids = ids[skip:]
     return ids[:limit] if limit else ids
 
 
@@ -311,6 +313,9 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, type=Path,
                    help="folder with images/<id>.jpg and groundTruth/<id>.mat")
     p.add_argument("--limit", type=int, help="first N images (sorted by id)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="leave out the first N images (e.g. --skip 50 --limit 50 for a "
+                        "held-out half)")
     p.add_argument("--out", type=Path, help="write per-image results and the summary as JSON")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
@@ -344,7 +349,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("gmmseg").setLevel(logging.WARNING)   # one line per segment() call
     args = parse_args(argv)
-    ids = image_ids(args.data, args.limit)
+    ids = image_ids(args.data, args.limit, args.skip)
     plan = build_plan(args)
     if not plan:
         raise SystemExit("error: nothing to run (empty --methods and no --gmmseg-options)")

@@ -53,7 +53,8 @@ def study_image(job):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="first N images (sorted by id)")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N images")
     p.add_argument("--components", type=int, action="append",
                    help="mixture components K0 (repeatable; default 12)")
     p.add_argument("--min-size", type=int, default=50)
@@ -61,7 +62,7 @@ def main():
                    help="exponent of the boundary term (0: Ward on colour alone)")
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args()
-    ids = image_ids(args.data, args.limit)
+    ids = image_ids(args.data, args.limit, args.skip)
     variants = [(k, args.min_size, args.alpha) for k in (args.components or [12])]
     jobs = [(args.data, i, *v) for v in variants for i in ids]
     with Pool(args.jobs) as pool:

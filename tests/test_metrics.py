@@ -168,3 +168,30 @@ def test_rand_index_matches_skimage_adapted_rand(seed):
     both2 = precision * a2
     expected = 1 - (0.5 * (a2 + b2) - both2) / (n * (n - 1) / 2)
     assert rand_index(seg, gt) == pytest.approx(expected)
+
+
+def _evaluate_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("evaluate_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_script_settings(tmp_path):
+    evaluate = _evaluate_script()
+    assert evaluate.parse_k("2..4,auto,8") == [2, 3, 4, "auto", 8]
+    args = evaluate.parse_args(["--data", str(tmp_path), "--methods", "gmmseg",
+                                "--k", "2,auto", "--gmmseg-options", "smoothing=1"])
+    plan = evaluate.build_plan(args)
+    assert list(plan) == ["gmmseg", "gmmseg -k auto", "gmmseg[smoothing=1]",
+                          "gmmseg[smoothing=1] -k auto"]
+    assert plan["gmmseg[smoothing=1] -k auto"][1] == [
+        ("K=auto", {"smoothing": 1, "n_components": "auto"})]
+    (tmp_path / "images").mkdir()
+    for name in ("3", "1", "2", "4"):
+        (tmp_path / "images" / f"{name}.jpg").touch()
+    assert evaluate.image_ids(tmp_path, limit=2, skip=1) == ["2", "3"]
