@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from scipy import linalg
 from threadpoolctl import threadpool_limits
 
 from .errors import ConvergenceWarning, ModelFileError, TooFewDistinctRowsError
+from .io.writers import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -1379,10 +1379,9 @@ class GaussianMixture:
         arrays = {name: np.asarray(getattr(self, name), dtype=np.float64) for name in self._ARRAYS}
         header = json.dumps(info, sort_keys=True)
         checksum = _checksum(header, arrays)
-        # Named as gmmseg.io.atomic_output names its temporaries, which
-        # batch --resume deletes after a killed run.
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        try:
+        # atomic_output's temporaries are the ones batch --resume cleans up
+        # after a killed run.
+        with atomic_output(path, overwrite=True) as tmp:
             if path.suffix.lower() == ".json":
                 doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                        "info": info, "checksum": checksum,
@@ -1393,9 +1392,6 @@ class GaussianMixture:
                     np.savez(fh, format=np.array(FORMAT_NAME),
                              format_version=np.array(FORMAT_VERSION),
                              info=np.array(header), checksum=np.array(checksum), **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path):
