@@ -89,8 +89,8 @@ def contingency(a, b, *, ignore_label=-1):
             a, b = a[keep], b[keep]
     if a.size == 0:
         raise ValueError("no pixel left to compare (all carry ignore_label or the maps are empty)")
-    labels_a, ia = np.unique(a, return_inverse=True)
-    labels_b, ib = np.unique(b, return_inverse=True)
+    labels_a, ia = _compact(a)
+    labels_b, ib = _compact(b)
     n_a, n_b = labels_a.size, labels_b.size
     codes = ia.astype(np.int64).ravel() * n_b + ib.ravel()
     if n_a * n_b <= _DENSE_CELLS_PER_PIXEL * a.size:
@@ -101,6 +101,22 @@ def contingency(a, b, *, ignore_label=-1):
         codes, counts = np.unique(codes, return_counts=True)
     rows, cols = np.divmod(codes, n_b)
     return sparse.csr_array((counts.astype(np.int64), (rows, cols)), shape=(n_a, n_b))
+
+
+def _compact(labels):
+    """The distinct labels (sorted) and each pixel's index among them.
+
+    ``np.unique(labels, return_inverse=True)``, without its sort when the
+    labels are small non-negative integers (label maps almost always are):
+    a bincount finds the labels present and a lookup table numbers them.
+    """
+    if labels.dtype.kind in "iu":
+        low, high = int(labels.min()), int(labels.max())
+        if low >= 0 and high <= 4 * labels.size:
+            present = np.bincount(labels, minlength=high + 1) > 0
+            index = np.cumsum(present) - 1
+            return np.flatnonzero(present), index[labels]
+    return np.unique(labels, return_inverse=True)
 
 
 def _marginals(table):
