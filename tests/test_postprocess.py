@@ -605,3 +605,47 @@ def test_region_hierarchy_small_pieces_and_volumes():
     assert h3.n_regions == 3 and h3.cut(3).shape == vol.shape
     with pytest.raises(ValueError, match="values must have shape"):
         region_hierarchy(vol, np.zeros((6, 12)))
+
+
+def test_cut_at_a_scale():
+    labels, values = _four_squares()
+    h = region_hierarchy(labels, values, min_size=0, boundary_weight=0)
+    assert np.all(np.diff(h.scales) >= 0) and len(h.scales) == len(h.merges)
+    # Each merge is made up to its own scale and not below it.
+    for i, s in enumerate(h.scales):
+        if i == 0 or s > h.scales[i - 1]:
+            assert len(np.unique(h.cut(scale=s))) == h.n_regions - i - 1
+            assert len(np.unique(h.cut(scale=np.nextafter(s, 0)))) == h.n_regions - i
+    assert len(np.unique(h.cut(scale=np.inf))) == h.min_regions
+    counts = [len(np.unique(h.cut(scale=s))) for s in (0.0, 1.0, 10.0, 100.0, 1e4)]
+    assert counts == sorted(counts, reverse=True)
+    # Scales are per pixel: the same picture at twice the resolution cuts alike.
+    big = region_hierarchy(np.kron(labels, np.ones((2, 2), labels.dtype)),
+                           np.kron(values, np.ones((2, 2), values.dtype)), min_size=0,
+                           boundary_weight=0)
+    np.testing.assert_allclose(big.scales, h.scales)
+    for bad in ({}, {"n_regions": 2, "scale": 1.0}):
+        with pytest.raises(ValueError, match="either n_regions or scale"):
+            h.cut(**bad)
+    with pytest.raises(ValueError, match="scale must be"):
+        h.cut(scale=-1.0)
+
+
+def test_opencv_region_labelling_matches_scikit_image():
+    from skimage import measure
+
+    from gmmseg.postprocess import _label_regions
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        k = int(rng.integers(1, 12))
+        labels = ndi.zoom(rng.integers(0, k, (20, 25)), int(rng.integers(1, 5)), order=0)
+        labels = labels.astype(np.int32)
+        labels[rng.random(labels.shape) < 0.05] = -1
+        for connectivity in (1, 2):
+            regions, region_label = _label_regions(labels, connectivity)
+            expected, n = measure.label(labels, background=-1, connectivity=connectivity,
+                                        return_num=True)
+            assert np.array_equal(regions, expected), (trial, connectivity)
+            assert len(region_label) == n + 1
+            assert np.array_equal(region_label[expected], np.where(expected > 0, labels, -1))
