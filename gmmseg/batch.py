@@ -53,7 +53,8 @@ from .io import (
     write_png,
 )
 from .mixture import GaussianMixture
-from .pipeline import DEFAULT_MAX_FIT_SAMPLES, fit_sample, segment, stored_feature_extractor
+from .pipeline import (DEFAULT_MAX_FIT_SAMPLES, Segmentation, fit_sample, segment,
+                       stored_feature_extractor)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ DEFAULT_PER_IMAGE = 20_000
 # Output kinds of Segmentation.save and the tag in their file names.
 _OUTPUT_TAGS = {"labels": "labels", "overlay": "overlay", "report": "report",
                 "proba": "proba", "log_likelihood": "loglik"}
+_SAVE_DEFAULTS = {n: p.default for n, p in inspect.signature(Segmentation.save).parameters.items()}
+_OUTPUT_PATH_OPTIONS = set(inspect.signature(Segmentation.output_paths).parameters) - {
+    "self", "out_dir", "stem", "anomaly_mask"}
 _CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "seconds",
@@ -787,6 +791,14 @@ def _write_thumbnails(out_dir: Path, item: BatchItem, image, overlay_rgb) -> dic
     return {kind: _rel(path, out_dir) for kind, path in paths.items()}
 
 
+def _path_options(save_kwargs: Mapping) -> dict:
+    """The ``save`` options that decide which files it writes, for ``output_paths``."""
+    options = {k: v for k, v in save_kwargs.items() if k in _OUTPUT_PATH_OPTIONS}
+    options["anomaly_mask"] = (save_kwargs.get("anomaly_quantile") is not None
+                               or save_kwargs.get("anomaly_threshold") is not None)
+    return options
+
+
 def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
     image = read_image(item.path, **task.read_kwargs)
     kwargs = dict(task.segment_kwargs)
@@ -798,9 +810,7 @@ def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
         kwargs.update(model=model, feature_extractor=task.extractor)
     seg = segment(image, **kwargs)
     folder = _output_folder(task.out_dir, item)
-    targets = seg.output_paths(folder, item.stem, proba=task.save_kwargs.get("proba", False),
-                               log_likelihood=task.save_kwargs.get("log_likelihood", False),
-                               regions=task.save_kwargs.get("regions"))
+    targets = seg.output_paths(folder, item.stem, **_path_options(task.save_kwargs))
     for target in targets.values():
         if str(target.resolve()) in protected:
             raise GmmsegError(f"{target}: output would replace an input file")
@@ -901,9 +911,16 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
     if isinstance(listed, Mapping) and not all(
             (folder / Path(str(p)).name).is_file() for p in listed.values()):
         return None
-    wanted_regions = save_kwargs.get("regions")
-    if wanted_regions and (doc.get("regions") or {}).get("requested") != wanted_regions:
-        return None  # no regions, or another number of them: redo the input
+    if isinstance(listed, Mapping):  # e.g. regions, anomaly maps
+        for kind, name in listed.items():
+            outputs.setdefault(str(kind), _rel(folder / Path(str(name)).name, out_dir))
+    wanted_regions = save_kwargs.get("regions", _SAVE_DEFAULTS["regions"])
+    if wanted_regions is not None:
+        done = doc.get("regions") or {}
+        scale = (float(save_kwargs.get("region_scale", _SAVE_DEFAULTS["region_scale"]))
+                 if isinstance(wanted_regions, str) else None)
+        if (done.get("requested"), done.get("scale")) != (wanted_regions, scale):
+            return None  # no regions, or others than asked for: redo the input
     if n_components is not None and row["n_components"] != n_components:
         row.update(status="failed", error=(
             f"outputs exist from a run with n_components={row['n_components']} (this run: "
@@ -911,6 +928,7 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
         return row
     row["status"] = "skipped"
     row["outputs"] = {k: outputs[k] for k in _OUTPUT_TAGS if k in outputs}
+    row["outputs"].update((k, v) for k, v in outputs.items() if k not in _OUTPUT_TAGS)
     thumbs = _thumb_paths(out_dir, item)
     if all(p.is_file() for p in thumbs.values()):
         row["thumbnails"] = {k: _rel(p, out_dir) for k, p in thumbs.items()}

@@ -199,6 +199,26 @@ def _check_anomaly(ctx, param, value):
     return value
 
 
+class _RegionsType(click.ParamType):
+    """``--regions``: 'auto', 'scale', 'off' or a number of regions >= 1."""
+
+    name = "auto|scale|off|N"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("auto", "scale"):
+            return text
+        if text in ("off", "none"):
+            return None
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is not 'auto', 'scale', 'off' or a number >= 1", param, ctx)
+
+
+_REGIONS = _RegionsType()
+
 _MAP_OPTIONS = [
     click.option("--save-proba", is_flag=True,
                  help="Also write STEM_proba.tif: per-pixel probabilities (float32, K "
@@ -221,10 +241,16 @@ _ANALYSIS_OPTIONS = [
                       "e.g. 0.001; the report gives the anomalous share."),
     click.option("--anomaly-threshold", type=float, default=None, callback=_check_anomaly,
                  help="Like --anomaly-quantile, with an absolute log-likelihood threshold."),
-    click.option("--regions", type=click.IntRange(1), default=None,
-                 help="Also write STEM_regions.png (.tif / .nii.gz for rasters and volumes) "
-                      "and STEM_regions_overlay.png: the image cut into this many connected "
-                      "regions, merging the segments' pieces most alike first."),
+    click.option("--regions", type=_REGIONS, default=_SAVE["regions"], show_default=True,
+                 help="Connected regions: STEM_regions.png (.tif / .nii.gz for rasters and "
+                      "volumes) and STEM_regions_overlay.png, the segments split into "
+                      "connected pieces and merged most alike first.  'auto': colour "
+                      "photos only, merged up to --region-scale; 'scale': every image so; "
+                      "a number N: N regions; 'off': none."),
+    click.option("--region-scale", type=click.FloatRange(0), default=_SAVE["region_scale"],
+                 show_default=True,
+                 help="Merge cost per pixel at which region merging stops (larger: fewer, "
+                      "bigger regions)."),
 ]
 _WRITE_OPTIONS = [
     click.option("--alpha", type=click.FloatRange(0, 1), default=_SAVE["alpha"],
@@ -314,12 +340,13 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
             covariance_type, pca, seed, max_fit_samples, min_region_size, smoothing,
             connectivity, criterion, init_params, n_init, max_iter, tol, threads, save_proba,
             save_loglik, save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold,
-            regions, alpha, overwrite):
+            regions, region_scale, alpha, overwrite):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
-    canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR.
-    Existing outputs are kept unless --overwrite is given.  With -k auto, K
+    canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR;
+    for colour photos also STEM_regions.png and STEM_regions_overlay.png
+    (connected regions, see --regions).  Existing outputs are kept unless --overwrite is given.  With -k auto, K
     is chosen for each image and the criterion curve goes into the report.
     """
     from .io import file_stem, read_image
@@ -350,7 +377,8 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                     init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                     n_jobs=threads, criterion=criterion)
                 maps = dict(proba=save_proba, log_likelihood=save_loglik,
-                            uncertainty=save_uncertainty, anomaly=save_anomaly, regions=regions)
+                            uncertainty=save_uncertainty, anomaly=save_anomaly, regions=regions,
+                            region_scale=region_scale)
                 targets = seg.output_paths(out_dir, stem, **maps, anomaly_mask=(
                     anomaly_quantile is not None or anomaly_threshold is not None))
                 clash = [t for t in targets.values() if t.resolve() in inputs]
@@ -572,10 +600,11 @@ def _run_batch_command(items, out_dir, **kwargs):
 
 
 def _save_kwargs(proba, log_likelihood, uncertainty, anomaly, anomaly_quantile,
-                 anomaly_threshold, regions, alpha):
+                 anomaly_threshold, regions, region_scale, alpha):
     return dict(proba=proba, log_likelihood=log_likelihood, uncertainty=uncertainty,
                 anomaly=anomaly, anomaly_quantile=anomaly_quantile,
-                anomaly_threshold=anomaly_threshold, regions=regions, alpha=alpha)
+                anomaly_threshold=anomaly_threshold, regions=regions,
+                region_scale=region_scale, alpha=alpha)
 
 
 def _segment_kwargs(**options):
@@ -606,7 +635,8 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
           n_components, features, covariance_type, pca, seed, max_fit_samples, min_region_size,
           smoothing, connectivity, criterion, init_params, n_init, max_iter, tol, threads,
           save_proba, save_loglik, save_uncertainty, save_anomaly, anomaly_quantile,
-          anomaly_threshold, regions, alpha, overwrite, jobs, scheduler, resume, shared_model,
+          anomaly_threshold, regions, region_scale, alpha, overwrite, jobs, scheduler, resume,
+          shared_model,
           per_image):
     """Segment every image in INPUT_DIR in parallel into OUT_DIR (same tree).
 
@@ -633,7 +663,8 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
         overwrite=overwrite, shared_model=shared_model, per_image=per_image,
         read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
         save_kwargs=_save_kwargs(save_proba, save_loglik, save_uncertainty, save_anomaly,
-                                 anomaly_quantile, anomaly_threshold, regions, alpha),
+                                 anomaly_quantile, anomaly_threshold, regions, region_scale,
+                                 alpha),
         segment_kwargs=_segment_kwargs(
             n_components=n_components, features=features, covariance_type=covariance_type,
             pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
@@ -707,8 +738,9 @@ def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_
 @_THREADS_OPTION
 @verbosity_options
 def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba, save_loglik,
-          save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, regions, alpha,
-          overwrite, jobs, scheduler, resume, min_region_size, smoothing, connectivity, threads):
+          save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, regions,
+          region_scale, alpha, overwrite, jobs, scheduler, resume, min_region_size, smoothing,
+          connectivity, threads):
     """Segment INPUTS with a model saved by `fit` (same labels, same classes)."""
     from .batch import items_from_files, load_shared_model
     from .errors import GmmsegError
@@ -723,7 +755,8 @@ def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba
         overwrite=overwrite, model=model, feature_extractor=extractor,
         read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series),
         save_kwargs=_save_kwargs(save_proba, save_loglik, save_uncertainty, save_anomaly,
-                                 anomaly_quantile, anomaly_threshold, regions, alpha),
+                                 anomaly_quantile, anomaly_threshold, regions, region_scale,
+                                 alpha),
         segment_kwargs=_segment_kwargs(min_region_size=min_region_size, smoothing=smoothing,
                                        connectivity=connectivity))
 

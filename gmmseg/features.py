@@ -761,8 +761,7 @@ def default_feature_names(image: ImageLike, *, pooled: bool = False) -> list[str
     """
     image = _to_image(image)
     if image.is_rgb:
-        photo = image.ndim == 2 and image.meta.get("reader") != "rasterio"
-        return ["lab", "position"] if photo and not pooled else ["lab"]
+        return ["lab", "position"] if image.is_photo and not pooled else ["lab"]
     if image.n_channels == 1:
         return ["gray"]
     return ["bands"]

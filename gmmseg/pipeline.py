@@ -130,18 +130,22 @@ class Segmentation:
                 boundary_weight=boundary_weight, spacing=self.image.spacing)
         return self._hierarchies[key]
 
-    def regions(self, n_regions, *, min_size=postprocess.REGION_MIN_SIZE,
+    def regions(self, n_regions=None, *, scale=None, min_size=postprocess.REGION_MIN_SIZE,
                 boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT):
-        """The image cut into ``n_regions`` connected segments.
+        """The image cut into connected segments: ``n_regions`` of them, or at a scale.
 
         A label is a mixture component and may cover many separate pieces
         of the image; a region is connected.  The pieces are merged, most
         alike first (:meth:`region_hierarchy`), until ``n_regions`` remain
-        (fewer pieces than that: all of them; an image in several separate
-        valid parts keeps at least one region per part, and a speck under
-        ``min_size`` pixels walled in by invalid pixels gets -1).  On 50 BSDS500
-        photos this scores closer to people's segmentations than the labels
-        do (``docs/quality.md``, section 4).
+        or, by default, until the next merge would cost more than ``scale``
+        per pixel (:data:`gmmseg.postprocess.REGION_SCALE`), so that each
+        image keeps as many regions as it shows.  Fewer pieces than asked:
+        all of them; an image in several separate valid parts keeps at
+        least one region per part, and a speck under ``min_size`` pixels
+        walled in by invalid pixels gets -1.  On BSDS500 photos regions
+        score closer to people's segmentations than the labels do
+        (``docs/quality.md``, section 4); colour photos get them from
+        :meth:`save` by default.
 
         Returns
         -------
@@ -149,8 +153,28 @@ class Segmentation:
             Regions ``0 .. n - 1`` in raster order of their first pixel, -1
             at invalid pixels.
         """
-        return self.region_hierarchy(min_size=min_size,
-                                     boundary_weight=boundary_weight).cut(n_regions)
+        if n_regions is None and scale is None:
+            scale = postprocess.REGION_SCALE
+        return self.region_hierarchy(min_size=min_size, boundary_weight=boundary_weight).cut(
+            n_regions, scale=scale)
+
+    def _region_request(self, regions, region_scale):
+        """``save``'s ``regions`` option as ``(n_regions, scale)``, or None for no regions."""
+        if regions is None:
+            return None
+        if isinstance(regions, str):
+            if regions not in ("auto", "scale"):
+                raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
+                                 f"got {regions!r}")
+            if regions == "auto" and not self.image.is_photo:
+                return None
+            if not (isinstance(region_scale, numbers.Real) and region_scale >= 0):
+                raise ValueError(f"region_scale must be a number >= 0, got {region_scale!r}")
+            return None, float(region_scale)
+        if isinstance(regions, bool) or not isinstance(regions, numbers.Integral) or regions < 1:
+            raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
+                             f"got {regions!r}")
+        return int(regions), None
 
     def stats(self):
         """Per-segment pixel count, share and mean/std in the input's units."""
@@ -301,14 +325,15 @@ class Segmentation:
         return out
 
     def output_paths(self, out_dir, stem=None, *, proba=False, log_likelihood=False,
-                     uncertainty=False, anomaly=False, anomaly_mask=False, regions=None):
+                     uncertainty=False, anomaly=False, anomaly_mask=False, regions="auto",
+                     region_scale=postprocess.REGION_SCALE):
         """The files :meth:`save` writes with these options, by kind.
 
         The one place output names are made: ``labels``, ``overlay``,
         ``report`` always; ``proba``, ``log_likelihood`` (also with
         ``anomaly``), ``uncertainty`` (heat map) and ``uncertainty_map``
         (float), ``anomaly`` (heat map), ``anomaly_mask`` and ``regions``
-        on request.
+        (with ``regions_overlay``) on request.
         """
         out_dir = Path(out_dir)
         stem = stem or self.image.name
@@ -330,14 +355,15 @@ class Segmentation:
         if anomaly_mask:
             paths["anomaly_mask"] = (
                 out_dir / f"{stem}_anomaly_mask{result_suffix(self.image, 'labels')}")
-        if regions:
+        if self._region_request(regions, region_scale) is not None:
             paths["regions"] = out_dir / f"{stem}_regions{result_suffix(self.image, 'labels')}"
             paths["regions_overlay"] = out_dir / f"{stem}_regions_overlay.png"
         return paths
 
     def save(self, out_dir, stem=None, *, overwrite=False, proba=False,
              log_likelihood=False, alpha=0.5, uncertainty=False, anomaly=False,
-             anomaly_quantile=None, anomaly_threshold=None, regions=None):
+             anomaly_quantile=None, anomaly_threshold=None, regions="auto",
+             region_scale=postprocess.REGION_SCALE):
         """Write label map, overlay and report (and optional maps).
 
         Files are ``{stem}_labels.png`` (uint8, uint16 if K > 255; formats
@@ -357,11 +383,15 @@ class Segmentation:
           anomalous; for volumes and georeferenced inputs a 0/1 map in the
           input's geometry, like the labels), and an ``"anomaly"`` entry in
           the report;
-        * ``regions``: :meth:`regions` with this many regions as
+        * ``regions``: connected regions (:meth:`regions`) as
           ``{stem}_regions.png`` (uint8, uint16 beyond 255 regions; the
           labels' geometry and their convention for invalid pixels), their
           overlay ``{stem}_regions_overlay.png``, and a ``"regions"`` entry
-          in the report (count and pixels per region).
+          in the report (count and pixels per region).  ``"auto"`` (the
+          default): cut at ``region_scale`` for colour photos
+          (:attr:`gmmseg.io.Image.is_photo`), none for other images;
+          ``"scale"``: cut at ``region_scale`` for any image; a number:
+          that many regions; None: no regions.
 
         Float maps use the input's geometry (``.nii.gz`` / GeoTIFF) where it
         has one; heat maps show the middle slice of a volume.
@@ -378,7 +408,8 @@ class Segmentation:
                  if want_mask else None)
         paths = self.output_paths(out_dir, stem, proba=proba, log_likelihood=log_likelihood,
                                   uncertainty=uncertainty, anomaly=anomaly,
-                                  anomaly_mask=want_mask, regions=regions)
+                                  anomaly_mask=want_mask, regions=regions,
+                                  region_scale=region_scale)
         if not overwrite:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
@@ -420,20 +451,17 @@ class Segmentation:
                           np.where(self.valid, mask, -1).astype(np.int32), self.image,
                           n_components=2)
             region_map = None
-            if regions:
-                region_map = self.regions(regions)
+            request = self._region_request(regions, region_scale)
+            if request is not None:
+                region_map = self.regions(request[0], scale=request[1])
                 write("regions", write_result_map, region_map, self.image,
                       n_components=int(region_map.max()) + 1)
                 write("regions_overlay", write_png, self.overlay(alpha, labels=region_map))
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
             report = self.report(uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
                                  anomaly_threshold=anomaly_threshold)
-            if region_map is not None:
-                pixels = np.bincount(region_map[region_map >= 0])
-                report["regions"] = {"requested": int(regions), "n_regions": len(pixels),
-                                     "min_size": postprocess.REGION_MIN_SIZE,
-                                     "boundary_weight": postprocess.REGION_BOUNDARY_WEIGHT,
-                                     "pixels": pixels.tolist()}
+            if regions is not None:  # also when "auto" skipped it: batch --resume reads it
+                report["regions"] = _regions_entry(regions, region_scale, region_map)
             report["outputs"] = {kind: path.name for kind, path in paths.items()}
             write("report", write_json, report)
         except BaseException:
@@ -441,6 +469,19 @@ class Segmentation:
                 p.unlink(missing_ok=True)
             raise
         return paths
+
+
+def _regions_entry(regions, region_scale, region_map):
+    """The report's ``"regions"``: what was asked for and, if written, what came out."""
+    entry = {"requested": regions if isinstance(regions, str) else int(regions),
+             "scale": float(region_scale) if isinstance(regions, str) else None,
+             "n_regions": None}
+    if region_map is not None:
+        pixels = np.bincount(region_map[region_map >= 0])
+        entry.update(n_regions=len(pixels), min_size=postprocess.REGION_MIN_SIZE,
+                     boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT,
+                     pixels=pixels.tolist())
+    return entry
 
 
 def _region_values(image, valid):

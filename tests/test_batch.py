@@ -413,6 +413,15 @@ def test_resume_redoes_inputs_without_the_regions_asked_for(tree, tmp_path):
     assert other.n_ok == 2
     report = json.loads((out / "good_a_report.json").read_text())
     assert report["regions"]["requested"] == 3
+    # The default (regions cut at the default scale) and another scale are other regions.
+    default = run_batch(items, out, segment_kwargs=KW, jobs=1, resume=True)
+    assert default.n_ok == 2
+    assert run_batch(items, out, segment_kwargs=KW, jobs=1, resume=True).n_skipped == 2
+    finer = run_batch(items, out, segment_kwargs=KW, save_kwargs={"region_scale": 10.0},
+                      jobs=1, resume=True)
+    assert finer.n_ok == 2
+    report = json.loads((out / "good_a_report.json").read_text())
+    assert report["regions"]["requested"] == "auto" and report["regions"]["scale"] == 10.0
 
 
 def test_existing_outputs_need_overwrite(tmp_path):

@@ -46,7 +46,8 @@ def test_segment_writes_exactly_the_documented_files(runner, photo, tmp_path):
     result = runner.invoke(main, ["segment", str(photo), "-k", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "photo_labels.png", "photo_overlay.png", "photo_report.json"]
+        "photo_labels.png", "photo_overlay.png", "photo_regions.png",
+        "photo_regions_overlay.png", "photo_report.json"]
     labels = np.asarray(PILImage.open(out / "photo_labels.png"))
     assert labels.dtype == np.uint8 and labels.shape == (48, 64)
     assert sorted(np.unique(labels)) == [0, 1, 2, 3]
@@ -67,7 +68,7 @@ def test_optional_maps(runner, photo, tmp_path):
     assert result.stdout == ""
     assert sorted(p.name for p in out.iterdir()) == [
         "photo_labels.png", "photo_loglik.tif", "photo_overlay.png", "photo_proba.tif",
-        "photo_report.json"]
+        "photo_regions.png", "photo_regions_overlay.png", "photo_report.json"]
 
 
 def test_existing_outputs_are_kept_unless_overwrite(runner, photo, tmp_path):
@@ -119,7 +120,8 @@ def test_bad_inputs_get_one_line_errors_and_leave_no_output(runner, photo, tmp_p
     assert f"{len(expected)} of {len(expected) + 1} inputs failed" in result.stderr
     # The good image in the same run was still processed; nothing else was written.
     assert sorted(p.name for p in out.iterdir()) == [
-        "photo_labels.png", "photo_overlay.png", "photo_report.json"]
+        "photo_labels.png", "photo_overlay.png", "photo_regions.png",
+        "photo_regions_overlay.png", "photo_report.json"]
 
 
 @pytest.mark.parametrize(
@@ -201,6 +203,37 @@ def test_regions_option(runner, photo, tmp_path):
     assert report["regions"]["n_regions"] == len(np.unique(regions)) == 3
     result = runner.invoke(main, ["segment", str(photo), "--regions", "0", "-o", str(out)])
     assert result.exit_code == 2
+    for bad in (["--regions", "many"], ["--region-scale", "-1"]):
+        result = runner.invoke(main, ["segment", str(photo), *bad, "-o", str(out)])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_regions_off_and_scale(runner, photo, tmp_path):
+    result = runner.invoke(main, ["segment", str(photo), "-k", "6", "--regions", "off",
+                                  "-o", str(tmp_path / "off")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "off").iterdir()) == [
+        "photo_labels.png", "photo_overlay.png", "photo_report.json"]
+    counts = []
+    for scale in ("1", "1e12"):
+        out = tmp_path / f"scale{scale}"
+        result = runner.invoke(main, ["segment", str(photo), "-k", "6", "--region-scale", scale,
+                                      "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "photo_report.json").read_text())
+        assert report["regions"]["scale"] == float(scale)
+        counts.append(report["regions"]["n_regions"])
+    assert counts[0] > counts[1] == 1
+    # A grey image gets regions only when asked for.
+    grey = tmp_path / "grey.png"
+    PILImage.open(photo).convert("L").save(grey)
+    result = runner.invoke(main, ["segment", str(grey), "-k", "3", "-o", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == [
+        "grey_labels.png", "grey_overlay.png", "grey_report.json"]
+    result = runner.invoke(main, ["segment", str(grey), "-k", "3", "--regions", "scale",
+                                  "-o", str(tmp_path / "g2")])
+    assert result.exit_code == 0 and (tmp_path / "g2" / "grey_regions.png").is_file()
 
 
 def test_smooth_option(runner, photo, tmp_path):
@@ -334,8 +367,8 @@ def test_segment_uncertainty_and_anomaly_outputs(runner, photo, tmp_path):
     assert "anomalous 0.9" in result.stdout  # just under 1% of the pixels
     assert sorted(p.name for p in out.iterdir()) == [
         "photo_anomaly.png", "photo_anomaly_mask.png", "photo_labels.png", "photo_loglik.tif",
-        "photo_overlay.png", "photo_report.json", "photo_uncertainty.png",
-        "photo_uncertainty.tif"]
+        "photo_overlay.png", "photo_regions.png", "photo_regions_overlay.png",
+        "photo_report.json", "photo_uncertainty.png", "photo_uncertainty.tif"]
     mask = np.asarray(PILImage.open(out / "photo_anomaly_mask.png"))
     assert mask.shape == (48, 64) and set(np.unique(mask)) == {0, 255}
     report = json.loads((out / "photo_report.json").read_text())

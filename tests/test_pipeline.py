@@ -8,6 +8,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import gmmseg
 from gmmseg.errors import GmmsegError, OutputExistsError
+from gmmseg import postprocess
 from gmmseg.io import Image, read_image
 from gmmseg.pipeline import segment
 
@@ -169,7 +170,8 @@ def test_save_writes_documented_files_and_refuses_overwrite(tmp_path):
     paths = seg.save(tmp_path, "scene", proba=True, log_likelihood=True)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["scene_labels.png", "scene_loglik.tif", "scene_overlay.png",
-                     "scene_proba.tif", "scene_report.json"]
+                     "scene_proba.tif", "scene_regions.png", "scene_regions_overlay.png",
+                     "scene_report.json"]
     labels = read_image(paths["labels"])
     assert labels.data.dtype == np.uint8
     np.testing.assert_array_equal(labels.data[..., 0], seg.labels)
@@ -191,6 +193,8 @@ def test_report_lists_outputs_and_failed_overwrite_leaves_no_stale_report(tmp_pa
     paths = seg.save(tmp_path, "scene")
     report = json.loads(paths["report"].read_text())
     assert report["outputs"] == {"labels": "scene_labels.png", "overlay": "scene_overlay.png",
+                                 "regions": "scene_regions.png",
+                                 "regions_overlay": "scene_regions_overlay.png",
                                  "report": "scene_report.json"}
     (tmp_path / "scene_proba.tif").mkdir()  # makes the proba write fail half-way
     with pytest.raises(OSError):
@@ -228,6 +232,38 @@ def test_regions_split_a_segment_into_its_connected_pieces(tmp_path):
     report = json.loads(paths["report"].read_text())
     assert report["regions"]["n_regions"] == 3 and sum(report["regions"]["pixels"]) == 3600
     assert report["outputs"]["regions"] == "two_regions.png"
+
+
+def test_regions_by_default_for_colour_photos_only(tmp_path):
+    img, truth = quadrants()
+    seg = segment(img, 4)
+    # The four quadrants differ by far more than the default scale allows to merge.
+    assert np.array_equal(seg.regions(), seg.regions(scale=postprocess.REGION_SCALE))
+    assert adjusted_rand_score(truth.ravel(), seg.regions().ravel()) > 0.99
+    assert seg.regions(scale=1e9).max() == 0        # at a huge scale all merge
+    paths = seg.save(tmp_path / "photo", "scene")
+    report = json.loads(paths["report"].read_text())
+    assert report["regions"] == {**report["regions"], "requested": "auto",
+                                 "scale": postprocess.REGION_SCALE, "n_regions": 4}
+    assert np.array_equal(read_image(paths["regions"]).data[..., 0], seg.regions())
+    # Grey images, rasters and volumes get regions only when asked for.
+    grey = segment(img.mean(axis=2).astype(np.float32), 4)
+    paths = grey.save(tmp_path / "grey", "scene")
+    assert "regions" not in paths
+    report = json.loads(paths["report"].read_text())
+    assert report["regions"] == {"requested": "auto", "scale": postprocess.REGION_SCALE,
+                                 "n_regions": None}
+    paths = grey.save(tmp_path / "grey2", "scene", regions="scale", region_scale=50.0)
+    assert paths["regions"].is_file()
+    assert json.loads(paths["report"].read_text())["regions"]["scale"] == 50.0
+    paths = seg.save(tmp_path / "none", "scene", regions=None)
+    assert sorted(paths) == ["labels", "overlay", "report"]
+    for bad in ("some", 0, True, 2.5):
+        with pytest.raises(ValueError, match="regions must be"):
+            seg.save(tmp_path / "bad", "scene", regions=bad)
+    with pytest.raises(ValueError, match="region_scale"):
+        seg.save(tmp_path / "bad", "scene", region_scale=-1.0)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
 def test_regions_of_grey_and_masked_images():

@@ -345,7 +345,7 @@ def test_save_writes_uncertainty_and_anomaly_maps(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["scene_labels.png", "scene_overlay.png", "scene_report.json", "scene_loglik.tif",
          "scene_uncertainty.png", "scene_uncertainty.tif", "scene_anomaly.png",
-         "scene_anomaly_mask.png"])
+         "scene_anomaly_mask.png", "scene_regions.png", "scene_regions_overlay.png"])
     mask = gmmseg.read_image(paths["anomaly_mask"]).data[..., 0]
     assert set(np.unique(mask)) <= {0, 255}
     np.testing.assert_array_equal(mask == 255, seg.anomaly_mask(0.003))

@@ -144,6 +144,16 @@ class Image:
         return self.data.dtype in (np.uint8, np.uint16)
 
     @property
+    def is_photo(self) -> bool:
+        """A 2-D RGB picture, not a georeferenced scene: what gets photo defaults.
+
+        Photo defaults (position in the features, connected regions in the
+        outputs) suit scenes of compact objects; RGB rasters read by
+        rasterio and RGB volumes do not get them.
+        """
+        return self.is_rgb and self.ndim == 2 and self.meta.get("reader") != "rasterio"
+
+    @property
     def n_valid(self) -> int:
         """Number of valid pixels."""
         return int(np.count_nonzero(self.valid))
