@@ -11,6 +11,11 @@
    own feature matrix, and both models' mean log-likelihood over all those
    rows is printed, with the ARI between their labels.
 2. ``gmmseg.segment`` alone on a 4096 x 4096 photo: wall time, peak memory.
+3. What the defaults cost: ``segment(photo)`` + ``save(out)`` with every
+   default (``lab,position``, connected regions cut at the default scale and
+   their overlay) against the plain path, ``segment(photo, features="lab")``
+   + ``save(out, regions=None)`` (labels, overlay, report), at 1024 x 1024
+   (best of 3) and 4096 x 4096 (once, with peak memory).
 
 Peak memory is the growth of the process's resident set size over the call,
 sampled every 2 ms from /proc (Linux).
@@ -22,6 +27,7 @@ Usage::
 
 import argparse
 import os
+import tempfile
 import threading
 import time
 import warnings
@@ -117,6 +123,24 @@ def main():
     print(f"  gmmseg.segment : {t_big:7.2f} s  peak +{m_big:6.0f} MiB  "
           f"(input image itself {big.nbytes / 2 ** 20:.0f} MiB)")
     print("  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in seg.info["timings"].items()))
+
+    print("\nDefaults against the plain path, segment + save, K = 4")
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(image, defaults):
+            options = {} if defaults else {"features": "lab"}
+            seg = gmmseg.segment(image, 4, **options)
+            seg.save(tmp, "bench", overwrite=True, **({} if defaults else {"regions": None}))
+            return seg
+
+        for size, image, repeats in ((1024, rgb, 3), (4096, big, 1)):
+            times, peaks = {}, {}
+            for defaults in (False, True):
+                results = [measure(lambda: run(image, defaults)) for _ in range(repeats)]
+                times[defaults] = min(t for _, t, _ in results)
+                peaks[defaults] = max(m for _, _, m in results)
+            print(f"  {size} x {size}: plain (lab, no regions) {times[False]:6.2f} s "
+                  f"+{peaks[False]:5.0f} MiB; defaults (lab,position + regions) "
+                  f"{times[True]:6.2f} s +{peaks[True]:5.0f} MiB = {times[True] / times[False]:.2f}x")
 
 
 if __name__ == "__main__":

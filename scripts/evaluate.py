@@ -18,11 +18,17 @@ ground-truth pixels over images (and annotators) before dividing, as BSDS's
 Methods (``--methods``):
 
 * ``gmmseg``: ``gmmseg.segment(image, K)`` with default settings, K in
-  ``--k``; ``--gmmseg-options 'features=lab,position:0.5;smoothing=1'``
+  ``--k``, scored on what gmmseg writes by default: for colour photos the
+  connected regions (``Segmentation.regions()``, cut at the default
+  region scale), else the labels.
+  ``--gmmseg-options 'features=lab,position:0.5;smoothing=1'``
   (repeatable) adds a method ``gmmseg[<options>]`` with those keyword
-  arguments, over the same K.  ``--k 2..10,auto`` also adds
-  ``gmmseg -k auto`` (and ``gmmseg[<options>] -k auto``): K chosen per
-  image by ``n_components="auto"``, a single setting.
+  arguments, over the same K; ``regions=None`` scores the labels,
+  ``regions=N`` N regions, ``region_scale=S`` another scale.
+  ``--k 2..10,auto`` also adds ``gmmseg -k auto`` (and
+  ``gmmseg[<options>] -k auto``): K chosen per image by
+  ``n_components="auto"``, a single setting.  ``--region-scales 25,50,100``
+  adds ``gmmseg by region scale``: every K with every scale as a setting.
 * ``tutorial-lab``, ``tutorial-labxy``: the tutorial pipeline, scikit-learn
   ``GaussianMixture(K, random_state=0)`` on skimage ``rgb2lab`` pixels (and
   on Lab plus x, y scaled to 0..100), fitted on every pixel, or on a random
@@ -36,9 +42,10 @@ Usage::
     python scripts/evaluate.py --data /work/shared/bsds500-val --limit 50 \\
         --methods gmmseg,felzenszwalb,slic --k 2..10 --jobs 2 --out results.json
 
-Labels are scored as given (a gmmseg or tutorial segment may be spread over
-many disconnected pieces; BSDS scores a ``segs`` file the same way);
-``--connected`` splits every method's labels into 8-connected regions first.
+Label maps are scored as given (a tutorial segment or a gmmseg label may
+be spread over many disconnected pieces; BSDS scores a ``segs`` file the
+same way); ``--connected`` splits every method's segments into 8-connected
+regions first.
 
 The data folder holds ``images/<id>.jpg`` and ``groundTruth/<id>.mat``; it
 is only read.  Per-image scores go to ``--out`` as JSON.
@@ -96,9 +103,29 @@ def load_pair(data, image_id):
 
 
 def run_gmmseg(image, params):
-    import gmmseg
+    """What gmmseg writes as its segmentation: the regions it saves by default
+    for colour photos (``regions="auto"``), or the labels with
+    ``regions=None``; ``regions=N`` and ``region_scale=S`` as in ``save``.
 
-    return gmmseg.segment(image, **params).labels
+    One ``segment`` call per image and segment() settings serves every
+    regions setting (the time is counted on the first).
+    """
+    import gmmseg
+    from gmmseg import postprocess
+
+    params = dict(params)
+    regions = params.pop("regions", "auto")
+    scale = params.pop("region_scale", postprocess.REGION_SCALE)
+    cache = _WORKER.setdefault("segmentations", {})  # emptied for every image
+    key = repr(sorted(params.items()))
+    if key not in cache:
+        cache[key] = gmmseg.segment(image, **params)
+    seg = cache[key]
+    if regions is None or regions == "auto" and not seg.image.is_photo:
+        return seg.labels
+    if isinstance(regions, int):
+        return seg.regions(regions)
+    return seg.regions(scale=scale)
 
 
 def run_tutorial(image, params):
@@ -174,6 +201,11 @@ def build_plan(args):
     for name, options in gmmseg_variants:
         if ks:
             plan[name] = (run_gmmseg, [(f"K={k}", {**options, "n_components": k}) for k in ks])
+        if ks and args.region_scales and "regions" not in options:
+            plan[f"{name} by region scale"] = (run_gmmseg, [
+                (f"K={k},scale={scale:g}", {**options, "n_components": k, "regions": "scale",
+                                            "region_scale": scale})
+                for k in ks for scale in args.region_scales])
         if "auto" in args.k:  # a method of its own: one setting, chosen per image
             plan[f"{name} -k auto"] = (run_gmmseg, [("K=auto", {**options,
                                                                 "n_components": "auto"})])
@@ -222,6 +254,7 @@ def evaluate_image(image_id):
     from gmmseg.metrics import region_metrics
 
     image, gts = load_pair(_WORKER["data"], image_id)
+    _WORKER["segmentations"] = {}
     out = {"n_annotators": len(gts), "methods": {}}
     for method, (fn, settings) in _WORKER["plan"].items():
         scores = {}
@@ -325,6 +358,10 @@ def parse_args(argv=None):
     p.add_argument("--gmmseg-options", action="append", default=[], metavar="OPTS",
                    help="extra gmmseg method with these segment() keywords, "
                         "'key=value;key=value' (repeatable)")
+    p.add_argument("--region-scales", type=lambda t: [float(x) for x in t.split(",") if x],
+                   default=[], metavar="S1,S2,...",
+                   help="also score each gmmseg method's regions cut at these scales "
+                        "(settings K x scale; method '<name> by region scale')")
     p.add_argument("--tutorial-subsample", type=int, default=None, metavar="N",
                    help="fit the tutorial mixtures on N random pixels (default: all pixels)")
     p.add_argument("--connected", action="store_true",

@@ -191,7 +191,35 @@ def test_evaluate_script_settings(tmp_path):
                           "gmmseg[smoothing=1] -k auto"]
     assert plan["gmmseg[smoothing=1] -k auto"][1] == [
         ("K=auto", {"smoothing": 1, "n_components": "auto"})]
+    args = evaluate.parse_args(["--data", str(tmp_path), "--methods", "gmmseg", "--k", "3",
+                                "--region-scales", "50,200", "--gmmseg-options", "regions=None"])
+    plan = evaluate.build_plan(args)
+    assert list(plan) == ["gmmseg", "gmmseg by region scale", "gmmseg[regions=None]"]
+    assert [name for name, _ in plan["gmmseg by region scale"][1]] == [
+        "K=3,scale=50", "K=3,scale=200"]
+    # Default: the regions written for photos; regions=None: the labels.
+    rng = np.random.default_rng(0)
+    photo = np.zeros((40, 40, 3), np.uint8)
+    photo[:, 20:] = (200, 40, 40)
+    photo[10:18, 4:12] = (200, 40, 40)          # same colour as the right half, apart
+    photo = np.clip(photo + rng.normal(0, 3, photo.shape), 0, 255).astype(np.uint8)
+    evaluate._WORKER["segmentations"] = {}
+    labels = evaluate.run_gmmseg(photo, {"n_components": 2, "regions": None})
+    regions = evaluate.run_gmmseg(photo, {"n_components": 2})
+    assert len(evaluate._WORKER["segmentations"]) == 1        # one segment() for both
+    assert labels[14, 8] == labels[0, 30] and regions[14, 8] != regions[0, 30]
     (tmp_path / "images").mkdir()
     for name in ("3", "1", "2", "4"):
         (tmp_path / "images" / f"{name}.jpg").touch()
     assert evaluate.image_ids(tmp_path, limit=2, skip=1) == ["2", "3"]
+
+
+def test_contingency_same_for_any_label_values():
+    # Small non-negative labels take a bincount path, others np.unique: same table.
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 6, 500)
+    b = rng.integers(0, 4, 500)
+    table = contingency(a, b).toarray()
+    for a2, b2 in ((a * 10**9, b), (a - 3, b + 2**40), (a.astype(np.uint8), b.astype(float))):
+        np.testing.assert_array_equal(contingency(a2, b2, ignore_label=None).toarray(), table)
+    assert table.sum() == 500 and table.shape == (6, 4)
