@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import sys
 import time
@@ -384,8 +385,9 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                 clash = [t for t in targets.values() if t.resolve() in inputs]
                 if clash:
                     raise click.ClickException(f"{clash[0]}: output would replace an input file")
-                seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
-                         anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
+                written = seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
+                                   anomaly_quantile=anomaly_quantile,
+                                   anomaly_threshold=anomaly_threshold)
             for w in caught:
                 click.echo(f"warning: {path}: {_one_line(w.message)}", err=True)
             if not quiet:
@@ -395,7 +397,8 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                     f"{m.n_iter_} EM iterations"
                     f"{'' if m.converged_ else ' (not converged)'}"
                     f"{_smoothing_note(seg)}"
-                    f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}, "
+                    f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}"
+                    f"{_regions_note(written)}, "
                     f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
         except click.ClickException as err:
             click.echo(f"error: {err.format_message()}", err=True)
@@ -407,6 +410,13 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
         if len(images) > 1:
             click.echo(f"{failed} of {len(images)} inputs failed", err=True)
         sys.exit(1)
+
+
+def _regions_note(written) -> str:
+    if "regions" not in written:
+        return ""
+    entry = json.loads(written["report"].read_text())["regions"]  # what save recorded
+    return f", {entry['n_regions']} connected regions"
 
 
 def _selection_note(seg):

@@ -201,6 +201,7 @@ def test_regions_option(runner, photo, tmp_path):
     regions = np.asarray(PILImage.open(out / "photo_regions.png"))
     report = json.loads((out / "photo_report.json").read_text())
     assert report["regions"]["n_regions"] == len(np.unique(regions)) == 3
+    assert ", 3 connected regions," in result.stdout
     result = runner.invoke(main, ["segment", str(photo), "--regions", "0", "-o", str(out)])
     assert result.exit_code == 2
     for bad in (["--regions", "many"], ["--region-scale", "-1"]):
