@@ -10,6 +10,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import sys
 import time
 import warnings
@@ -200,6 +201,12 @@ def _check_anomaly(ctx, param, value):
     return value
 
 
+def _check_not_nan(ctx, param, value):
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("must be a number, not nan", ctx, param)
+    return value
+
+
 class _RegionsType(click.ParamType):
     """``--regions``: 'auto', 'scale', 'off' or a number of regions >= 1."""
 
@@ -213,7 +220,7 @@ class _RegionsType(click.ParamType):
             return text
         if text in ("off", "none"):
             return None
-        if text.isdigit() and int(text) >= 1:
+        if text.isascii() and text.isdigit() and int(text) >= 1:
             return int(text)
         self.fail(f"{value!r} is not 'auto', 'scale', 'off' or a number >= 1", param, ctx)
 
@@ -249,6 +256,7 @@ _ANALYSIS_OPTIONS = [
                       "photos only, merged up to --region-scale; 'scale': every image so; "
                       "a number N: N regions; 'off': none."),
     click.option("--region-scale", type=click.FloatRange(0), default=_SAVE["region_scale"],
+                 callback=_check_not_nan,
                  show_default=True,
                  help="Merge cost per pixel at which region merging stops (larger: fewer, "
                       "bigger regions)."),

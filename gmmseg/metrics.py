@@ -113,6 +113,7 @@ def _compact(labels):
     if labels.dtype.kind in "iu":
         low, high = int(labels.min()), int(labels.max())
         if low >= 0 and high <= 4 * labels.size:
+            labels = labels.astype(np.intp, copy=False)  # bincount refuses uint64 on old NumPy
             present = np.bincount(labels, minlength=high + 1) > 0
             index = np.cumsum(present) - 1
             return np.flatnonzero(present), index[labels]

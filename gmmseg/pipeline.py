@@ -160,16 +160,16 @@ class Segmentation:
 
     def _region_request(self, regions, region_scale):
         """``save``'s ``regions`` option as ``(n_regions, scale)``, or None for no regions."""
-        if regions is None:
+        if regions is None or regions is False:
             return None
         if isinstance(regions, str):
             if regions not in ("auto", "scale"):
                 raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
                                  f"got {regions!r}")
-            if regions == "auto" and not self.image.is_photo:
-                return None
             if not (isinstance(region_scale, numbers.Real) and region_scale >= 0):
                 raise ValueError(f"region_scale must be a number >= 0, got {region_scale!r}")
+            if regions == "auto" and not self.image.is_photo:
+                return None
             return None, float(region_scale)
         if isinstance(regions, bool) or not isinstance(regions, numbers.Integral) or regions < 1:
             raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
@@ -460,7 +460,7 @@ class Segmentation:
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
             report = self.report(uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
                                  anomaly_threshold=anomaly_threshold)
-            if regions is not None:  # also when "auto" skipped it: batch --resume reads it
+            if regions is not None and regions is not False:  # batch --resume reads it
                 report["regions"] = _regions_entry(regions, region_scale, region_map)
             report["outputs"] = {kind: path.name for kind, path in paths.items()}
             write("report", write_json, report)

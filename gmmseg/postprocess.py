@@ -432,7 +432,8 @@ def _label_regions_opencv(labels, n_labels, connectivity):
         counts[value + 1] = n - 1
     offsets = np.cumsum(counts, dtype=np.int32) - counts
     ids = local + offsets[labels.astype(np.intp) + 1]
-    return _raster_rank(ids)[ids], int(counts.sum())
+    # intp like scikit-image's output: callers square region counts into pair codes.
+    return _raster_rank(ids).astype(np.intp)[ids], int(counts.sum())
 
 
 def _merge_small_once(labels, min_size, connectivity, offsets):
@@ -741,6 +742,8 @@ def _raster_rank(ids):
     """Lookup table: region id (> 0; 0 = none) -> 1..R in raster order of its
     first pixel, 0 -> 0 (for ``table[ids]``)."""
     flat = ids.reshape(-1)
+    if flat.size == 0:
+        return np.zeros(1, dtype=np.int32)
     # A region first appears at the start of a run of equal values, and runs
     # are far fewer than pixels: sort those, not the pixels.
     starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))

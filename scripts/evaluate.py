@@ -121,7 +121,7 @@ def run_gmmseg(image, params):
     if key not in cache:
         cache[key] = gmmseg.segment(image, **params)
     seg = cache[key]
-    if regions is None or regions == "auto" and not seg.image.is_photo:
+    if regions in (None, "off") or regions == "auto" and not seg.image.is_photo:
         return seg.labels
     if isinstance(regions, int):
         return seg.regions(regions)

@@ -204,7 +204,8 @@ def test_regions_option(runner, photo, tmp_path):
     assert ", 3 connected regions," in result.stdout
     result = runner.invoke(main, ["segment", str(photo), "--regions", "0", "-o", str(out)])
     assert result.exit_code == 2
-    for bad in (["--regions", "many"], ["--region-scale", "-1"]):
+    for bad in (["--regions", "many"], ["--regions", "\u00b2"], ["--region-scale", "-1"],
+                ["--region-scale", "nan"]):
         result = runner.invoke(main, ["segment", str(photo), *bad, "-o", str(out)])
         assert result.exit_code == 2 and "Traceback" not in result.output
 

@@ -256,8 +256,12 @@ def test_regions_by_default_for_colour_photos_only(tmp_path):
     paths = grey.save(tmp_path / "grey2", "scene", regions="scale", region_scale=50.0)
     assert paths["regions"].is_file()
     assert json.loads(paths["report"].read_text())["regions"]["scale"] == 50.0
-    paths = seg.save(tmp_path / "none", "scene", regions=None)
-    assert sorted(paths) == ["labels", "overlay", "report"]
+    for off in (None, False):
+        paths = seg.save(tmp_path / f"{off}", "scene", regions=off)
+        assert sorted(paths) == ["labels", "overlay", "report"]
+        assert "regions" not in json.loads(paths["report"].read_text())
+    with pytest.raises(ValueError, match="region_scale"):   # checked for any image
+        grey.save(tmp_path / "bad", "scene", region_scale=float("nan"))
     for bad in ("some", 0, True, 2.5):
         with pytest.raises(ValueError, match="regions must be"):
             seg.save(tmp_path / "bad", "scene", regions=bad)

@@ -649,3 +649,16 @@ def test_opencv_region_labelling_matches_scikit_image():
             assert np.array_equal(regions, expected), (trial, connectivity)
             assert len(region_label) == n + 1
             assert np.array_equal(region_label[expected], np.where(expected > 0, labels, -1))
+
+
+def test_many_small_pieces_same_with_opencv_and_scikit_image(monkeypatch):
+    # Over 46,341 pieces: their pair codes overflow int32, so region ids must be wider.
+    labels = np.random.default_rng(0).integers(0, 8, (300, 300)).astype(np.int32)
+    fast = remove_small_regions(labels, 20)
+    monkeypatch.setattr(postprocess, "_OPENCV_MAX_LABELS", 0)
+    np.testing.assert_array_equal(fast, remove_small_regions(labels, 20))
+
+
+def test_region_hierarchy_of_an_empty_map():
+    h = region_hierarchy(np.zeros((0, 5), np.int32), np.zeros((0, 5, 3)))
+    assert h.n_regions == 0 and h.cut(scale=1.0).shape == (0, 5)
