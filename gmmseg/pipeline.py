@@ -139,7 +139,9 @@ class Segmentation:
         alike first (:meth:`region_hierarchy`), until ``n_regions`` remain
         or, by default, until the next merge would cost more than ``scale``
         per pixel (:data:`gmmseg.postprocess.REGION_SCALE`), so that each
-        image keeps as many regions as it shows.  Fewer pieces than asked:
+        image keeps as many regions as it shows (then regions under 0.5% of
+        the image join a neighbour, see
+        :meth:`gmmseg.postprocess.RegionHierarchy.cut`).  Fewer pieces than asked:
         all of them; an image in several separate valid parts keeps at
         least one region per part, and a speck under ``min_size`` pixels
         walled in by invalid pixels gets -1.  On BSDS500 photos regions
@@ -480,6 +482,8 @@ def _regions_entry(regions, region_scale, region_map):
         pixels = np.bincount(region_map[region_map >= 0])
         entry.update(n_regions=len(pixels), min_size=postprocess.REGION_MIN_SIZE,
                      boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT,
+                     min_share=(postprocess.REGION_MIN_SHARE if isinstance(regions, str)
+                                else None),
                      pixels=pixels.tolist())
     return entry
 

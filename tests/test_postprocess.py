@@ -662,3 +662,18 @@ def test_many_small_pieces_same_with_opencv_and_scikit_image(monkeypatch):
 def test_region_hierarchy_of_an_empty_map():
     h = region_hierarchy(np.zeros((0, 5), np.int32), np.zeros((0, 5, 3)))
     assert h.n_regions == 0 and h.cut(scale=1.0).shape == (0, 5)
+
+
+def test_cut_at_a_scale_drops_specks():
+    labels = np.zeros((60, 60), np.int32)
+    labels[:, 30:] = 1
+    labels[10:13, 10:13] = 2                   # 9 pixels: 0.25% of the image
+    values = np.choose(labels, [0.0, 40.0, 1000.0]).astype(np.float32)
+    h = region_hierarchy(labels, values, min_size=0)
+    kept = h.cut(scale=1.0, min_share=0)
+    assert len(np.unique(kept)) == 3 and kept[11, 11] != kept[0, 0]
+    cut = h.cut(scale=1.0)                     # default: regions under 0.5% join a neighbour
+    assert len(np.unique(cut)) == 2 and cut[11, 11] == cut[0, 0] != cut[0, 59]
+    assert np.array_equal(h.cut(3), kept)      # a number of regions is taken as asked
+    with pytest.raises(ValueError, match="min_share"):
+        h.cut(scale=1.0, min_share=1.5)
