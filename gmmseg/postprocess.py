@@ -569,11 +569,16 @@ class RegionHierarchy:
         depend on the image size (non-decreasing; see :meth:`cut`).
     """
 
-    def __init__(self, regions, merges, costs):
+    def __init__(self, regions, merges, costs, sizes=None, borders=None):
         self.regions = regions
         self.n_regions = int(regions.max()) + 1 if regions.size else 0
         self.merges = merges
         self.costs = costs
+        # Pixels per finest region and {(a, b): touching pixel pairs} between
+        # them: what dropping small regions after a cut needs.
+        self._sizes = (np.bincount(regions[regions >= 0], minlength=self.n_regions)
+                       if sizes is None else np.asarray(sizes))
+        self._borders = {} if borders is None else borders
         n_pixels = max(int(np.count_nonzero(regions >= 0)), 1)
         self.scales = (np.maximum.accumulate(costs) / n_pixels if len(costs)
                        else np.zeros(0))
@@ -591,8 +596,8 @@ class RegionHierarchy:
         merging stops at the first merge whose cost per pixel
         (:attr:`scales`) exceeds ``scale``, and then regions smaller than
         ``min_share`` of the pixels join the neighbour they share the
-        longest border with (:func:`remove_small_regions`; a strong edge
-        can keep a speck apart at any scale).  On BSDS500 photos a scale
+        longest border with, smallest first (a strong edge can keep a
+        speck apart at any scale).  On BSDS500 photos a scale
         agrees better with people than any fixed number of regions
         (``docs/quality.md``, section 6).
 
@@ -636,6 +641,10 @@ class RegionHierarchy:
             if np.array_equal(grand, parent):
                 break
             parent = grand
+        if scale is not None:
+            smallest = int(min_share * self._sizes.sum())
+            if smallest > 1:
+                parent = self._absorb_small(parent, smallest)
         # The finest regions are numbered in raster order, so a merged
         # region's first pixel is that of its smallest member.
         first = np.full(self.n_regions, self.n_regions, dtype=np.int64)
@@ -646,12 +655,47 @@ class RegionHierarchy:
             len(roots), dtype=np.int32)
         inside = self.regions >= 0
         out[inside] = rank[parent[self.regions[inside]]]
-        if scale is not None:
-            smallest = int(min_share * np.count_nonzero(inside))
-            if smallest > 1:
-                out = _raster_order(remove_small_regions(out, smallest,
-                                                         connectivity=out.ndim))
         return out
+
+    def _absorb_small(self, root, smallest):
+        """Regions (given as each finest region's root) under ``smallest``
+        pixels join the neighbour they share the longest border with,
+        smallest first (ties: lower id), on the region graph: no pixel is read."""
+        sizes = np.bincount(root, weights=self._sizes, minlength=self.n_regions)
+        border = {}
+        for (a, b), length in self._borders.items():
+            ra, rb = int(root[a]), int(root[b])
+            if ra != rb:
+                border.setdefault(ra, {})
+                border.setdefault(rb, {})
+                border[ra][rb] = border[ra].get(rb, 0) + length
+                border[rb][ra] = border[ra][rb]
+        heap = [(sizes[r], r) for r in np.unique(root) if sizes[r] < smallest]
+        heapq.heapify(heap)
+        into = {}
+        while heap:
+            size, r = heapq.heappop(heap)
+            if r in into or size != sizes[r] or not border.get(r):
+                continue  # merged, grown since (a newer entry exists) or isolated
+            target = max(border[r], key=lambda v: (border[r][v], -v))
+            into[r] = target
+            sizes[target] += sizes[r]
+            for v, length in border.pop(r).items():
+                del border[v][r]
+                if v != target:
+                    border[target][v] = border[target].get(v, 0) + length
+                    border[v][target] = border[target][v]
+            if sizes[target] < smallest:
+                heapq.heappush(heap, (sizes[target], target))
+        if not into:
+            return root
+        final = np.arange(self.n_regions)
+        for r in into:                      # follow each chain to a region that stays
+            t = into[r]
+            while t in into:
+                t = into[t]
+            final[r] = t
+        return final[root]
 
 
 def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
@@ -745,8 +789,10 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
                      for c in range(values.shape[-1])], axis=1)
     edge = _edge_strength(values, inside, spacing)
     borders = _borders(regions, edge)
+    lengths = {pair: border[0] for pair, border in borders.items()}  # merging edits borders
     return RegionHierarchy(regions, *_ward_merges(count, sums, borders,
-                                                  float(boundary_weight)))
+                                                  float(boundary_weight)),
+                           sizes=count, borders=lengths)
 
 
 def _raster_order(regions):

@@ -677,3 +677,21 @@ def test_cut_at_a_scale_drops_specks():
     assert np.array_equal(h.cut(3), kept)      # a number of regions is taken as asked
     with pytest.raises(ValueError, match="min_share"):
         h.cut(scale=1.0, min_share=1.5)
+
+
+def test_cut_at_a_scale_leaves_no_small_region_with_a_neighbour():
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        labels = ndi.zoom(rng.integers(0, 6, (12, 12)), 5, order=0).astype(np.int32)
+        labels[rng.random(labels.shape) < 0.01] = -1
+        values = rng.normal(size=labels.shape + (3,)).astype(np.float32) + labels[..., None]
+        h = region_hierarchy(labels, values, min_size=0)
+        for share in (0.01, 0.05):
+            cut = h.cut(scale=0.0, min_share=share)
+            smallest = int(share * np.count_nonzero(labels >= 0))
+            sizes = np.bincount(cut[cut >= 0])
+            pairs = postprocess._touching_pairs(cut)
+            has_neighbour = np.zeros(len(sizes), bool)
+            has_neighbour[pairs.ravel()] = True
+            assert np.all(sizes[has_neighbour] >= smallest), (trial, share)
+            assert np.array_equal(np.unique(cut[cut >= 0]), np.arange(len(sizes)))
