@@ -146,7 +146,7 @@ class Segmentation:
         least one region per part, and a speck under ``min_size`` pixels
         walled in by invalid pixels gets -1.  On BSDS500 photos regions
         score closer to people's segmentations than the labels do
-        (``docs/quality.md``, section 4); colour photos get them from
+        (``docs/quality.md``, sections 4 and 6); colour photos get them from
         :meth:`save` by default.
 
         Returns

@@ -53,7 +53,7 @@ REGION_BOUNDARY_WEIGHT = 4.0
 #: Where :meth:`RegionHierarchy.cut` stops merging by default: the merge cost
 #: per pixel of the image (about the squared colour difference, in Lab
 #: units, that two halves of an image may have and still merge, before the
-#: edge term).  Chosen on 50 BSDS500 photos (``docs/quality.md``, section 4).
+#: edge term).  Chosen on 50 BSDS500 photos (``docs/quality.md``, section 6).
 REGION_SCALE = 100.0
 #: After a cut at a scale, regions under this share of the pixels join a
 #: neighbour: on 100 BSDS500 photos 0.5% lowered VoI by 0.07 bits at the
