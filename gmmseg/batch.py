@@ -53,8 +53,8 @@ from .io import (
     write_png,
 )
 from .mixture import GaussianMixture
-from .pipeline import (DEFAULT_MAX_FIT_SAMPLES, Segmentation, fit_sample, segment,
-                       stored_feature_extractor)
+from .pipeline import (DEFAULT_MAX_FIT_SAMPLES, Segmentation, fit_sample, regions_request,
+                       segment, stored_feature_extractor)
 
 logger = logging.getLogger(__name__)
 
@@ -915,11 +915,10 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
         for kind, name in listed.items():
             outputs.setdefault(str(kind), _rel(folder / Path(str(name)).name, out_dir))
     wanted_regions = save_kwargs.get("regions", _SAVE_DEFAULTS["regions"])
-    if wanted_regions is not None:
+    if wanted_regions not in (None, False):
         done = doc.get("regions") or {}
-        scale = (float(save_kwargs.get("region_scale", _SAVE_DEFAULTS["region_scale"]))
-                 if isinstance(wanted_regions, str) else None)
-        if (done.get("requested"), done.get("scale")) != (wanted_regions, scale):
+        if (done.get("requested"), done.get("scale")) != regions_request(
+                wanted_regions, save_kwargs.get("region_scale", _SAVE_DEFAULTS["region_scale"])):
             return None  # no regions, or others than asked for: redo the input
     if n_components is not None and row["n_components"] != n_components:
         row.update(status="failed", error=(

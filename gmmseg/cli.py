@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import math
 import sys
@@ -355,7 +354,8 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
     canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR;
     for colour photos also STEM_regions.png and STEM_regions_overlay.png
-    (connected regions, see --regions).  Existing outputs are kept unless --overwrite is given.  With -k auto, K
+    (connected regions, see --regions).  Existing outputs are kept unless
+    --overwrite is given.  With -k auto, K
     is chosen for each image and the criterion curve goes into the report.
     """
     from .io import file_stem, read_image
@@ -393,9 +393,8 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                 clash = [t for t in targets.values() if t.resolve() in inputs]
                 if clash:
                     raise click.ClickException(f"{clash[0]}: output would replace an input file")
-                written = seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
-                                   anomaly_quantile=anomaly_quantile,
-                                   anomaly_threshold=anomaly_threshold)
+                seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
+                         anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
             for w in caught:
                 click.echo(f"warning: {path}: {_one_line(w.message)}", err=True)
             if not quiet:
@@ -406,7 +405,7 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                     f"{'' if m.converged_ else ' (not converged)'}"
                     f"{_smoothing_note(seg)}"
                     f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}"
-                    f"{_regions_note(written)}, "
+                    f"{_regions_note(seg)}, "
                     f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
         except click.ClickException as err:
             click.echo(f"error: {err.format_message()}", err=True)
@@ -420,11 +419,9 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
         sys.exit(1)
 
 
-def _regions_note(written) -> str:
-    if "regions" not in written:
-        return ""
-    entry = json.loads(written["report"].read_text())["regions"]  # what save recorded
-    return f", {entry['n_regions']} connected regions"
+def _regions_note(seg) -> str:
+    n = (seg.info.get("regions") or {}).get("n_regions")
+    return f", {n} connected regions" if n is not None else ""
 
 
 def _selection_note(seg):

@@ -462,8 +462,10 @@ class Segmentation:
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
             report = self.report(uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
                                  anomaly_threshold=anomaly_threshold)
+            self.info.pop("regions", None)  # from an earlier save
             if regions is not None and regions is not False:  # batch --resume reads it
-                report["regions"] = _regions_entry(regions, region_scale, region_map)
+                report["regions"] = self.info["regions"] = _regions_entry(
+                    regions, region_scale, region_map)
             report["outputs"] = {kind: path.name for kind, path in paths.items()}
             write("report", write_json, report)
         except BaseException:
@@ -473,11 +475,21 @@ class Segmentation:
         return paths
 
 
+def regions_request(regions, region_scale):
+    """``save``'s region options as its report records them: ``(requested, scale)``.
+
+    ``batch --resume`` compares this with a report to tell whether the
+    regions on disk are the ones asked for.
+    """
+    if isinstance(regions, str):
+        return regions, float(region_scale)
+    return int(regions), None
+
+
 def _regions_entry(regions, region_scale, region_map):
     """The report's ``"regions"``: what was asked for and, if written, what came out."""
-    entry = {"requested": regions if isinstance(regions, str) else int(regions),
-             "scale": float(region_scale) if isinstance(regions, str) else None,
-             "n_regions": None}
+    requested, scale = regions_request(regions, region_scale)
+    entry = {"requested": requested, "scale": scale, "n_regions": None}
     if region_map is not None:
         pixels = np.bincount(region_map[region_map >= 0])
         entry.update(n_regions=len(pixels), min_size=postprocess.REGION_MIN_SIZE,
