@@ -12,13 +12,18 @@ folder in BSDS format (see ``evaluate.py``) for ``docs/quality.md``:
    into connected regions, and adjacent regions merge cheapest first by
    Ward's criterion on mean Lab colour times
    ``(1 + border gradient / mean gradient) ** alpha``;
-3. one cut per target number of regions.
+3. one cut per target number of regions, or with ``--scales`` one cut per
+   region scale (``RegionHierarchy.cut(scale=...)``, small regions under
+   ``--min-share`` of the pixels then joined to a neighbour).
 
-Each target count is one setting; ODS picks the best count per metric, as
-``evaluate.py`` does for K.  Usage::
+Each target count or scale is one setting; ODS picks the best per metric,
+as ``evaluate.py`` does for K.  Usage::
 
     python scripts/region_merging_study.py --data /work/shared/bsds500-val \\
         --limit 50 --components 12 --components 16
+    python scripts/region_merging_study.py --data /work/shared/bsds500-val \\
+        --components 9 --scales 20,30,45,63,93,136,200,300,450,650,930,1360,2000,3000,4500 \\
+        --min-share 0
 """
 
 import argparse
@@ -39,12 +44,15 @@ TARGETS = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30)
 
 
 def study_image(job):
-    data, image_id, components, min_size, alpha = job
+    data, image_id, components, min_size, alpha, scales, min_share = job
     image, truths = load_pair(data, image_id)
     t0 = time.perf_counter()
     seg = gmmseg.segment(image, components, features="lab,position")
     hierarchy = seg.region_hierarchy(min_size=min_size, boundary_weight=alpha)
-    cuts = {t: hierarchy.cut(t) for t in TARGETS}
+    if scales:
+        cuts = {s: hierarchy.cut(scale=s, min_share=min_share) for s in scales}
+    else:
+        cuts = {t: hierarchy.cut(t) for t in TARGETS}
     seconds = time.perf_counter() - t0
     return (components, min_size, alpha), {t: metrics.region_metrics(m, truths)
                                            for t, m in cuts.items()}, seconds
@@ -60,11 +68,15 @@ def main():
     p.add_argument("--min-size", type=int, default=50)
     p.add_argument("--alpha", type=float, default=4.0,
                    help="exponent of the boundary term (0: Ward on colour alone)")
+    p.add_argument("--scales", type=lambda t: [float(x) for x in t.split(",") if x],
+                   help="cut at these region scales instead of numbers of regions")
+    p.add_argument("--min-share", type=float, default=gmmseg.postprocess.REGION_MIN_SHARE,
+                   help="with --scales: smallest region as a share of the pixels")
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args()
     ids = image_ids(args.data, args.limit, args.skip)
     variants = [(k, args.min_size, args.alpha) for k in (args.components or [12])]
-    jobs = [(args.data, i, *v) for v in variants for i in ids]
+    jobs = [(args.data, i, *v, args.scales, args.min_share) for v in variants for i in ids]
     with Pool(args.jobs) as pool:
         results = pool.map(study_image, jobs)
     print(f"{len(ids)} images; VoI in bits; mean over images (Covering pooled)")
@@ -72,12 +84,13 @@ def main():
         rows = [(scores, s) for v, scores, s in results if v == variant]
         print(f"K0={variant[0]} min_size={variant[1]} alpha={variant[2]:g}: "
               f"{np.mean([s for _, s in rows]):.1f} s/img")
-        for target in TARGETS:
+        for target in args.scales or TARGETS:
             vals = [scores[target] for scores, _ in rows]
             pri = np.mean([v["pri"] for v in vals])
             voi = np.mean([v["voi"] for v in vals])
             cov = sum(v["covered_pixels"] for v in vals) / sum(v["gt_pixels"] for v in vals)
-            print(f"  {target:3d} regions: PRI {pri:.3f}  VoI {voi:.3f}  Cov {cov:.3f}")
+            setting = f"scale {target:g}" if args.scales else f"{target:3d} regions"
+            print(f"  {setting}: PRI {pri:.3f}  VoI {voi:.3f}  Cov {cov:.3f}")
 
 
 if __name__ == "__main__":
