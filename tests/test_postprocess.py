@@ -695,3 +695,42 @@ def test_cut_at_a_scale_leaves_no_small_region_with_a_neighbour():
             has_neighbour[pairs.ravel()] = True
             assert np.all(sizes[has_neighbour] >= smallest), (trial, share)
             assert np.array_equal(np.unique(cut[cut >= 0]), np.arange(len(sizes)))
+
+
+def test_small_region_cleanup_tracks_its_regions_without_relabelling():
+    # Each pass works out the cleaned map's regions on the region graph; they
+    # must be what labelling the cleaned map gives (same ids: raster order).
+    from gmmseg.postprocess import _label_regions, _remove_small
+
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        shape = [(30, 40), (5, 12, 14)][trial % 2]
+        labels = rng.integers(0, 2 + trial % 5, size=shape).astype([np.int32, np.uint8][trial % 2])
+        if labels.dtype.kind == "i":
+            labels[rng.random(shape) < 0.1] = -1
+        for connectivity in range(1, labels.ndim + 1):
+            for min_size in (3, 12):
+                cleaned, regions, region_label = _remove_small(labels, min_size, connectivity)
+                np.testing.assert_array_equal(
+                    cleaned, remove_small_regions(labels, min_size, connectivity=connectivity))
+                expected, expected_label = _label_regions(cleaned, connectivity)
+                np.testing.assert_array_equal(regions, expected)
+                np.testing.assert_array_equal(region_label, expected_label)
+
+
+def test_squared_gradient_of_any_number_of_channels():
+    from gmmseg.postprocess import _squared_gradient
+
+    rng = np.random.default_rng(1)
+    spacing = np.array([1.0, 2.0])
+    for channels in (1, 3, 6):
+        values = rng.random((15, 18, channels)).astype(np.float32)
+        expected = np.zeros((15, 18))
+        for c in range(channels):
+            smooth = ndi.gaussian_filter(values[..., c].astype(float), sigma=1 / spacing,
+                                         mode="nearest", truncate=4.0)
+            for derivative in np.gradient(np.pad(smooth, 1, mode="edge"), *spacing):
+                expected += derivative[1:-1, 1:-1] ** 2
+        got = _squared_gradient(values, spacing)
+        assert got.shape == (15, 18) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=0.02, atol=1e-3)
