@@ -718,6 +718,16 @@ def test_small_region_cleanup_tracks_its_regions_without_relabelling():
                 np.testing.assert_array_equal(region_label, expected_label)
 
 
+def test_overlay_with_more_than_255_labels():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    labels = rng.integers(-1, 400, (20, 30))
+    colors = rng.integers(0, 256, (400, 3))
+    out = overlay(rgb, labels, alpha=0.3, boundaries=False, colors=colors)
+    expected = 0.7 * rgb + np.where(labels[..., None] >= 0, 0.3 * colors[labels], 0)
+    np.testing.assert_allclose(out, np.rint(expected), atol=1)
+
+
 def test_squared_gradient_of_any_number_of_channels():
     from gmmseg.postprocess import _squared_gradient
 
