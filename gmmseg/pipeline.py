@@ -7,6 +7,7 @@ command-line options (that is ``cli.py``'s job).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import numbers
@@ -399,7 +400,10 @@ class Segmentation:
         has one; heat maps show the middle slice of a volume.
         Nothing is written if any target exists and ``overwrite`` is False;
         each file is written to a temporary name and renamed, and files this
-        call wrote are removed again if a later one fails.
+        call wrote are removed again if a later one fails.  With
+        ``overwrite``, files that the replaced report listed and this call
+        does not write (say, regions from an earlier run) are removed once
+        the new set is complete, so the folder never mixes two runs.
 
         Returns
         -------
@@ -418,6 +422,7 @@ class Segmentation:
                 raise OutputExistsError(
                     f"{existing[0]}: output exists (use --overwrite / overwrite=True)")
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        stale = _stale_outputs(paths) if overwrite else []
         # The report is written last and is what marks a complete set (batch
         # --resume trusts it): an old one goes first, so a save that fails
         # half-way never leaves old and new files looking complete together.
@@ -472,7 +477,30 @@ class Segmentation:
             for p in written:
                 p.unlink(missing_ok=True)
             raise
+        for path in stale:
+            path.unlink(missing_ok=True)
         return paths
+
+
+def _stale_outputs(paths):
+    """Files the report being replaced listed and this save will not write.
+
+    They belong to an earlier run's set (e.g. regions, before a run without
+    them) and would no longer match the new labels.  Only names of this
+    stem in the same folder are taken from the old report.
+    """
+    report = paths["report"]
+    try:
+        listed = json.loads(report.read_text()).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, dict):
+        return []
+    prefix = report.name[:-len("report.json")]
+    keep = {p.name for p in paths.values()}
+    return [report.with_name(name) for name in listed.values()
+            if isinstance(name, str) and name.startswith(prefix) and "/" not in name
+            and "\\" not in name and name not in keep]
 
 
 def regions_request(regions, region_scale):

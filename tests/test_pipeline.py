@@ -202,6 +202,25 @@ def test_report_lists_outputs_and_failed_overwrite_leaves_no_stale_report(tmp_pa
     assert not paths["report"].exists()  # nothing left that looks like a complete set
 
 
+def test_overwrite_removes_what_the_replaced_report_listed_and_nothing_else(tmp_path):
+    img, _ = quadrants()
+    seg = segment(img, 4)
+    seg.save(tmp_path, "scene", proba=True)
+    (tmp_path / "scene_notes.txt").write_text("mine")
+    (tmp_path / "other_labels.png").write_bytes(b"x")
+    seg.save(tmp_path, "scene", overwrite=True, regions=None)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["other_labels.png", "scene_labels.png", "scene_notes.txt",
+                     "scene_overlay.png", "scene_report.json"]
+    # A report naming files outside its own set removes none of them.
+    report = tmp_path / "scene_report.json"
+    doc = json.loads(report.read_text())
+    doc["outputs"].update(a="other_labels.png", b="../scene_labels.png", c="scene_notes.txt/x")
+    report.write_text(json.dumps(doc))
+    seg.save(tmp_path, "scene", overwrite=True, regions=None)
+    assert (tmp_path / "other_labels.png").exists() and (tmp_path / "scene_notes.txt").exists()
+
+
 def test_saved_model_carries_its_features(tmp_path):
     img, truth = quadrants()
     seg = segment(img, 4)
