@@ -87,13 +87,17 @@ DEFAULT_PER_IMAGE = 20_000
 _OUTPUT_TAGS = {"labels": "labels", "overlay": "overlay", "report": "report",
                 "proba": "proba", "log_likelihood": "loglik"}
 _SAVE_DEFAULTS = {n: p.default for n, p in inspect.signature(Segmentation.save).parameters.items()}
+_SEGMENT_DEFAULTS = {n: p.default for n, p in inspect.signature(segment).parameters.items()}
 _OUTPUT_PATH_OPTIONS = set(inspect.signature(Segmentation.output_paths).parameters) - {
     "self", "out_dir", "stem", "anomaly_mask"}
 _CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
-    "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "seconds",
-    "labels", "overlay", "report", "proba", "log_likelihood",
+    "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
+    "seconds", "labels", "overlay", "regions", "regions_overlay", "report", "proba",
+    "log_likelihood",
 ]
+_CSV_OUTPUTS = ["labels", "overlay", "regions", "regions_overlay", "report", "proba",
+                "log_likelihood"]
 
 
 # ---------------------------------------------------------------------------
@@ -672,7 +676,7 @@ def _blank_row(item: BatchItem) -> dict:
         "input": item.name, "status": "failed", "error": "", "warnings": [],
         "width": None, "height": None, "depth": None, "channels": None,
         "valid_pixels": None, "n_components": None, "n_iter": None, "converged": None,
-        "mean_log_likelihood": None, "seconds": None, "shares": None,
+        "mean_log_likelihood": None, "n_regions": None, "seconds": None, "shares": None,
         "outputs": {}, "thumbnails": {},
     }
 
@@ -722,6 +726,7 @@ def _fill_from_report(row: dict, doc: Mapping) -> None:
         n_components=_get(doc, "model", "n_components"), n_iter=_get(doc, "model", "n_iter"),
         converged=_get(doc, "model", "converged"),
         mean_log_likelihood=_get(doc, "mean_log_likelihood"),
+        n_regions=_get(doc, "regions", "n_regions"),
         shares=[round(float(s.get("share", 0.0)), 6) for s in segments]
         if isinstance(segments, list) else None,
     )
@@ -1096,11 +1101,11 @@ def _dask_row(future, item):
 
 def _check_same_shared_model(path, model, extractor, segment_kwargs):
     """Refuse to resume with a shared model fitted under other options."""
+    options = {**_SEGMENT_DEFAULTS, **segment_kwargs}
     wanted = {
-        "n_components": segment_kwargs.get("n_components", 4),
-        "covariance_type": segment_kwargs.get("covariance_type", "full"),
-        "features": FeatureExtractor(segment_kwargs.get("features", "auto"),
-                                     pca=segment_kwargs.get("pca")).spec_string,
+        "n_components": options["n_components"],
+        "covariance_type": options["covariance_type"],
+        "features": FeatureExtractor(options["features"], pca=options["pca"]).spec_string,
     }
     found = {"n_components": model.n_components, "covariance_type": model.covariance_type,
              "features": extractor.spec_string}
@@ -1262,7 +1267,8 @@ def run_batch(
     if model is not None and feature_extractor is None:
         feature_extractor = stored_feature_extractor(model)
 
-    n_components = None if model is not None else segment_kwargs.get("n_components", 4)
+    n_components = (None if model is not None else
+                    segment_kwargs.get("n_components", _SEGMENT_DEFAULTS["n_components"]))
     if not isinstance(n_components, (int, np.integer)):
         n_components = None  # "auto" or a list of K: any chosen K is complete
     if resume:
@@ -1391,7 +1397,7 @@ def _write_summaries(report: BatchReport, started: str) -> None:
 def _csv_row(row: dict) -> dict:
     out = {k: row.get(k) for k in _CSV_COLUMNS if k in row and k not in ("warnings",)}
     out["warnings"] = "; ".join(row["warnings"])
-    for kind in ("labels", "overlay", "report", "proba", "log_likelihood"):
+    for kind in _CSV_OUTPUTS:
         out[kind] = row["outputs"].get(kind, "")
     return {k: ("" if v is None else v) for k, v in out.items()}
 

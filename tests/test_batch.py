@@ -40,8 +40,9 @@ KW = {"n_components": 3, "random_state": 0}
 COLOURS = np.array([(200, 30, 30), (40, 170, 60), (30, 40, 200)], np.float64)
 CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
-    "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "seconds",
-    "labels", "overlay", "report", "proba", "log_likelihood",
+    "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
+    "seconds", "labels", "overlay", "regions", "regions_overlay", "report", "proba",
+    "log_likelihood",
 ]
 
 
@@ -203,6 +204,9 @@ def test_summary_csv_json_and_gallery(tree, tmp_path):
     good = next(r for r in csv_rows if r["input"] == "good_a.png")
     assert (good["width"], good["n_components"], good["converged"]) == ("64", "3", "True")
     assert good["labels"] == "good_a_labels.png" and good["error"] == ""
+    regions_doc = json.loads((out / "good_a_report.json").read_text())["regions"]
+    assert good["n_regions"] == str(regions_doc["n_regions"]) != ""
+    assert good["regions"] == "good_a_regions.png"
     bad = next(r for r in csv_rows if r["input"] == "nodata.tif")
     assert "no valid pixels" in bad["error"] and bad["labels"] == ""
 
