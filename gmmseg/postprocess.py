@@ -420,8 +420,9 @@ def _pair_slices(offset):
 def _label_regions(labels, connectivity):
     """Connected regions of equal label, in one pass whatever the number of labels.
 
-    Returns ``regions`` (intp, 0 at -1 pixels, 1..R elsewhere) and
-    ``region_label`` (int64, length R + 1, -1 at index 0).
+    Returns ``regions`` (int32 or wider, 0 at -1 pixels, 1..R elsewhere;
+    widen before squaring region counts) and ``region_label`` (int64,
+    length R + 1, -1 at index 0).
     """
     n_labels = int(labels.max()) + 1 if labels.size else 0
     if labels.ndim == 2 and 0 < n_labels <= _OPENCV_MAX_LABELS:
@@ -447,18 +448,17 @@ def _label_regions_opencv(labels, n_labels, connectivity):
     """``skimage.measure.label(labels, background=-1)`` for a 2-D map of few
     labels, the same regions in the same (raster) order: OpenCV labels one
     label's pixels at a time, several times faster at millions of pixels."""
-    local = np.zeros(labels.shape, np.int32)    # region number within its label
-    counts = np.zeros(n_labels + 1, np.int32)   # index 0: the -1 pixels, none
+    ids = np.zeros(labels.shape, np.int32)      # each label's regions after the last's
+    pieces, total = None, 0
     for value in range(n_labels):
-        n, pieces = cv2.connectedComponents((labels == value).view(np.uint8),
+        mask = (labels == value).view(np.uint8)
+        n, pieces = cv2.connectedComponents(mask, labels=pieces,
                                             connectivity=4 if connectivity == 1 else 8,
                                             ltype=cv2.CV_32S)
-        local += pieces                         # the labels' pixels do not overlap
-        counts[value + 1] = n - 1
-    offsets = np.cumsum(counts, dtype=np.int32) - counts
-    ids = local + offsets[labels.astype(np.intp) + 1]
-    # intp like scikit-image's output: callers square region counts into pair codes.
-    return _raster_rank(ids).astype(np.intp)[ids], int(counts.sum())
+        cv2.add(pieces, total, dst=pieces, mask=mask)
+        cv2.add(ids, pieces, dst=ids)          # the labels' pixels do not overlap
+        total += n - 1
+    return _raster_rank(ids)[ids], total
 
 
 def _merge_small_once(regions, region_label, min_size, offsets):
@@ -477,7 +477,11 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     """
     unchanged = regions, region_label
     n_nodes = region_label.size
-    sizes = np.bincount(regions.reshape(-1), minlength=n_nodes)
+    flat = regions.reshape(-1)
+    starts = _run_starts(flat)                  # count runs, not pixels
+    sizes = np.bincount(flat[starts], np.diff(np.append(starts, flat.size)),
+                        minlength=n_nodes).astype(np.int64)
+    del flat, starts
     small = sizes < min_size
     small[0] = False
     if not small.any():
@@ -496,10 +500,11 @@ def _merge_small_once(regions, region_label, min_size, offsets):
         sa, sb = small[ra], small[rb]
         src_parts += [ra[sa], rb[sb]]
         dst_parts += [rb[sa], ra[sb]]
-    src = np.concatenate(src_parts)
+    # int64: region ids are squared into pair codes below.
+    src = np.concatenate(src_parts).astype(np.int64, copy=False)
     if src.size == 0:
         return 0, True, *unchanged
-    dst = np.concatenate(dst_parts)
+    dst = np.concatenate(dst_parts).astype(np.int64, copy=False)
 
     # Best label per small region: longest total border, ties to the lower
     # label. Labels are coded as small ints so (region, label) fits one int64.
@@ -558,8 +563,8 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     # its lowest-numbered old one does: number the new ones in that order.
     # Node 0 (the invalid pixels) touches nothing and stays 0.
     _, first = np.unique(joined, return_index=True)
-    number = np.empty(n_joined, dtype=np.intp)
-    number[np.argsort(first)] = np.arange(n_joined)
+    number = np.empty(n_joined, dtype=np.int32)
+    number[np.argsort(first)] = np.arange(n_joined, dtype=np.int32)
     table = number[joined]
     new_regions = table[regions]
     joined_label = np.empty(n_joined, dtype=np.int64)
@@ -849,9 +854,16 @@ def _region_sums(regions, values, n):
     region, several times faster than per-pixel weighted counts.
     """
     flat = regions.reshape(-1)
-    starts = _run_starts(flat)
-    run_sums = np.add.reduceat(values.reshape(flat.size, -1), starts, axis=0,
-                               dtype=np.float64)
+    rows = values.reshape(flat.size, -1)
+    # Runs are also cut where blocks start, so each block of pixels is summed
+    # on its own: NumPy would otherwise copy all values to float64 at once.
+    block = 1 << 20
+    starts = np.union1d(_run_starts(flat), np.arange(0, flat.size, block))
+    run_sums = np.empty((starts.size, rows.shape[1]))
+    for first in range(0, flat.size, block):
+        a, b = np.searchsorted(starts, [first, first + block])
+        run_sums[a:b] = np.add.reduceat(rows[first:first + block].astype(np.float64),
+                                        starts[a:b] - first, axis=0)
     bins = flat[starts].astype(np.intp) + 1       # bin 0 collects the invalid pixels
     lengths = np.diff(np.append(starts, flat.size))
     count = np.bincount(bins, lengths, minlength=n + 1)[1:]
@@ -935,27 +947,28 @@ def _edge_strength(values, inside, spacing):
 def _squared_gradient(values, spacing):
     """Squared central differences (per unit of ``spacing``) of ``values``
     (channels last) smoothed at sigma 1 of the finest spacing, summed over
-    axes and channels, float32.  OpenCV, all channels at once, for 2-D
-    images (several times faster than scipy there); scipy for volumes."""
-    if values.ndim == 3:
-        values = np.ascontiguousarray(values, dtype=np.float32)
-        smooth = cv2.GaussianBlur(values, (0, 0), sigmaX=1.0 / spacing[1],
-                                  sigmaY=1.0 / spacing[0], borderType=cv2.BORDER_REPLICATE)
-        step = np.array([[-0.5, 0.0, 0.5]], np.float32)
-        rows = cv2.filter2D(smooth, -1, step.T / np.float32(spacing[0]),
-                            borderType=cv2.BORDER_REPLICATE)
-        cols = cv2.filter2D(smooth, -1, step / np.float32(spacing[1]),
-                            borderType=cv2.BORDER_REPLICATE)
-        del smooth
-        total = cv2.add(cv2.multiply(rows, rows), cv2.multiply(cols, cols))
-        if total.ndim == 2:            # OpenCV drops a single channel's axis
-            return total
-        if total.shape[-1] <= 4:
-            return cv2.transform(total, np.ones((1, total.shape[-1]), np.float32))
-        return total.sum(axis=-1, dtype=np.float32)
+    axes and channels, float32.  One channel at a time (a few image-sized
+    float32 arrays at once); OpenCV for 2-D images (several times faster
+    than scipy there), scipy for volumes."""
     total = np.zeros(values.shape[:-1], np.float32)
+    if values.ndim == 3:
+        # The same three buffers for every channel: fresh image-sized arrays
+        # cost page faults, a large share of the time at millions of pixels.
+        channel, smooth, derivative = (np.empty_like(total) for _ in range(3))
+        step = np.array([[-0.5, 0.0, 0.5]], np.float32)
+        kernels = (step.T / np.float32(spacing[0]), step / np.float32(spacing[1]))
+        for c in range(values.shape[-1]):
+            np.copyto(channel, values[..., c], casting="unsafe")
+            cv2.GaussianBlur(channel, (0, 0), dst=smooth, sigmaX=1.0 / spacing[1],
+                             sigmaY=1.0 / spacing[0], borderType=cv2.BORDER_REPLICATE)
+            for kernel in kernels:
+                cv2.filter2D(smooth, -1, kernel, dst=derivative, borderType=cv2.BORDER_REPLICATE)
+                cv2.multiply(derivative, derivative, dst=derivative)
+                cv2.add(total, derivative, dst=total)
+        return total
     for c in range(values.shape[-1]):
-        smooth = ndimage.gaussian_filter(values[..., c], sigma=1.0 / spacing, mode="nearest")
+        smooth = ndimage.gaussian_filter(values[..., c].astype(np.float32, copy=False),
+                                         sigma=1.0 / spacing, mode="nearest")
         for derivative in np.gradient(smooth, *spacing):
             total += derivative * derivative
     return total
@@ -971,9 +984,11 @@ def _borders(regions, edge):
         keys.append(np.minimum(a, b) * n + np.maximum(a, b))
         strength.append(np.maximum(edge[ia], edge[ib]))
     keys, strength = np.concatenate(keys), np.concatenate(strength)
-    unique, inverse = np.unique(keys, return_inverse=True)
-    length = np.bincount(inverse).tolist()
-    total = np.bincount(inverse, strength).tolist()
+    # Pixel pairs along a border come in runs of one key: sort the runs only.
+    starts = _run_starts(keys)
+    unique, inverse = np.unique(keys[starts], return_inverse=True)
+    length = np.bincount(inverse, np.diff(np.append(starts, keys.size))).astype(int).tolist()
+    total = np.bincount(inverse, np.add.reduceat(strength, starts, dtype=np.float64)).tolist()
     return {(int(k // n), int(k % n)): [l, t] for k, l, t in zip(unique, length, total)}
 
 
