@@ -1523,22 +1523,28 @@ def segment_stats(labels, data, n_components, *, valid=None):
     sumsq = np.zeros((n_channels, n_components))
     shift = None
     for rows in _row_blocks(flat_labels.size, n_channels):
-        block_labels = flat_labels[rows]
-        keep = block_labels >= 0
+        lab = flat_labels[rows]
         if flat_valid is not None:
-            keep &= flat_valid[rows]
-        lab = block_labels[keep].astype(np.intp, copy=False)
-        if lab.size == 0:
+            lab = np.where(flat_valid[rows], lab, -1)
+        # Labels come in runs along rows: sum each run (contiguous), then the
+        # runs per label, instead of one weighted count per pixel.
+        starts = _run_starts(lab)
+        bins = lab[starts].astype(np.intp) + 1          # bin 0: left-out pixels
+        if not bins.any():
             continue
-        values = flat_data[rows][keep].astype(np.float64)
+        values = flat_data[rows].astype(np.float64)
         if shift is None:
             # Accumulate around a typical value so sum of squares does not cancel.
-            shift = values[0].copy()
+            shift = values[lab >= 0][0].copy()
         values -= shift
-        counts += np.bincount(lab, minlength=n_components)
-        for c in range(n_channels):
-            sums[c] += np.bincount(lab, weights=values[:, c], minlength=n_components)
-            sumsq[c] += np.bincount(lab, weights=values[:, c] ** 2, minlength=n_components)
+        lengths = np.diff(np.append(starts, lab.size))
+        counts += np.bincount(bins, lengths, minlength=n_components + 1)[1:].astype(np.int64)
+        left_out = bins == 0    # their values may be NaN: keep them out of the sums
+        for total, run_sums in ((sums, np.add.reduceat(values, starts, axis=0)),
+                                (sumsq, np.add.reduceat(values * values, starts, axis=0))):
+            run_sums[left_out] = 0.0
+            for c in range(n_channels):
+                total[c] += np.bincount(bins, run_sums[:, c], minlength=n_components + 1)[1:]
     if not (np.all(np.isfinite(sums)) and np.all(np.isfinite(sumsq))):
         raise ValueError(
             "data has non-finite values at labelled pixels; pass valid= to leave them out"
