@@ -450,8 +450,10 @@ def _label_regions_opencv(labels, n_labels, connectivity):
     label's pixels at a time, several times faster at millions of pixels."""
     ids = np.zeros(labels.shape, np.int32)      # each label's regions after the last's
     pieces, total = None, 0
+    is_value = np.empty(labels.shape, bool)
+    mask = is_value.view(np.uint8)
     for value in range(n_labels):
-        mask = (labels == value).view(np.uint8)
+        np.equal(labels, value, out=is_value)
         n, pieces = cv2.connectedComponents(mask, labels=pieces,
                                             connectivity=4 if connectivity == 1 else 8,
                                             ltype=cv2.CV_32S)
@@ -940,8 +942,10 @@ def _edge_strength(values, inside, spacing):
         values = values[tuple(nearest)]
     total = _squared_gradient(values, spacing / spacing.min())
     np.sqrt(total, out=total)
-    mean = float(total[inside].mean())
-    return total / mean if mean > 0 else total
+    mean = float(total.mean(dtype=np.float64, where=inside)) if inside.any() else 0.0
+    if mean > 0:
+        total /= np.float32(mean)
+    return total
 
 
 def _squared_gradient(values, spacing):
