@@ -795,7 +795,9 @@ class GaussianMixture:
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"X is empty: shape {X.shape}")
         X = np.ascontiguousarray(X, dtype=self._compute_dtype())
-        if not np.isfinite(X).all():
+        # In row blocks: one (n_samples, n_features) bool array is as large as X.
+        step = max(1, _CHUNK_FLOATS // X.shape[1])
+        if not all(np.isfinite(X[r0:r0 + step]).all() for r0 in range(0, X.shape[0], step)):
             raise ValueError("X contains NaN or infinity; remove or impute those rows")
         if not fitting:
             self._check_fitted()
