@@ -161,6 +161,27 @@ class Segmentation:
         return self.region_hierarchy(min_size=min_size, boundary_weight=boundary_weight).cut(
             n_regions, scale=scale)
 
+    def _stale_outputs(self, paths, out_dir, stem):
+        """Files the report being replaced listed and this save will not write.
+
+        They belong to an earlier run's set (say, regions, before a run
+        without them) and would no longer match the new labels.  Only names
+        that a save of this image under this stem can write count.
+        """
+        report = paths["report"]
+        try:
+            listed = json.loads(report.read_text()).get("outputs")
+        except (OSError, ValueError, AttributeError):
+            return []
+        if not isinstance(listed, dict):
+            return []
+        every = self.output_paths(out_dir, stem, proba=True, log_likelihood=True,
+                                  uncertainty=True, anomaly=True, anomaly_mask=True,
+                                  regions="scale")
+        ours = {p.name for p in every.values()} - {p.name for p in paths.values()}
+        return [report.with_name(name) for name in listed.values()
+                if isinstance(name, str) and name in ours]
+
     def _region_request(self, regions, region_scale):
         """``save``'s ``regions`` option as ``(n_regions, scale)``, or None for no regions."""
         if regions is None or regions is False:
@@ -422,7 +443,7 @@ class Segmentation:
                 raise OutputExistsError(
                     f"{existing[0]}: output exists (use --overwrite / overwrite=True)")
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        stale = _stale_outputs(paths) if overwrite else []
+        stale = self._stale_outputs(paths, out_dir, stem) if overwrite else []
         # The report is written last and is what marks a complete set (batch
         # --resume trusts it): an old one goes first, so a save that fails
         # half-way never leaves old and new files looking complete together.
@@ -478,29 +499,11 @@ class Segmentation:
                 p.unlink(missing_ok=True)
             raise
         for path in stale:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:  # the new set is complete; say so and go on
+                logger.warning("could not remove %s from an earlier run: %s", path, err)
         return paths
-
-
-def _stale_outputs(paths):
-    """Files the report being replaced listed and this save will not write.
-
-    They belong to an earlier run's set (e.g. regions, before a run without
-    them) and would no longer match the new labels.  Only names of this
-    stem in the same folder are taken from the old report.
-    """
-    report = paths["report"]
-    try:
-        listed = json.loads(report.read_text()).get("outputs")
-    except (OSError, ValueError, AttributeError):
-        return []
-    if not isinstance(listed, dict):
-        return []
-    prefix = report.name[:-len("report.json")]
-    keep = {p.name for p in paths.values()}
-    return [report.with_name(name) for name in listed.values()
-            if isinstance(name, str) and name.startswith(prefix) and "/" not in name
-            and "\\" not in name and name not in keep]
 
 
 def regions_request(regions, region_scale):

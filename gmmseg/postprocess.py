@@ -457,7 +457,7 @@ def _label_regions_opencv(labels, n_labels, connectivity):
         n, pieces = cv2.connectedComponents(mask, labels=pieces,
                                             connectivity=4 if connectivity == 1 else 8,
                                             ltype=cv2.CV_32S)
-        cv2.add(pieces, total, dst=pieces, mask=mask)
+        np.add(pieces, total, out=pieces, where=is_value)
         cv2.add(ids, pieces, dst=ids)          # the labels' pixels do not overlap
         total += n - 1
     return _raster_rank(ids)[ids], total
@@ -1443,7 +1443,7 @@ def overlay(
     lut[1:colors.shape[0] + 1] = colors
     out = np.empty(rgb.shape, dtype=np.uint8)
     for rows in _row_blocks(rgb.shape[0], rgb.shape[1]):
-        index = labels[rows] + 1
+        index = labels[rows].astype(np.intp) + 1
         if len(lut) == 256:
             index = index.astype(np.uint8)
             tint = cv2.LUT(cv2.merge([index, index, index]), lut[:, np.newaxis])
@@ -1527,7 +1527,7 @@ def segment_stats(labels, data, n_components, *, valid=None):
     sumsq = np.zeros((n_channels, n_components))
     shift = None
     for rows in _row_blocks(flat_labels.size, n_channels):
-        lab = flat_labels[rows]
+        lab = flat_labels[rows].astype(np.intp, copy=False)   # -1 must not wrap
         if flat_valid is not None:
             lab = np.where(flat_valid[rows], lab, -1)
         # Labels come in runs along rows: sum each run (contiguous), then the

@@ -219,6 +219,15 @@ def test_overwrite_removes_what_the_replaced_report_listed_and_nothing_else(tmp_
     report.write_text(json.dumps(doc))
     seg.save(tmp_path, "scene", overwrite=True, regions=None)
     assert (tmp_path / "other_labels.png").exists() and (tmp_path / "scene_notes.txt").exists()
+    # A listed output that cannot be removed does not fail a complete save.
+    seg.save(tmp_path, "scene", overwrite=True, proba=True)
+    seg.save(tmp_path, "scene", overwrite=True, regions=None)
+    (tmp_path / "scene_proba.tif").mkdir()
+    doc = json.loads(report.read_text())
+    doc["outputs"]["proba"] = "scene_proba.tif"
+    report.write_text(json.dumps(doc))
+    seg.save(tmp_path, "scene", overwrite=True, regions=None)
+    assert (tmp_path / "scene_proba.tif").is_dir() and report.exists()
 
 
 def test_saved_model_carries_its_features(tmp_path):

@@ -744,3 +744,23 @@ def test_squared_gradient_of_any_number_of_channels():
         got = _squared_gradient(values, spacing)
         assert got.shape == (15, 18) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=0.02, atol=1e-3)
+
+
+def test_odd_shapes_and_unsigned_labels_from_review():
+    # A (4, 1) map once crashed OpenCV's scalar handling in the labelling.
+    column = np.array([[0], [1], [1], [0]], np.int32)
+    np.testing.assert_array_equal(remove_small_regions(column, 2), [[1], [1], [1], [1]])
+    h = region_hierarchy(column, column.astype(float), min_size=0)
+    assert h.n_regions == 3 and h.cut(1).tolist() == [[0], [0], [0], [0]]
+    # Unsigned labels with left-out pixels: -1 must not wrap to 255.
+    stats = segment_stats(np.array([[0, 1]], np.uint8), [[1.0, 5.0]], 256,
+                          valid=np.array([[True, False]]))
+    assert (stats[0]["pixels"], stats[0]["mean"]) == (1, [1.0])
+    assert stats[1]["pixels"] == 0 and stats[255]["pixels"] == 0
+    # Label 255 of a uint8 map gets its colour, not the invalid pixels' black.
+    colors = np.zeros((256, 3), np.uint8)
+    colors[255] = (200, 0, 0)
+    rgb = np.full((1, 2, 3), 100, np.uint8)
+    out = overlay(rgb, np.array([[0, 255]], np.uint8), alpha=1.0, boundaries=False,
+                  colors=colors)
+    np.testing.assert_array_equal(out[0, 1], [200, 0, 0])
