@@ -970,10 +970,12 @@ def _squared_gradient(values, spacing):
                 cv2.multiply(derivative, derivative, dst=derivative)
                 cv2.add(total, derivative, dst=total)
         return total
-    for c in range(values.shape[-1]):
+    axes = [a for a, n in enumerate(total.shape) if n > 1]   # one slice: no change along it
+    for c in range(values.shape[-1] if axes else 0):
         smooth = ndimage.gaussian_filter(values[..., c].astype(np.float32, copy=False),
                                          sigma=1.0 / spacing, mode="nearest")
-        for derivative in np.gradient(smooth, *spacing):
+        derivatives = np.gradient(smooth, *spacing[axes], axis=axes)
+        for derivative in derivatives if len(axes) > 1 else [derivatives]:
             total += derivative * derivative
     return total
 

@@ -764,3 +764,12 @@ def test_odd_shapes_and_unsigned_labels_from_review():
     out = overlay(rgb, np.array([[0, 255]], np.uint8), alpha=1.0, boundaries=False,
                   colors=colors)
     np.testing.assert_array_equal(out[0, 1], [200, 0, 0])
+
+
+def test_region_hierarchy_of_a_volume_with_a_single_slice():
+    # np.gradient needs two samples per axis: a one-slice volume has no change along it.
+    labels = np.zeros((1, 6, 8), np.int32)
+    labels[0, :, 4:] = 1
+    h = region_hierarchy(labels, labels.astype(float), min_size=0)
+    assert h.n_regions == 2
+    np.testing.assert_array_equal(h.cut(2), labels)
