@@ -864,8 +864,8 @@ def _region_sums(regions, values, n):
     run_sums = np.empty((starts.size, rows.shape[1]))
     for first in range(0, flat.size, block):
         a, b = np.searchsorted(starts, [first, first + block])
-        run_sums[a:b] = np.add.reduceat(rows[first:first + block].astype(np.float64),
-                                        starts[a:b] - first, axis=0)
+        chunk = rows[first:first + block].astype(np.float64, copy=False)
+        run_sums[a:b] = np.add.reduceat(chunk, starts[a:b] - first, axis=0)
     bins = flat[starts].astype(np.intp) + 1       # bin 0 collects the invalid pixels
     lengths = np.diff(np.append(starts, flat.size))
     count = np.bincount(bins, lengths, minlength=n + 1)[1:]
@@ -1535,13 +1535,13 @@ def segment_stats(labels, data, n_components, *, valid=None):
         # Labels come in runs along rows: sum each run (contiguous), then the
         # runs per label, instead of one weighted count per pixel.
         starts = _run_starts(lab)
-        bins = lab[starts].astype(np.intp) + 1          # bin 0: left-out pixels
+        bins = lab[starts] + 1                          # bin 0: left-out pixels
         if not bins.any():
             continue
         values = flat_data[rows].astype(np.float64)
         if shift is None:
             # Accumulate around a typical value so sum of squares does not cancel.
-            shift = values[lab >= 0][0].copy()
+            shift = values[starts[np.argmax(bins > 0)]].copy()
         values -= shift
         lengths = np.diff(np.append(starts, lab.size))
         counts += np.bincount(bins, lengths, minlength=n_components + 1)[1:].astype(np.int64)
