@@ -12,11 +12,9 @@ import logging
 import math
 import numbers
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from . import mrf, postprocess
@@ -452,33 +450,10 @@ class Segmentation:
         paths["report"].unlink(missing_ok=True)
         t0 = time.perf_counter()
         written = []
-        # Files are encoded and written on a second thread while this one
-        # works out the next output (regions, the report's statistics): PNG
-        # encoding and file writes release the GIL.  Not where OpenCV is held
-        # to one thread (batch workers): their cores are spoken for.
-        pool = ThreadPoolExecutor(1) if cv2.getNumThreads() > 1 else None
-        pending = []
 
         def write(kind, writer, *args, **kwargs):
-            if pool is None:
-                writer(paths[kind], *args, overwrite=overwrite, **kwargs)
-                written.append(paths[kind])
-            else:
-                pending.append((paths[kind], pool.submit(writer, paths[kind], *args,
-                                                         overwrite=overwrite, **kwargs)))
-
-        def wait_for_writes():
-            """Wait for every pending write; raise the first one's error, if any."""
-            error = None
-            for path, future in pending:
-                try:
-                    future.result()
-                    written.append(path)
-                except BaseException as err:  # noqa: BLE001 - re-raised below
-                    error = error or err
-            pending.clear()
-            if error is not None:
-                raise error
+            writer(paths[kind], *args, overwrite=overwrite, **kwargs)
+            written.append(paths[kind])
 
         try:
             write("labels", write_result_map, self.labels, self.image,
@@ -510,29 +485,19 @@ class Segmentation:
                 write("regions", write_result_map, region_map, self.image,
                       n_components=int(region_map.max()) + 1)
                 write("regions_overlay", write_png, self.overlay(alpha, labels=region_map))
+            self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
             report = self.report(uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
                                  anomaly_threshold=anomaly_threshold)
-            wait_for_writes()
-            report["timings"]["write"] = self.info.setdefault("timings", {})["write"] = (
-                time.perf_counter() - t0)
             self.info.pop("regions", None)  # from an earlier save
             if regions is not None and regions is not False:  # batch --resume reads it
                 report["regions"] = self.info["regions"] = _regions_entry(
                     regions, region_scale, region_map)
             report["outputs"] = {kind: path.name for kind, path in paths.items()}
             write("report", write_json, report)
-            wait_for_writes()
         except BaseException:
-            try:
-                wait_for_writes()
-            except BaseException:  # noqa: BLE001 - the first error is raised below
-                pass
             for p in written:
                 p.unlink(missing_ok=True)
             raise
-        finally:
-            if pool is not None:
-                pool.shutdown()
         for path in stale:
             try:
                 path.unlink(missing_ok=True)
