@@ -90,14 +90,14 @@ _SAVE_DEFAULTS = {n: p.default for n, p in inspect.signature(Segmentation.save).
 _SEGMENT_DEFAULTS = {n: p.default for n, p in inspect.signature(segment).parameters.items()}
 _OUTPUT_PATH_OPTIONS = set(inspect.signature(Segmentation.output_paths).parameters) - {
     "self", "out_dir", "stem", "anomaly_mask"}
+# Output kinds with a column of their path in batch_summary.csv.
+_CSV_OUTPUTS = ["labels", "overlay", "regions", "regions_overlay", "report", "proba",
+                "log_likelihood"]
 _CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
-    "seconds", "labels", "overlay", "regions", "regions_overlay", "report", "proba",
-    "log_likelihood",
+    "seconds", *_CSV_OUTPUTS,
 ]
-_CSV_OUTPUTS = ["labels", "overlay", "regions", "regions_overlay", "report", "proba",
-                "log_likelihood"]
 
 
 # ---------------------------------------------------------------------------
