@@ -12,6 +12,7 @@ import logging
 import math
 import numbers
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +162,22 @@ class Segmentation:
         return self.region_hierarchy(min_size=min_size, boundary_weight=boundary_weight).cut(
             n_regions, scale=scale)
 
+    def _regions_meanwhile(self, n_regions, scale):
+        """:meth:`regions` started on a second thread; a future of its map.
+
+        At 16 Mpx the regions take about as long as drawing and encoding the
+        overlay, and both mostly run in NumPy and OpenCV without holding the
+        GIL: :meth:`save` does the two at once.  The worker only computes,
+        so an error or Ctrl-C in ``save`` leaves no file behind it (it
+        finishes and its result is dropped); ``save`` writes nothing that
+        captures warnings process-wide (GeoTIFF, NIfTI) until it has the map.
+        """
+        pool = ThreadPoolExecutor(1, thread_name_prefix="gmmseg-regions")
+        try:
+            return pool.submit(self.regions, n_regions, scale=scale)
+        finally:
+            pool.shutdown(wait=False)
+
     def _stale_outputs(self, paths, out_dir, stem):
         """Files the report being replaced listed and this save will not write.
 
@@ -279,6 +296,12 @@ class Segmentation:
             quantile or threshold: the log-likelihood threshold used, and the
             number and share of valid pixels below it.
         """
+        return self._report(self.stats(), uncertainty=uncertainty,
+                            anomaly_quantile=anomaly_quantile,
+                            anomaly_threshold=anomaly_threshold)
+
+    def _report(self, segments, *, uncertainty, anomaly_quantile, anomaly_threshold):
+        """:meth:`report` with the :meth:`stats` already worked out."""
         from . import __version__
 
         model = self.model
@@ -324,7 +347,7 @@ class Segmentation:
             "min_region_size": self.info.get("min_region_size", 0),
             "smoothing": self.info.get("smoothing", 0.0),
             "smoothing_iterations": self.info.get("smoothing_iterations", 0),
-            "segments": self.stats(),
+            "segments": segments,
             "timings": dict(self.info.get("timings", {})),
         }
         if self.info.get("model_selection") is not None:
@@ -437,6 +460,7 @@ class Segmentation:
                                   uncertainty=uncertainty, anomaly=anomaly,
                                   anomaly_mask=want_mask, regions=regions,
                                   region_scale=region_scale)
+        request = self._region_request(regions, region_scale)
         if not overwrite:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
@@ -458,7 +482,15 @@ class Segmentation:
         try:
             write("labels", write_result_map, self.labels, self.image,
                   n_components=self.n_components)
+            pending = self._regions_meanwhile(*request) if request is not None else None
             write("overlay", write_png, self.overlay(alpha))
+            segments = self.stats()     # (while the regions are worked out)
+            region_map = None
+            if pending is not None:
+                region_map = pending.result()
+                write("regions", write_result_map, region_map, self.image,
+                      n_components=int(region_map.max()) + 1)
+                write("regions_overlay", write_png, self.overlay(alpha, labels=region_map))
             if proba:
                 write("proba", write_result_map, self.proba, self.image)
             if log_likelihood or anomaly:
@@ -478,16 +510,10 @@ class Segmentation:
                     write("anomaly_mask", write_result_map,
                           np.where(self.valid, mask, -1).astype(np.int32), self.image,
                           n_components=2)
-            region_map = None
-            request = self._region_request(regions, region_scale)
-            if request is not None:
-                region_map = self.regions(request[0], scale=request[1])
-                write("regions", write_result_map, region_map, self.image,
-                      n_components=int(region_map.max()) + 1)
-                write("regions_overlay", write_png, self.overlay(alpha, labels=region_map))
             self.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
-            report = self.report(uncertainty=uncertainty, anomaly_quantile=anomaly_quantile,
-                                 anomaly_threshold=anomaly_threshold)
+            report = self._report(segments, uncertainty=uncertainty,
+                                  anomaly_quantile=anomaly_quantile,
+                                  anomaly_threshold=anomaly_threshold)
             self.info.pop("regions", None)  # from an earlier save
             if regions is not None and regions is not False:  # batch --resume reads it
                 report["regions"] = self.info["regions"] = _regions_entry(
@@ -522,7 +548,7 @@ def _regions_entry(regions, region_scale, region_map):
     requested, scale = regions_request(regions, region_scale)
     entry = {"requested": requested, "scale": scale, "n_regions": None}
     if region_map is not None:
-        pixels = np.bincount(region_map[region_map >= 0])
+        pixels = postprocess.pixel_counts(region_map)
         entry.update(n_regions=len(pixels), min_size=postprocess.REGION_MIN_SIZE,
                      boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT,
                      min_share=(postprocess.REGION_MIN_SHARE if isinstance(regions, str)

@@ -28,6 +28,7 @@ __all__ = [
     "labels_from_proba",
     "normalized_entropy",
     "overlay",
+    "pixel_counts",
     "RegionHierarchy",
     "region_hierarchy",
     "remove_small_regions",
@@ -481,7 +482,7 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     n_nodes = region_label.size
     flat = regions.reshape(-1)
     starts = _run_starts(flat)                  # count runs, not pixels
-    sizes = np.bincount(flat[starts], np.diff(np.append(starts, flat.size)),
+    sizes = np.bincount(flat[starts], _run_lengths(starts, flat.size),
                         minlength=n_nodes).astype(np.int64)
     del flat, starts
     small = sizes < min_size
@@ -626,8 +627,7 @@ class RegionHierarchy:
         self.costs = costs
         # Pixels per finest region and {(a, b): touching pixel pairs} between
         # them: what dropping small regions after a cut needs.
-        self._sizes = (np.bincount(regions[regions >= 0], minlength=self.n_regions)
-                       if sizes is None else np.asarray(sizes))
+        self._sizes = pixel_counts(regions, self.n_regions) if sizes is None else np.asarray(sizes)
         self._borders = {} if borders is None else borders
         n_pixels = max(int(np.count_nonzero(regions >= 0)), 1)
         self.scales = (np.maximum.accumulate(costs) / n_pixels if len(costs)
@@ -680,9 +680,8 @@ class RegionHierarchy:
             n_merges = int(np.searchsorted(self.scales, scale, side="right"))
             if not (isinstance(min_share, numbers.Real) and 0 <= min_share < 1):
                 raise ValueError(f"min_share must be a number in [0, 1), got {min_share!r}")
-        out = np.full(self.regions.shape, -1, dtype=np.int32)
         if self.n_regions == 0:
-            return out
+            return np.full(self.regions.shape, -1, dtype=np.int32)
         parent = np.arange(self.n_regions)
         for kept, absorbed in self.merges[:n_merges]:
             parent[absorbed] = kept
@@ -703,9 +702,9 @@ class RegionHierarchy:
         rank = np.empty(self.n_regions, dtype=np.int32)
         rank[roots[np.argsort(first[roots], kind="stable")]] = np.arange(
             len(roots), dtype=np.int32)
-        inside = self.regions >= 0
-        out[inside] = rank[parent[self.regions[inside]]]
-        return out
+        # One lookup per pixel; the table's last entry, -1, serves index -1.
+        table = np.append(rank[parent], np.int32(-1))
+        return table[self.regions]
 
     def _absorb_small(self, root, smallest):
         """Regions (given as each finest region's root) under ``smallest``
@@ -867,8 +866,7 @@ def _region_sums(regions, values, n):
         chunk = rows[first:first + block].astype(np.float64, copy=False)
         run_sums[a:b] = np.add.reduceat(chunk, starts[a:b] - first, axis=0)
     bins = flat[starts].astype(np.intp) + 1       # bin 0 collects the invalid pixels
-    lengths = np.diff(np.append(starts, flat.size))
-    count = np.bincount(bins, lengths, minlength=n + 1)[1:]
+    count = np.bincount(bins, _run_lengths(starts, flat.size), minlength=n + 1)[1:]
     sums = np.stack([np.bincount(bins, run_sums[:, c], minlength=n + 1)[1:]
                      for c in range(run_sums.shape[1])], axis=1)
     return count, sums
@@ -879,6 +877,45 @@ def _run_starts(flat):
     if flat.size == 0:
         return np.zeros(0, dtype=np.intp)
     return np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+
+
+def _run_lengths(starts, size):
+    """Length of each run, given the run starts of a 1-D array of ``size``."""
+    return np.diff(np.append(starts, size))
+
+
+def pixel_counts(labels, n=None):
+    """Pixels of each label ``0 .. n - 1``; -1 (invalid) pixels are not counted.
+
+    Labels come in runs along rows, so the runs are counted, not the pixels
+    (several times faster than ``np.bincount`` on a large map).
+
+    Parameters
+    ----------
+    labels : (H, W) or (Z, H, W) int ndarray
+        Labels >= 0, -1 for invalid pixels.
+    n : int, optional
+        Number of labels; default the highest label + 1.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+
+    Examples
+    --------
+    >>> pixel_counts(np.array([[0, 0, 2, -1]])).tolist()
+    [2, 0, 1]
+    """
+    labels = _as_label_array(labels, "labels")
+    high = int(labels.max()) + 1 if labels.size else 0
+    n = high if n is None else _as_int(n, "n", minimum=0)
+    if high > n:
+        raise ValueError(f"labels must be below n ({n}), got maximum {high - 1}")
+    flat = labels.reshape(-1)
+    starts = _run_starts(flat)
+    bins = flat[starts].astype(np.intp) + 1        # bin 0: invalid pixels
+    return np.bincount(bins, _run_lengths(starts, flat.size),
+                       minlength=n + 1)[1:].astype(np.int64)
 
 
 def _raster_order(regions):
@@ -993,7 +1030,7 @@ def _borders(regions, edge):
     # Pixel pairs along a border come in runs of one key: sort the runs only.
     starts = _run_starts(keys)
     unique, inverse = np.unique(keys[starts], return_inverse=True)
-    length = np.bincount(inverse, np.diff(np.append(starts, keys.size))).astype(int).tolist()
+    length = np.bincount(inverse, _run_lengths(starts, keys.size)).astype(int).tolist()
     total = np.bincount(inverse, np.add.reduceat(strength, starts, dtype=np.float64)).tolist()
     return {(int(k // n), int(k % n)): [l, t] for k, l, t in zip(unique, length, total)}
 
@@ -1543,8 +1580,8 @@ def segment_stats(labels, data, n_components, *, valid=None):
             # Accumulate around a typical value so sum of squares does not cancel.
             shift = values[starts[np.argmax(bins > 0)]].copy()
         values -= shift
-        lengths = np.diff(np.append(starts, lab.size))
-        counts += np.bincount(bins, lengths, minlength=n_components + 1)[1:].astype(np.int64)
+        counts += np.bincount(bins, _run_lengths(starts, lab.size),
+                              minlength=n_components + 1)[1:].astype(np.int64)
         left_out = bins == 0    # their values may be NaN: keep them out of the sums
         for total, run_sums in ((sums, np.add.reduceat(values, starts, axis=0)),
                                 (sumsq, np.add.reduceat(values * values, starts, axis=0))):

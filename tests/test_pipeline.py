@@ -1,6 +1,7 @@
 """Tests of gmmseg.pipeline.segment and Segmentation on images with known answers."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -200,6 +201,36 @@ def test_report_lists_outputs_and_failed_overwrite_leaves_no_stale_report(tmp_pa
     with pytest.raises(OSError):
         seg.save(tmp_path, "scene", overwrite=True, proba=True)
     assert not paths["report"].exists()  # nothing left that looks like a complete set
+
+
+def test_regions_worked_out_beside_the_overlay_fail_or_stop_cleanly(tmp_path, monkeypatch):
+    # save works out the regions on a second thread while it writes the
+    # overlay: the worker's error reaches the caller, and an error or Ctrl-C
+    # on the main thread meanwhile leaves no file behind.
+    img, _ = quadrants()
+    seg = segment(img, 4)
+    threads = []
+
+    def failing_regions(*args, **kwargs):
+        threads.append(threading.current_thread())
+        raise MemoryError("no room for the regions")
+
+    monkeypatch.setattr(gmmseg.pipeline.Segmentation, "regions", failing_regions)
+    with pytest.raises(MemoryError, match="no room"):
+        seg.save(tmp_path, "scene")
+    assert threads and threads[0] is not threading.main_thread()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+
+    def interrupted(path, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gmmseg.pipeline, "write_png", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        seg.save(tmp_path, "scene")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    paths = seg.save(tmp_path, "scene")        # and a later save is complete
+    assert np.array_equal(read_image(paths["regions"]).data[..., 0], seg.regions())
 
 
 def test_overwrite_removes_what_the_replaced_report_listed_and_nothing_else(tmp_path):

@@ -773,3 +773,19 @@ def test_region_hierarchy_of_a_volume_with_a_single_slice():
     h = region_hierarchy(labels, labels.astype(float), min_size=0)
     assert h.n_regions == 2
     np.testing.assert_array_equal(h.cut(2), labels)
+
+
+def test_pixel_counts_match_bincount():
+    rng = np.random.default_rng(3)
+    for shape in [(40, 50), (3, 9, 11), (1, 1), (7, 1)]:
+        labels = rng.integers(-1, 6, size=shape).astype(np.int32)
+        labels[tuple(rng.integers(0, n, 4) for n in shape)] = -1
+        expected = np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1)
+        counts = postprocess.pixel_counts(labels)
+        assert counts.dtype == np.int64 and counts.tolist() == expected.tolist()
+        assert postprocess.pixel_counts(labels.astype(np.int16), 9).tolist() == (
+            expected.tolist() + [0] * (9 - len(expected)))
+    assert postprocess.pixel_counts(np.full((3, 3), -1)).tolist() == []
+    assert postprocess.pixel_counts(np.array([[0, 300]], np.uint16))[[0, 300]].tolist() == [1, 1]
+    with pytest.raises(ValueError, match="below n"):
+        postprocess.pixel_counts(np.array([[0, 4]]), 3)
