@@ -257,8 +257,9 @@ _ANALYSIS_OPTIONS = [
     click.option("--region-scale", type=click.FloatRange(0), default=_SAVE["region_scale"],
                  callback=_check_not_nan,
                  show_default=True,
-                 help="Merge cost per pixel at which region merging stops (larger: fewer, "
-                      "bigger regions)."),
+                 help="Where region merging stops, as a share of the costliest merge: "
+                      "0 keeps the finest pieces, 1 merges all (larger: fewer, bigger "
+                      "regions)."),
 ]
 _WRITE_OPTIONS = [
     click.option("--alpha", type=click.FloatRange(0, 1), default=_SAVE["alpha"],

@@ -140,15 +140,15 @@ class Segmentation:
         of the image; a region is connected.  The pieces are merged, most
         alike first (:meth:`region_hierarchy`), until ``n_regions`` remain
         or, by default, until the next merge would cost more than ``scale``
-        per pixel (:data:`gmmseg.postprocess.REGION_SCALE`), so that each
-        image keeps as many regions as it shows (then regions under 0.5% of
-        the image join a neighbour, see
+        times the costliest merge (:data:`gmmseg.postprocess.REGION_SCALE`,
+        0.005), so that each image keeps as many regions as it shows (then
+        regions under 1% of the image join a neighbour, see
         :meth:`gmmseg.postprocess.RegionHierarchy.cut`).  Fewer pieces than asked:
         all of them; an image in several separate valid parts keeps at
         least one region per part, and a speck under ``min_size`` pixels
         walled in by invalid pixels gets -1.  On BSDS500 photos regions
         score closer to people's segmentations than the labels do
-        (``docs/quality.md``, sections 4 and 6); colour photos get them from
+        (``docs/quality.md``, sections 4, 6 and 7); colour photos get them from
         :meth:`save` by default.
 
         Returns
@@ -551,6 +551,7 @@ def _regions_entry(regions, region_scale, region_map):
         pixels = postprocess.pixel_counts(region_map)
         entry.update(n_regions=len(pixels), min_size=postprocess.REGION_MIN_SIZE,
                      boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT,
+                     ridge=postprocess.REGION_RIDGE,
                      min_share=(postprocess.REGION_MIN_SHARE if isinstance(regions, str)
                                 else None),
                      pixels=pixels.tolist())

@@ -52,15 +52,22 @@ REGION_MIN_SIZE = 50
 #: 1, 2, 4 and 8, 4 agreed best with people on 50 BSDS500 photos
 #: (``docs/quality.md``, section 4).
 REGION_BOUNDARY_WEIGHT = 4.0
-#: Where :meth:`RegionHierarchy.cut` stops merging by default: the merge cost
-#: per pixel of the image (about the squared colour difference, in Lab
-#: units, that two halves of an image may have and still merge, before the
-#: edge term).  Chosen on 50 BSDS500 photos (``docs/quality.md``, section 6).
-REGION_SCALE = 100.0
+#: Where :meth:`RegionHierarchy.cut` stops merging by default: at the first
+#: merge that costs more than this share of the hierarchy's costliest merge
+#: (one of the last, between the most different parts of the image), so
+#: the cut does not depend on the image's size, contrast or units.  Chosen
+#: on BSDS500 photos 1-50 (``docs/quality.md``, section 7).
+REGION_SCALE = 0.005
+#: Every region's covariance gets this share of each channel's variance over
+#: the image on its diagonal: a region of one flat colour has none, and
+#: small regions' covariances are poor estimates (``docs/quality.md``,
+#: section 7).
+REGION_RIDGE = 0.03
 #: After a cut at a scale, regions under this share of the pixels join a
-#: neighbour: on 100 BSDS500 photos 0.5% lowered VoI by 0.07 bits at the
-#: default scale and changed PRI by less than 0.001 (``docs/quality.md``).
-REGION_MIN_SHARE = 0.005
+#: neighbour: on BSDS500 photos 1-50, 1% against 0.5% lowered VoI by 0.03
+#: bits at the default scale and changed PRI by less than 0.001
+#: (``docs/quality.md``, section 7).
+REGION_MIN_SHARE = 0.01
 
 # 2-D label maps with up to this many labels are split into regions by
 # OpenCV, one label at a time; more labels (or volumes) by scikit-image.
@@ -613,11 +620,12 @@ class RegionHierarchy:
         joins the first.  Merging stops when no two regions touch, so a
         label map in several separate parts keeps one region per part.
     costs : (M,) ndarray of float
-        The merge criterion of each merge.
+        The merge criterion of each merge (see :func:`region_hierarchy`).
     scales : (M,) ndarray of float
         The scale at which each merge happens: the highest cost so far
-        divided by the number of pixels in regions, so that it does not
-        depend on the image size (non-decreasing; see :meth:`cut`).
+        divided by the highest cost of all, so that it does not depend on
+        the image's size or contrast (non-decreasing, the last 1; all 0 if
+        every merge is free; see :meth:`cut`).
     """
 
     def __init__(self, regions, merges, costs, sizes=None, borders=None):
@@ -629,9 +637,8 @@ class RegionHierarchy:
         # them: what dropping small regions after a cut needs.
         self._sizes = pixel_counts(regions, self.n_regions) if sizes is None else np.asarray(sizes)
         self._borders = {} if borders is None else borders
-        n_pixels = max(int(np.count_nonzero(regions >= 0)), 1)
-        self.scales = (np.maximum.accumulate(costs) / n_pixels if len(costs)
-                       else np.zeros(0))
+        highest = np.maximum.accumulate(costs) if len(costs) else np.zeros(0)
+        self.scales = highest / highest[-1] if len(costs) and highest[-1] > 0 else highest * 0.0
 
     @property
     def min_regions(self):
@@ -643,13 +650,13 @@ class RegionHierarchy:
 
         Give one of the two.  A number of regions is the same for every
         image; a scale lets each image have as many regions as it shows:
-        merging stops at the first merge whose cost per pixel
-        (:attr:`scales`) exceeds ``scale``, and then regions smaller than
+        merging stops at the first merge whose cost, as a share of the
+        costliest merge (:attr:`scales`), exceeds ``scale``, and then regions smaller than
         ``min_share`` of the pixels join the neighbour they share the
         longest border with, smallest first (a strong edge can keep a
         speck apart at any scale).  On BSDS500 photos a scale
         agrees better with people than any fixed number of regions
-        (``docs/quality.md``, section 6).
+        (``docs/quality.md``, sections 6 and 7).
 
         Parameters
         ----------
@@ -657,9 +664,10 @@ class RegionHierarchy:
             Wanted number of regions, >= 1; clipped to
             ``[min_regions, n_regions]``.
         scale : float, optional
-            Merge cost per pixel at which to stop, >= 0
-            (:data:`REGION_SCALE` is 100: regions of colour photos in Lab).
-        min_share : float, default :data:`REGION_MIN_SHARE` (0.005)
+            Merge cost at which to stop, as a share of the costliest merge:
+            0 keeps the finest regions, 1 merges all (:data:`REGION_SCALE`
+            is 0.005).
+        min_share : float, default :data:`REGION_MIN_SHARE` (0.01)
             With ``scale``: the smallest region, as a share of the pixels in
             regions; 0 keeps every region.
 
@@ -757,16 +765,21 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     (:func:`remove_small_regions`), every label is split into its connected
     regions (pixels sharing a face: 4-connected in 2-D, 6-connected in 3-D),
     and touching regions (faces, edges or corners) are merged greedily,
-    cheapest first, by Ward's
-    criterion on their mean ``values``,
-    ``n_a n_b / (n_a + n_b) * |mean_a - mean_b|^2``, times
+    cheapest first.  Each region is modelled as a Gaussian of its
+    ``values`` (mean and covariance, with :data:`REGION_RIDGE` times each
+    channel's variance over the image added on the diagonal), and merging
+    two costs the log-likelihood the pair loses when one Gaussian models
+    both, ``(n_ab log|S_ab| - n_a log|S_a| - n_b log|S_b|) / 2``, times
     ``(1 + g / g_mean) ** boundary_weight``, where ``g`` is the mean
     gradient magnitude of the (Gaussian-smoothed) ``values`` along the
     shared border and ``g_mean`` its mean over the image: regions split by a
-    strong edge merge last.  On 50 BSDS500 photos, cutting 12 components of
-    ``lab,position`` to a fixed number of regions scored closer to the human
-    segmentations than the components themselves (``docs/quality.md``,
-    section 4).
+    strong edge merge last.  Unlike Ward's criterion (the same with one
+    fixed covariance for all), a region's own spread counts: two pieces of
+    one texture (gravel, ripples) merge sooner than a textured and a flat
+    piece of the same mean colour, and the cost does not depend on the
+    channels' units.  On 100 BSDS500 photos this scored closer to the human
+    segmentations than Ward's criterion on every metric (``docs/quality.md``,
+    section 7).
 
     A speck smaller than ``min_size`` that touches no other region (walled
     in by invalid pixels) belongs to no region: it is -1 in the result, so
@@ -777,9 +790,10 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     labels : (H, W) or (Z, H, W) int ndarray
         Labels >= 0, -1 for invalid pixels (never part of a region).
     values : ndarray of shape ``labels.shape + (C,)`` or ``labels.shape``
-        What the regions look like, e.g. Lab colour; Ward's criterion uses
-        their units, so give channels comparable scales.  Values at invalid
-        pixels are ignored (they may be NaN).
+        What the regions look like, e.g. Lab colour.  The merge cost does
+        not depend on the channels' units, but the edge term sums the
+        channels' gradients: give them comparable scales.  Values at
+        invalid pixels are ignored (they may be NaN).
     min_size : int, default 50
         Pieces with fewer pixels first join a neighbouring label.
     boundary_weight : float, default 4
@@ -838,17 +852,24 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     if n == 0:
         return RegionHierarchy(regions, np.zeros((0, 2), np.int64), np.zeros(0))
     inside = regions >= 0
-    count, sums = _region_sums(regions, values, n)
+    count, sums, squares = _region_moments(regions, values, n)
+    # The ridge: a share of each channel's variance over the image, so that
+    # the criterion does not depend on the channels' units.
+    mean = sums.sum(axis=0) / count.sum()
+    variance = np.diagonal(squares.sum(axis=0)) / count.sum() - mean * mean
+    ridge = REGION_RIDGE * np.maximum(variance, np.finfo(np.float32).tiny)
     edge = _edge_strength(values, inside, spacing)
     borders = _borders(regions, edge)
     lengths = {pair: border[0] for pair, border in borders.items()}  # merging edits borders
-    return RegionHierarchy(regions, *_ward_merges(count, sums, borders,
-                                                  float(boundary_weight)),
+    return RegionHierarchy(regions, *_gaussian_merges(count, sums, squares, borders,
+                                                      float(boundary_weight), ridge),
                            sizes=count, borders=lengths)
 
 
-def _region_sums(regions, values, n):
-    """Pixels per region and the sums of ``values`` (``(..., C)``) over each, float64.
+def _region_moments(regions, values, n):
+    """Pixels per region and the sums of ``values`` (``(..., C)``) and of their
+    outer products over each: ``count (n,)``, ``sums (n, C)``, ``squares
+    (n, C, C)``, float64.
 
     Regions are constant along runs of pixels, and runs are far fewer than
     pixels: values are summed per run (a contiguous slice) and the runs per
@@ -856,20 +877,28 @@ def _region_sums(regions, values, n):
     """
     flat = regions.reshape(-1)
     rows = values.reshape(flat.size, -1)
+    n_channels = rows.shape[1]
+    upper = np.triu_indices(n_channels)
     # Runs are also cut where blocks start, so each block of pixels is summed
     # on its own: NumPy would otherwise copy all values to float64 at once.
     block = 1 << 20
     starts = np.union1d(_run_starts(flat), np.arange(0, flat.size, block))
-    run_sums = np.empty((starts.size, rows.shape[1]))
+    run_sums = np.empty((starts.size, n_channels + len(upper[0])))
     for first in range(0, flat.size, block):
         a, b = np.searchsorted(starts, [first, first + block])
-        chunk = rows[first:first + block].astype(np.float64, copy=False)
-        run_sums[a:b] = np.add.reduceat(chunk, starts[a:b] - first, axis=0)
+        chunk = rows[first:first + block].astype(np.float64)
+        at = starts[a:b] - first
+        run_sums[a:b, :n_channels] = np.add.reduceat(chunk, at, axis=0)
+        for c, (i, j) in enumerate(zip(*upper)):
+            run_sums[a:b, n_channels + c] = np.add.reduceat(chunk[:, i] * chunk[:, j], at)
     bins = flat[starts].astype(np.intp) + 1       # bin 0 collects the invalid pixels
     count = np.bincount(bins, _run_lengths(starts, flat.size), minlength=n + 1)[1:]
-    sums = np.stack([np.bincount(bins, run_sums[:, c], minlength=n + 1)[1:]
-                     for c in range(run_sums.shape[1])], axis=1)
-    return count, sums
+    totals = np.stack([np.bincount(bins, run_sums[:, c], minlength=n + 1)[1:]
+                       for c in range(run_sums.shape[1])], axis=1)
+    squares = np.empty((n, n_channels, n_channels))
+    squares[:, upper[0], upper[1]] = totals[:, n_channels:]
+    squares[:, upper[1], upper[0]] = totals[:, n_channels:]
+    return count, totals[:, :n_channels], squares
 
 
 def _run_starts(flat):
@@ -1035,8 +1064,14 @@ def _borders(regions, edge):
     return {(int(k // n), int(k % n)): [l, t] for k, l, t in zip(unique, length, total)}
 
 
-def _ward_merges(count, sums, borders, weight):
+def _gaussian_merges(count, sums, squares, borders, weight, ridge):
     """Greedy merging of adjacent regions, cheapest first.
+
+    A region is a Gaussian: its pixels' mean and covariance (plus ``ridge``,
+    ``(C,)``, on the diagonal).  Merging ``a`` and ``b`` costs the fall in
+    log-likelihood when one Gaussian models both,
+    ``(n_ab log|S_ab| - n_a log|S_a| - n_b log|S_b|) / 2``, times the
+    border term ``(1 + mean edge strength on the border) ** weight``.
 
     The heap holds one entry per region: its cheapest neighbour.  A merge
     changes only the costs of pairs with the merged region, whose entry is
@@ -1050,7 +1085,16 @@ def _ward_merges(count, sums, borders, weight):
         neighbours.setdefault(a, {})[b] = border
         neighbours.setdefault(b, {})[a] = border
     count = np.asarray(count, dtype=np.float64).copy()
-    means = sums / count[:, None]
+    sums, squares = sums.copy(), squares.copy()
+    ridge = np.diag(ridge)
+
+    def log_det(n, s1, s2):
+        """log-determinant of the ridged covariance of pixels with these sums."""
+        mean = s1 / n[..., None]
+        cov = s2 / n[..., None, None] - mean[..., :, None] * mean[..., None, :]
+        return np.linalg.slogdet(cov + ridge)[1]
+
+    own = count * log_det(count, sums, squares)     # n log|S| of each region
     version = [0] * len(count)
     alive = [True] * len(count)
 
@@ -1058,10 +1102,11 @@ def _ward_merges(count, sums, borders, weight):
         """``a``'s cheapest neighbour as a heap entry (ties: the lower id)."""
         others = np.fromiter(neighbours[a], dtype=np.int64, count=len(neighbours[a]))
         border = np.array(list(neighbours[a].values()))     # (d, 2): length, strength
-        diff = means[others] - means[a]
-        ward = count[a] * count[others] / (count[a] + count[others]) * np.einsum(
-            "ij,ij->i", diff, diff)
-        costs = ward * (1.0 + border[:, 1] / border[:, 0]) ** weight
+        n = count[a] + count[others]
+        joined = n * log_det(n, sums[a] + sums[others], squares[a] + squares[others])
+        # The ridge keeps this >= 0 up to rounding.
+        loss = np.maximum(0.5 * (joined - own[a] - own[others]), 0.0)
+        costs = loss * (1.0 + border[:, 1] / border[:, 0]) ** weight
         best = int(np.lexsort((others, costs))[0])
         b = int(others[best])
         return float(costs[best]), a, b, version[a], version[b]
@@ -1080,9 +1125,10 @@ def _ward_merges(count, sums, borders, weight):
         merges.append((a, b))
         costs.append(c)
         alive[b] = False
-        total = count[a] + count[b]
-        means[a] = (means[a] * count[a] + means[b] * count[b]) / total
-        count[a] = total
+        count[a] += count[b]
+        sums[a] += sums[b]
+        squares[a] += squares[b]
+        own[a] = count[a] * log_det(count[a:a + 1], sums[a:a + 1], squares[a:a + 1])[0]
         for other, border in neighbours.pop(b).items():
             del neighbours[other][b]
             if other == a:

@@ -10,8 +10,9 @@ folder in BSDS format (see ``evaluate.py``) for ``docs/quality.md``:
 2. ``seg.region_hierarchy(min_size=--min-size, boundary_weight=--alpha)``:
    pieces under ``--min-size`` pixels join a neighbour, every label is split
    into connected regions, and adjacent regions merge cheapest first by
-   Ward's criterion on mean Lab colour times
-   ``(1 + border gradient / mean gradient) ** alpha``;
+   the log-likelihood lost when one Gaussian (of Lab colour) models both,
+   times ``(1 + border gradient / mean gradient) ** alpha`` (up to
+   2026-11-28: Ward's criterion on mean Lab colour times the same term);
 3. one cut per target number of regions, or with ``--scales`` one cut per
    region scale (``RegionHierarchy.cut(scale=...)``, small regions under
    ``--min-share`` of the pixels then joined to a neighbour).
@@ -22,7 +23,7 @@ as ``evaluate.py`` does for K.  Usage::
     python scripts/region_merging_study.py --data /work/shared/bsds500-val \\
         --limit 50 --components 12 --components 16
     python scripts/region_merging_study.py --data /work/shared/bsds500-val \\
-        --components 9 --scales 20,30,45,63,93,136,200,300,450,650,930,1360,2000,3000,4500 \\
+        --components 8 --scales 0.002,0.003,0.005,0.008,0.01,0.02,0.05,0.1 \\
         --min-share 0
 """
 
@@ -67,7 +68,7 @@ def main():
                    help="mixture components K0 (repeatable; default 12)")
     p.add_argument("--min-size", type=int, default=50)
     p.add_argument("--alpha", type=float, default=4.0,
-                   help="exponent of the boundary term (0: Ward on colour alone)")
+                   help="exponent of the boundary term (0: colour alone)")
     p.add_argument("--scales", type=lambda t: [float(x) for x in t.split(",") if x],
                    help="cut at these region scales instead of numbers of regions")
     p.add_argument("--min-share", type=float, default=gmmseg.postprocess.REGION_MIN_SHARE,

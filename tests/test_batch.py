@@ -421,11 +421,11 @@ def test_resume_redoes_inputs_without_the_regions_asked_for(tree, tmp_path):
     default = run_batch(items, out, segment_kwargs=KW, jobs=1, resume=True)
     assert default.n_ok == 2
     assert run_batch(items, out, segment_kwargs=KW, jobs=1, resume=True).n_skipped == 2
-    finer = run_batch(items, out, segment_kwargs=KW, save_kwargs={"region_scale": 10.0},
+    finer = run_batch(items, out, segment_kwargs=KW, save_kwargs={"region_scale": 0.001},
                       jobs=1, resume=True)
     assert finer.n_ok == 2
     report = json.loads((out / "good_a_report.json").read_text())
-    assert report["regions"]["requested"] == "auto" and report["regions"]["scale"] == 10.0
+    assert report["regions"]["requested"] == "auto" and report["regions"]["scale"] == 0.001
 
 
 def test_existing_outputs_need_overwrite(tmp_path):

@@ -299,11 +299,13 @@ def test_regions_by_default_for_colour_photos_only(tmp_path):
     # The four quadrants differ by far more than the default scale allows to merge.
     assert np.array_equal(seg.regions(), seg.regions(scale=postprocess.REGION_SCALE))
     assert adjusted_rand_score(truth.ravel(), seg.regions().ravel()) > 0.99
-    assert seg.regions(scale=1e9).max() == 0        # at a huge scale all merge
+    assert seg.regions(scale=1.0).max() == 0        # at scale 1 all merge
     paths = seg.save(tmp_path / "photo", "scene")
     report = json.loads(paths["report"].read_text())
     assert report["regions"] == {**report["regions"], "requested": "auto",
-                                 "scale": postprocess.REGION_SCALE, "n_regions": 4}
+                                 "scale": postprocess.REGION_SCALE, "n_regions": 4,
+                                 "ridge": postprocess.REGION_RIDGE,
+                                 "min_share": postprocess.REGION_MIN_SHARE}
     assert np.array_equal(read_image(paths["regions"]).data[..., 0], seg.regions())
     # Grey images, rasters and volumes get regions only when asked for.
     grey = segment(img.mean(axis=2).astype(np.float32), 4)
@@ -312,9 +314,9 @@ def test_regions_by_default_for_colour_photos_only(tmp_path):
     report = json.loads(paths["report"].read_text())
     assert report["regions"] == {"requested": "auto", "scale": postprocess.REGION_SCALE,
                                  "n_regions": None}
-    paths = grey.save(tmp_path / "grey2", "scene", regions="scale", region_scale=50.0)
+    paths = grey.save(tmp_path / "grey2", "scene", regions="scale", region_scale=0.05)
     assert paths["regions"].is_file()
-    assert json.loads(paths["report"].read_text())["regions"]["scale"] == 50.0
+    assert json.loads(paths["report"].read_text())["regions"]["scale"] == 0.05
     for off in (None, False):
         paths = seg.save(tmp_path / f"{off}", "scene", regions=off)
         assert sorted(paths) == ["labels", "overlay", "report"]

@@ -568,6 +568,24 @@ def test_regions_are_connected_and_merge_most_alike_first():
         assert np.all(np.diff(first) > 0)
 
 
+def test_regions_of_one_texture_merge_before_a_flat_one_of_the_same_mean():
+    # Three strips of one mean colour: two of them grainy, one flat.  Means
+    # alone (Ward's criterion) cannot tell them apart; their spread can.
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3, dtype=np.int32), 20)[np.newaxis].repeat(30, axis=0)
+    values = np.full(labels.shape + (3,), 100.0)
+    for strip in (1, 2):                                # 0 stays flat
+        grain = rng.normal(0, 20, (int((labels == strip).sum()), 3))
+        values[labels == strip] += grain - grain.mean(axis=0)   # the same mean
+    h = region_hierarchy(labels, values, min_size=0, boundary_weight=0)
+    # (Equal means cost Ward nothing, and its ties go to the lowest ids: 0, 1.)
+    assert h.merges[0].tolist() == [1, 2]
+    two = h.cut(2)
+    assert two[0, 25] == two[0, 45] != two[0, 0]
+    # A flat region (no spread) costs no infinite or NaN merge.
+    assert np.all(np.isfinite(h.costs)) and np.all(h.costs >= 0)
+
+
 def test_region_hierarchy_keeps_invalid_pixels_out_and_parts_apart():
     labels, values = _four_squares()
     labels[:, 19:21] = -1                     # a wall of invalid pixels
@@ -611,19 +629,26 @@ def test_cut_at_a_scale():
     labels, values = _four_squares()
     h = region_hierarchy(labels, values, min_size=0, boundary_weight=0)
     assert np.all(np.diff(h.scales) >= 0) and len(h.scales) == len(h.merges)
+    # Relative to the costliest merge.
+    assert h.scales[-1] == 1.0 and h.scales[np.argmax(h.costs)] == 1.0
     # Each merge is made up to its own scale and not below it.
     for i, s in enumerate(h.scales):
-        if i == 0 or s > h.scales[i - 1]:
-            assert len(np.unique(h.cut(scale=s))) == h.n_regions - i - 1
-            assert len(np.unique(h.cut(scale=np.nextafter(s, 0)))) == h.n_regions - i
+        assert len(np.unique(h.cut(scale=s))) <= h.n_regions - i - 1
+        assert len(np.unique(h.cut(scale=np.nextafter(s, 0)))) >= h.n_regions - i
+    assert len(np.unique(h.cut(scale=1.0))) == h.min_regions
     assert len(np.unique(h.cut(scale=np.inf))) == h.min_regions
-    counts = [len(np.unique(h.cut(scale=s))) for s in (0.0, 1.0, 10.0, 100.0, 1e4)]
-    assert counts == sorted(counts, reverse=True)
-    # Scales are per pixel: the same picture at twice the resolution cuts alike.
+    counts = [len(np.unique(h.cut(scale=s))) for s in (0.0, 0.001, 0.01, 0.1, 1.0)]
+    assert counts == sorted(counts, reverse=True) and counts[0] == h.n_regions
+    # Scales are relative: the same picture at twice the resolution, or with
+    # its values in other units, cuts alike.
     big = region_hierarchy(np.kron(labels, np.ones((2, 2), labels.dtype)),
                            np.kron(values, np.ones((2, 2), values.dtype)), min_size=0,
                            boundary_weight=0)
     np.testing.assert_allclose(big.scales, h.scales)
+    units = region_hierarchy(labels, values * 7.0 - 3.0, min_size=0, boundary_weight=4)
+    edges = region_hierarchy(labels, values, min_size=0, boundary_weight=4)
+    np.testing.assert_array_equal(units.merges, edges.merges)
+    np.testing.assert_allclose(units.scales, edges.scales, rtol=1e-5)
     for bad in ({}, {"n_regions": 2, "scale": 1.0}):
         with pytest.raises(ValueError, match="either n_regions or scale"):
             h.cut(**bad)
@@ -670,9 +695,9 @@ def test_cut_at_a_scale_drops_specks():
     labels[10:13, 10:13] = 2                   # 9 pixels: 0.25% of the image
     values = np.choose(labels, [0.0, 40.0, 1000.0]).astype(np.float32)
     h = region_hierarchy(labels, values, min_size=0)
-    kept = h.cut(scale=1.0, min_share=0)
+    kept = h.cut(scale=0.0, min_share=0)
     assert len(np.unique(kept)) == 3 and kept[11, 11] != kept[0, 0]
-    cut = h.cut(scale=1.0)                     # default: regions under 0.5% join a neighbour
+    cut = h.cut(scale=0.0)                     # default: regions under 0.5% join a neighbour
     assert len(np.unique(cut)) == 2 and cut[11, 11] == cut[0, 0] != cut[0, 59]
     assert np.array_equal(h.cut(3), kept)      # a number of regions is taken as asked
     with pytest.raises(ValueError, match="min_share"):
