@@ -925,6 +925,8 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
         if (done.get("requested"), done.get("scale")) != regions_request(
                 wanted_regions, save_kwargs.get("region_scale", _SAVE_DEFAULTS["region_scale"])):
             return None  # no regions, or others than asked for: redo the input
+        if done.get("n_regions") is not None and done.get("ridge") != postprocess.REGION_RIDGE:
+            return None  # regions merged another way (before Gaussian merging): redo
     if n_components is not None and row["n_components"] != n_components:
         row.update(status="failed", error=(
             f"outputs exist from a run with n_components={row['n_components']} (this run: "

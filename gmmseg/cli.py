@@ -254,12 +254,11 @@ _ANALYSIS_OPTIONS = [
                       "connected pieces and merged most alike first.  'auto': colour "
                       "photos only, merged up to --region-scale; 'scale': every image so; "
                       "a number N: N regions; 'off': none."),
-    click.option("--region-scale", type=click.FloatRange(0), default=_SAVE["region_scale"],
+    click.option("--region-scale", type=click.FloatRange(0, 1), default=_SAVE["region_scale"],
                  callback=_check_not_nan,
                  show_default=True,
-                 help="Where region merging stops, as a share of the costliest merge: "
-                      "0 keeps the finest pieces, 1 merges all (larger: fewer, bigger "
-                      "regions)."),
+                 help="Where region merging stops, as a share of the costliest merge, "
+                      "0..1 (larger: fewer, bigger regions; 1 merges all)."),
 ]
 _WRITE_OPTIONS = [
     click.option("--alpha", type=click.FloatRange(0, 1), default=_SAVE["alpha"],

@@ -11,8 +11,9 @@ import json
 import logging
 import math
 import numbers
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,10 +121,10 @@ class Segmentation:
                          boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT):
         """Connected regions of :attr:`labels`, merged most alike first.
 
-        See :func:`gmmseg.postprocess.region_hierarchy`; regions are compared
-        by their mean CIE Lab colour for RGB photos and by their mean
-        channels (each scaled to unit standard deviation) otherwise.  Made
-        once per setting and kept.
+        See :func:`gmmseg.postprocess.region_hierarchy`; a region is
+        modelled as a Gaussian of its CIE Lab colour for RGB photos and of
+        its channels (each scaled to unit standard deviation) otherwise.
+        Made once per setting and kept.
         """
         key = (min_size, boundary_weight)
         if key not in self._hierarchies:
@@ -168,15 +169,26 @@ class Segmentation:
         At 16 Mpx the regions take about as long as drawing and encoding the
         overlay, and both mostly run in NumPy and OpenCV without holding the
         GIL: :meth:`save` does the two at once.  The worker only computes,
-        so an error or Ctrl-C in ``save`` leaves no file behind it (it
-        finishes and its result is dropped); ``save`` writes nothing that
-        captures warnings process-wide (GeoTIFF, NIfTI) until it has the map.
+        so an error or Ctrl-C in ``save`` leaves no file behind it; it is a
+        daemon thread, so an interrupted process exits without waiting for
+        it.  ``save`` writes nothing that captures warnings process-wide
+        (GeoTIFF, NIfTI) until it has the map.  Where no thread can start
+        (interpreter shutdown), the regions are worked out here.
         """
-        pool = ThreadPoolExecutor(1, thread_name_prefix="gmmseg-regions")
+        future = Future()
+
+        def work():
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self.regions(n_regions, scale=scale))
+            except BaseException as err:  # handed to the caller of save
+                future.set_exception(err)
+
         try:
-            return pool.submit(self.regions, n_regions, scale=scale)
-        finally:
-            pool.shutdown(wait=False)
+            threading.Thread(target=work, name="gmmseg-regions", daemon=True).start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            work()
+        return future
 
     def _stale_outputs(self, paths, out_dir, stem):
         """Files the report being replaced listed and this save will not write.
@@ -207,8 +219,9 @@ class Segmentation:
             if regions not in ("auto", "scale"):
                 raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
                                  f"got {regions!r}")
-            if not (isinstance(region_scale, numbers.Real) and region_scale >= 0):
-                raise ValueError(f"region_scale must be a number >= 0, got {region_scale!r}")
+            if not (isinstance(region_scale, numbers.Real) and 0 <= region_scale <= 1):
+                raise ValueError(f"region_scale must be a number in [0, 1] (a share of the "
+                                 f"costliest merge), got {region_scale!r}")
             if regions == "auto" and not self.image.is_photo:
                 return None
             return None, float(region_scale)

@@ -664,9 +664,9 @@ class RegionHierarchy:
             Wanted number of regions, >= 1; clipped to
             ``[min_regions, n_regions]``.
         scale : float, optional
-            Merge cost at which to stop, as a share of the costliest merge:
-            0 keeps the finest regions, 1 merges all (:data:`REGION_SCALE`
-            is 0.005).
+            Merge cost at which to stop, as a share of the costliest merge,
+            in ``[0, 1]``: 0 makes only the merges that cost nothing, 1 all
+            of them (:data:`REGION_SCALE` is 0.005).
         min_share : float, default :data:`REGION_MIN_SHARE` (0.01)
             With ``scale``: the smallest region, as a share of the pixels in
             regions; 0 keeps every region.
@@ -683,8 +683,9 @@ class RegionHierarchy:
             n_regions = _as_int(n_regions, "n_regions", minimum=1)
             n_merges = min(len(self.merges), max(0, self.n_regions - n_regions))
         else:
-            if not (isinstance(scale, numbers.Real) and scale >= 0):
-                raise ValueError(f"scale must be a number >= 0, got {scale!r}")
+            if not (isinstance(scale, numbers.Real) and 0 <= scale <= 1):
+                raise ValueError(f"scale must be a number in [0, 1] (a share of the "
+                                 f"costliest merge), got {scale!r}")
             n_merges = int(np.searchsorted(self.scales, scale, side="right"))
             if not (isinstance(min_share, numbers.Real) and 0 <= min_share < 1):
                 raise ValueError(f"min_share must be a number in [0, 1), got {min_share!r}")
@@ -856,10 +857,14 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     inside = regions >= 0
     count, sums, squares = _region_moments(regions, values, n)
     # The ridge: a share of each channel's variance over the image, so that
-    # the criterion does not depend on the channels' units.
+    # the criterion does not depend on the channels' units; at least a
+    # thousandth of the largest, so that a (nearly) constant channel --
+    # a* and b* of a grey photo stored as RGB -- adds rounding noise, not
+    # weight.
     mean = sums.sum(axis=0) / count.sum()
-    variance = np.diagonal(squares.sum(axis=0)) / count.sum() - mean * mean
-    ridge = REGION_RIDGE * np.maximum(variance, np.finfo(np.float32).tiny)
+    variance = np.maximum(np.diagonal(squares.sum(axis=0)) / count.sum() - mean * mean, 0.0)
+    floor = max(1e-3 * float(variance.max()), np.finfo(np.float32).tiny)
+    ridge = REGION_RIDGE * np.maximum(variance, floor)
     edge = _edge_strength(values, inside, spacing)
     borders = _borders(regions, edge)
     lengths = {pair: border[0] for pair, border in borders.items()}  # merging edits borders
@@ -871,7 +876,9 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
 def _region_moments(regions, values, n):
     """Pixels per region and the sums of ``values`` (``(..., C)``) and of their
     outer products over each: ``count (n,)``, ``sums (n, C)``, ``squares
-    (n, C, C)``, float64.
+    (n, C, C)``, float64, all about a rough mean of the valid values (a
+    covariance does not depend on the origin, and ``E[x x'] - E[x] E[x]'``
+    then does not cancel for channels with a large offset).
 
     Regions are constant along runs of pixels, and runs are far fewer than
     pixels: values are summed per run (a contiguous slice) and the runs per
@@ -880,6 +887,9 @@ def _region_moments(regions, values, n):
     flat = regions.reshape(-1)
     rows = values.reshape(flat.size, -1)
     n_channels = rows.shape[1]
+    sample = slice(None, None, max(1, flat.size // 4096))
+    origin = rows[sample][flat[sample] >= 0].mean(axis=0, dtype=np.float64)
+    origin = np.nan_to_num(origin)      # (no valid pixel sampled)
     upper = np.triu_indices(n_channels)
     # Runs are also cut where blocks start, so each block of pixels is summed
     # on its own: NumPy would otherwise copy all values to float64 at once.
@@ -888,7 +898,7 @@ def _region_moments(regions, values, n):
     run_sums = np.empty((starts.size, n_channels + len(upper[0])))
     for first in range(0, flat.size, block):
         a, b = np.searchsorted(starts, [first, first + block])
-        chunk = rows[first:first + block].astype(np.float64)
+        chunk = rows[first:first + block] - origin                # float64
         at = starts[a:b] - first
         run_sums[a:b, :n_channels] = np.add.reduceat(chunk, at, axis=0)
         for c, (i, j) in enumerate(zip(*upper)):

@@ -27,7 +27,7 @@ Methods (``--methods``):
   ``regions=N`` N regions, ``region_scale=S`` another scale.
   ``--k 2..10,auto`` also adds ``gmmseg -k auto`` (and
   ``gmmseg[<options>] -k auto``): K chosen per image by
-  ``n_components="auto"``, a single setting.  ``--region-scales 25,50,100``
+  ``n_components="auto"``, a single setting.  ``--region-scales 0.002,0.005,0.02``
   adds ``gmmseg by region scale``: every K with every scale as a setting.
 * ``tutorial-lab``, ``tutorial-labxy``: the tutorial pipeline, scikit-learn
   ``GaussianMixture(K, random_state=0)`` on skimage ``rgb2lab`` pixels (and

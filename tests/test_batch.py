@@ -426,6 +426,18 @@ def test_resume_redoes_inputs_without_the_regions_asked_for(tree, tmp_path):
     assert finer.n_ok == 2
     report = json.loads((out / "good_a_report.json").read_text())
     assert report["regions"]["requested"] == "auto" and report["regions"]["scale"] == 0.001
+    # Regions merged before the Gaussian criterion (no "ridge" in the report)
+    # are redone, even when asked for by number.
+    run_batch(items, out, segment_kwargs=KW, save_kwargs={"regions": 3}, jobs=1, resume=True)
+    for name in ("good_a_report.json", "good_b_report.json"):
+        doc = json.loads((out / name).read_text())
+        del doc["regions"]["ridge"]
+        (out / name).write_text(json.dumps(doc))
+    older = run_batch(items, out, segment_kwargs=KW, save_kwargs={"regions": 3},
+                      jobs=1, resume=True)
+    assert older.n_ok == 2 and older.n_skipped == 0
+    assert run_batch(items, out, segment_kwargs=KW, save_kwargs={"regions": 3},
+                     jobs=1, resume=True).n_skipped == 2
 
 
 def test_existing_outputs_need_overwrite(tmp_path):

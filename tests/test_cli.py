@@ -205,7 +205,7 @@ def test_regions_option(runner, photo, tmp_path):
     result = runner.invoke(main, ["segment", str(photo), "--regions", "0", "-o", str(out)])
     assert result.exit_code == 2
     for bad in (["--regions", "many"], ["--regions", "\u00b2"], ["--region-scale", "-1"],
-                ["--region-scale", "nan"]):
+                ["--region-scale", "nan"], ["--region-scale", "100"]):
         result = runner.invoke(main, ["segment", str(photo), *bad, "-o", str(out)])
         assert result.exit_code == 2 and "Traceback" not in result.output
 

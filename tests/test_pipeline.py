@@ -233,6 +233,24 @@ def test_regions_worked_out_beside_the_overlay_fail_or_stop_cleanly(tmp_path, mo
     assert np.array_equal(read_image(paths["regions"]).data[..., 0], seg.regions())
 
 
+def test_save_with_regions_works_at_interpreter_exit(tmp_path):
+    # atexit handlers run after Python stops thread pools: save then works
+    # out the regions on its own thread.
+    import subprocess
+    import sys
+    script = f"""
+import atexit, numpy as np, gmmseg
+img = np.zeros((40, 40, 3), np.uint8); img[20:] = 200; img[:, 20:, 1] = 150
+seg = gmmseg.segment(img, 4)
+atexit.register(lambda: print(sorted(seg.save({str(tmp_path)!r}, "x"))))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "'regions', 'regions_overlay', 'report'" in done.stdout
+    assert (tmp_path / "x_regions.png").is_file() and (tmp_path / "x_report.json").is_file()
+
+
 def test_overwrite_removes_what_the_replaced_report_listed_and_nothing_else(tmp_path):
     img, _ = quadrants()
     seg = segment(img, 4)
@@ -326,8 +344,9 @@ def test_regions_by_default_for_colour_photos_only(tmp_path):
     for bad in ("some", 0, True, 2.5):
         with pytest.raises(ValueError, match="regions must be"):
             seg.save(tmp_path / "bad", "scene", regions=bad)
-    with pytest.raises(ValueError, match="region_scale"):
-        seg.save(tmp_path / "bad", "scene", region_scale=-1.0)
+    for bad_scale in (-1.0, 100.0):       # 100: the default before the scale was a share
+        with pytest.raises(ValueError, match=r"region_scale must be a number in \[0, 1\]"):
+            seg.save(tmp_path / "bad", "scene", region_scale=bad_scale)
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
