@@ -768,7 +768,8 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     and touching regions (faces, edges or corners) are merged greedily,
     cheapest first.  Each region is modelled as a Gaussian of its
     ``values`` (mean and covariance, with :data:`REGION_RIDGE` times each
-    channel's variance over the image added on the diagonal), and merging
+    channel's variance over the image, at least a thousandth of the largest
+    channel's, added on the diagonal), and merging
     two costs the log-likelihood the pair loses when one Gaussian models
     both, ``(n_ab log|S_ab| - n_a log|S_a| - n_b log|S_b|) / 2``, times
     ``(1 + g / g_mean) ** boundary_weight``, where ``g`` is the mean
