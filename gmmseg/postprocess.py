@@ -893,17 +893,19 @@ def _region_moments(regions, values, n):
     origin = np.nan_to_num(origin)      # (no valid pixel sampled)
     upper = np.triu_indices(n_channels)
     # Runs are also cut where blocks start, so each block of pixels is summed
-    # on its own: NumPy would otherwise copy all values to float64 at once.
-    block = 1 << 20
+    # on its own, as channel rows of float64 that stay in the cache.
+    n_sums = n_channels + len(upper[0])
+    block = 1 << 16
     starts = np.union1d(_run_starts(flat), np.arange(0, flat.size, block))
-    run_sums = np.empty((starts.size, n_channels + len(upper[0])))
+    run_sums = np.empty((starts.size, n_sums))
+    buffer = np.empty((n_sums, min(block, flat.size)))
     for first in range(0, flat.size, block):
         a, b = np.searchsorted(starts, [first, first + block])
-        chunk = rows[first:first + block] - origin                # float64
-        at = starts[a:b] - first
-        run_sums[a:b, :n_channels] = np.add.reduceat(chunk, at, axis=0)
+        part = buffer[:, :min(block, flat.size - first)]
+        np.subtract(rows[first:first + block].T, origin[:, None], out=part[:n_channels])
         for c, (i, j) in enumerate(zip(*upper)):
-            run_sums[a:b, n_channels + c] = np.add.reduceat(chunk[:, i] * chunk[:, j], at)
+            np.multiply(part[i], part[j], out=part[n_channels + c])
+        run_sums[a:b] = np.add.reduceat(part, starts[a:b] - first, axis=1).T
     bins = flat[starts].astype(np.intp) + 1       # bin 0 collects the invalid pixels
     count = np.bincount(bins, _run_lengths(starts, flat.size), minlength=n + 1)[1:]
     totals = np.stack([np.bincount(bins, run_sums[:, c], minlength=n + 1)[1:]
