@@ -456,8 +456,7 @@ def _label_regions_opencv(labels, n_labels, connectivity):
     """``skimage.measure.label(labels, background=-1)`` for a 2-D map of few
     labels, the same regions in the same (raster) order: OpenCV labels one
     label's pixels at a time, several times faster at millions of pixels."""
-    ids = np.zeros(labels.shape, np.int32)      # each label's regions after the last's
-    pieces, total = None, 0
+    ids, pieces, total = None, None, 0          # each label's regions after the last's
     is_value = np.empty(labels.shape, bool)
     mask = is_value.view(np.uint8)
     for value in range(n_labels):
@@ -465,8 +464,11 @@ def _label_regions_opencv(labels, n_labels, connectivity):
         n, pieces = cv2.connectedComponents(mask, labels=pieces,
                                             connectivity=4 if connectivity == 1 else 8,
                                             ltype=cv2.CV_32S)
-        np.add(pieces, total, out=pieces, where=is_value)
-        cv2.add(ids, pieces, dst=ids)          # the labels' pixels do not overlap
+        if ids is None:         # label 0's regions (0 elsewhere) start the map
+            ids, pieces = pieces, None
+        else:
+            np.add(pieces, total, out=pieces, where=is_value)
+            cv2.add(ids, pieces, dst=ids)      # the labels' pixels do not overlap
         total += n - 1
     return _raster_rank(ids)[ids], total
 
@@ -1035,22 +1037,26 @@ def _squared_gradient(values, spacing):
     axes and channels, float32.  One channel at a time (a few image-sized
     float32 arrays at once); OpenCV for 2-D images (several times faster
     than scipy there), scipy for volumes."""
-    total = np.zeros(values.shape[:-1], np.float32)
     if values.ndim == 3:
-        # The same three buffers for every channel: fresh image-sized arrays
-        # cost page faults, a large share of the time at millions of pixels.
-        channel, smooth, derivative = (np.empty_like(total) for _ in range(3))
+        # The same buffers for every channel: fresh image-sized arrays cost
+        # page faults, a large share of the time at millions of pixels.
+        total, channel, smooth, derivative = (
+            np.empty(values.shape[:-1], np.float32) for _ in range(4))
         step = np.array([[-0.5, 0.0, 0.5]], np.float32)
         kernels = (step.T / np.float32(spacing[0]), step / np.float32(spacing[1]))
         for c in range(values.shape[-1]):
             np.copyto(channel, values[..., c], casting="unsafe")
             cv2.GaussianBlur(channel, (0, 0), dst=smooth, sigmaX=1.0 / spacing[1],
                              sigmaY=1.0 / spacing[0], borderType=cv2.BORDER_REPLICATE)
-            for kernel in kernels:
+            for k, kernel in enumerate(kernels):
                 cv2.filter2D(smooth, -1, kernel, dst=derivative, borderType=cv2.BORDER_REPLICATE)
-                cv2.multiply(derivative, derivative, dst=derivative)
-                cv2.add(total, derivative, dst=total)
+                if c == k == 0:                 # the first term starts the sum
+                    cv2.multiply(derivative, derivative, dst=total)
+                else:
+                    cv2.multiply(derivative, derivative, dst=derivative)
+                    cv2.add(total, derivative, dst=total)
         return total
+    total = np.zeros(values.shape[:-1], np.float32)
     axes = [a for a, n in enumerate(total.shape) if n > 1]   # one slice: no change along it
     for c in range(values.shape[-1] if axes else 0):
         smooth = ndimage.gaussian_filter(values[..., c].astype(np.float32, copy=False),
