@@ -59,9 +59,9 @@ REGION_BOUNDARY_WEIGHT = 4.0
 #: on BSDS500 photos 1-50 (``docs/quality.md``, section 7).
 REGION_SCALE = 0.005
 #: Every region's covariance gets this share of each channel's variance over
-#: the image on its diagonal: a region of one flat colour has none, and
-#: small regions' covariances are poor estimates (``docs/quality.md``,
-#: section 7).
+#: the image (at least a thousandth of the largest channel's) on its
+#: diagonal: a region of one flat colour has none, and small regions'
+#: covariances are poor estimates (``docs/quality.md``, section 7).
 REGION_RIDGE = 0.03
 #: After a cut at a scale, regions under this share of the pixels join a
 #: neighbour: on BSDS500 photos 1-50, 1% against 0.5% lowered VoI by 0.03
