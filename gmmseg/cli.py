@@ -355,8 +355,8 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
     canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR;
     for colour photos also STEM_regions.png and STEM_regions_overlay.png
     (connected regions, see --regions).  Existing outputs are kept unless
-    --overwrite is given.  With -k auto, K
-    is chosen for each image and the criterion curve goes into the report.
+    --overwrite is given.  With -k auto, K is chosen for each image and the
+    criterion curve goes into the report.
     """
     from .io import file_stem, read_image
     from .pipeline import segment as run_segment

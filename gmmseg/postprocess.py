@@ -640,7 +640,8 @@ class RegionHierarchy:
         self._sizes = pixel_counts(regions, self.n_regions) if sizes is None else np.asarray(sizes)
         self._borders = {} if borders is None else borders
         highest = np.maximum.accumulate(costs) if len(costs) else np.zeros(0)
-        self.scales = highest / highest[-1] if len(costs) and highest[-1] > 0 else highest * 0.0
+        self.scales = (highest / highest[-1] if len(costs) and highest[-1] > 0
+                       else np.zeros_like(highest))
 
     @property
     def min_regions(self):
@@ -653,10 +654,10 @@ class RegionHierarchy:
         Give one of the two.  A number of regions is the same for every
         image; a scale lets each image have as many regions as it shows:
         merging stops at the first merge whose cost, as a share of the
-        costliest merge (:attr:`scales`), exceeds ``scale``, and then regions smaller than
-        ``min_share`` of the pixels join the neighbour they share the
-        longest border with, smallest first (a strong edge can keep a
-        speck apart at any scale).  On BSDS500 photos a scale
+        costliest merge (:attr:`scales`), exceeds ``scale``, and then
+        regions smaller than ``min_share`` of the pixels join the neighbour
+        they share the longest border with, smallest first (a strong edge
+        can keep a speck apart at any scale).  On BSDS500 photos a scale
         agrees better with people than any fixed number of regions
         (``docs/quality.md``, sections 6 and 7).
 
@@ -847,7 +848,7 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     if min_size > 1 and (regions.max(initial=-1) == 0 or (regions < 0).any()):
         # Isolated specks (nothing to merge with, so no region) need invalid
         # pixels around them, or an image of one small region.
-        count = np.bincount(regions[regions >= 0])
+        count = pixel_counts(regions)
         touching = np.zeros(len(count), dtype=bool)
         touching[_touching_pairs(regions).ravel()] = True
         speck = (count < min_size) & ~touching
