@@ -41,7 +41,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import postprocess
-from .errors import GmmsegError, ModelFileError, OutputExistsError, TooFewDistinctRowsError
+from ._system import available_cpus
+from .errors import (GmmsegError, ModelFileError, OutputExistsError, TooFewDistinctRowsError,
+                     one_line)
 from .features import FeatureExtractor
 from .io import (
     SUPPORTED_SUFFIXES,
@@ -387,7 +389,7 @@ def fit_shared_model(
                 f"none of the {len(paths)} input(s) can be used to fit a shared model"
                 + (f" (first problem: {skipped[0][0]}: {skipped[0][1]})" if skipped else "")
             ) from err
-        raise GmmsegError(f"shared model: {_one_line(err)}") from err
+        raise GmmsegError(f"shared model: {one_line(err)}") from err
     n_pooled = len(X)
     X = fit_sample(X, max_fit_samples, random_state)
     model = GaussianMixture(
@@ -401,7 +403,7 @@ def fit_shared_model(
             f"shared model: the pooled pixels have fewer distinct values than "
             f"n_components={n_components}; use a smaller -k") from err
     except ValueError as err:
-        raise GmmsegError(f"shared model: {_one_line(err)}") from err
+        raise GmmsegError(f"shared model: {one_line(err)}") from err
     model.sort_components()
     model.set_params(n_jobs=None)  # the thread count is the applier's choice
     model.metadata_ = {
@@ -456,7 +458,7 @@ def load_shared_model(path) -> tuple[GaussianMixture, FeatureExtractor]:
     try:
         extractor = FeatureExtractor.from_dict(spec)
     except ValueError as err:
-        raise ModelFileError(f"{path}: {_one_line(err)}") from err
+        raise ModelFileError(f"{path}: {one_line(err)}") from err
     if not extractor.is_fitted:
         raise ModelFileError(f"{path}: the stored feature extractor is not fitted")
     if extractor.n_features_ != model.means_.shape[1]:
@@ -681,13 +683,9 @@ def _blank_row(item: BatchItem) -> dict:
     }
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def _reason(err: BaseException, path) -> str:
     """A failure as one line, without the leading ``path: `` (the row names the input)."""
-    text = _one_line(err)
+    text = one_line(err)
     text = text.removeprefix(f"{path}: ")
     if isinstance(err, MemoryError):
         return f"out of memory ({text})"
@@ -827,7 +825,7 @@ def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
             overlay_rgb = seg.overlay(task.save_kwargs.get("alpha", 0.5))
             result["thumbnails"] = _write_thumbnails(out_dir, item, seg.image, overlay_rgb)
         except Exception as err:  # a missing thumbnail must not fail the input
-            warnings.warn(f"no gallery thumbnail: {_one_line(err)}", RuntimeWarning,
+            warnings.warn(f"no gallery thumbnail: {one_line(err)}", RuntimeWarning,
                           stacklevel=1)
     result["report_doc"] = json.loads(paths["report"].read_text())
     return result
@@ -851,7 +849,7 @@ def _process(item: BatchItem, task: _Task, protected: frozenset = frozenset()) -
             logger.debug("%s failed", item.path, exc_info=True)
     seen = []
     for w in caught:
-        text = _one_line(w.message)
+        text = one_line(w.message)
         if text not in seen:
             seen.append(text)
     row["warnings"] = seen
@@ -972,19 +970,12 @@ def _restore_thumbnails(row: dict, item: BatchItem, out_dir: Path, read_kwargs) 
             raise GmmsegError("cannot read the overlay back")
         row["thumbnails"] = _write_thumbnails(out_dir, item, image, overlay[..., ::-1])
     except Exception as err:  # the outputs are complete; only the gallery lacks a picture
-        row["warnings"] = [*row["warnings"], f"no gallery thumbnail: {_one_line(err)}"]
+        row["warnings"] = [*row["warnings"], f"no gallery thumbnail: {one_line(err)}"]
 
 
 # ---------------------------------------------------------------------------
 # executors
 # ---------------------------------------------------------------------------
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _run_in_process(work, task, record):
@@ -1060,7 +1051,7 @@ def _run_dask(work, task, scheduler, jobs, record, harvest):
         if cluster is not None:
             cluster.close()
         raise GmmsegError(f"cannot connect to the Dask scheduler {scheduler}: "
-                          f"{_one_line(err)}") from err
+                          f"{one_line(err)}") from err
     futures = {}
     try:
         work = list(work)
@@ -1092,7 +1083,7 @@ def _dask_row(future, item):
         return future.result()
     except Exception as err:  # KilledWorker, lost connection, ...
         row = _blank_row(item)
-        row["error"] = f"Dask task failed ({type(err).__name__}: {_one_line(err)})"
+        row["error"] = f"Dask task failed ({type(err).__name__}: {one_line(err)})"
         return row
 
 
@@ -1231,10 +1222,10 @@ def run_batch(
     read_kwargs = dict(read_kwargs or {})
     if jobs is not None and (isinstance(jobs, bool) or int(jobs) < 1):
         raise ValueError(f"jobs must be a positive number of workers, got {jobs!r}")
-    jobs = int(jobs) if jobs else _cpu_count()
+    jobs = int(jobs) if jobs else available_cpus()
     if threads is None:
         threads = segment_kwargs.get("n_jobs") or (
-            1 if scheduler not in (None, "local") else max(1, _cpu_count() // jobs))
+            1 if scheduler not in (None, "local") else max(1, available_cpus() // jobs))
     threads = int(threads)
 
     rows: list[dict | None] = [None] * len(items)

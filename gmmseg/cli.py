@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .errors import one_line
 from .batch import DEFAULT_PER_IMAGE
 from .pipeline import Segmentation
 from .pipeline import segment as _segment_api
@@ -309,16 +310,12 @@ def verbosity_options(fn):
     return wrapper
 
 
-def _one_line(err):
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def _report_failure(path, err):
     """One line on stderr; the traceback only with -v."""
     from .errors import GmmsegError
 
     expected = isinstance(err, (GmmsegError, ValueError, OSError, MemoryError))
-    message = _one_line(err)
+    message = one_line(err)
     if not expected:
         message = f"internal error ({type(err).__name__}: {message})"
     if str(path) not in message:
@@ -396,7 +393,7 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
                 seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
                          anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
             for w in caught:
-                click.echo(f"warning: {path}: {_one_line(w.message)}", err=True)
+                click.echo(f"warning: {path}: {one_line(w.message)}", err=True)
             if not quiet:
                 m = seg.model
                 click.echo(
@@ -501,7 +498,7 @@ def select_k(image, bands, nodata, volume, series, k_min, k_max, criterion, cova
                 init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                 n_jobs=threads)
         for w in caught:
-            click.echo(f"warning: {image}: {_one_line(w.message)}", err=True)
+            click.echo(f"warning: {image}: {one_line(w.message)}", err=True)
         for line in _selection_table(result):
             click.echo(line)
         if plot is not None:
@@ -592,7 +589,7 @@ def _run_batch_command(items, out_dir, **kwargs):
     try:
         report = run_batch(items, out_dir, progress=progress, **kwargs)
     except GmmsegError as err:  # the batch as a whole cannot start (shared model, ...)
-        raise click.ClickException(_one_line(err)) from err
+        raise click.ClickException(one_line(err)) from err
     except BatchInterrupted as err:
         report = err.report
         click.echo(f"interrupted: {report.n_ok} done, {report.n_cancelled} not started; "
@@ -669,7 +666,7 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
         items = find_inputs(input_dir, recursive=recursive, include=include or None,
                             exclude=exclude or None, out_dir=out_dir)
     except GmmsegError as err:
-        raise click.ClickException(_one_line(err)) from err
+        raise click.ClickException(one_line(err)) from err
     if not items:
         raise click.UsageError(f"{input_dir}: no input images found"
                                + ("" if recursive else " (use --recursive for subfolders)"))
@@ -731,9 +728,9 @@ def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_
                 read_kwargs=dict(bands=bands, nodata=nodata, volume=volume, series=series))
             save_shared_model(output, model, extractor, overwrite=overwrite)
     except (GmmsegError, ValueError, OSError) as err:
-        raise click.ClickException(_one_line(err)) from err
+        raise click.ClickException(one_line(err)) from err
     for w in caught:
-        click.echo(f"warning: {_one_line(w.message)}", err=True)
+        click.echo(f"warning: {one_line(w.message)}", err=True)
     skipped = model.metadata_.get("shared_fit", {}).get("skipped", [])
     for path, reason in skipped:
         click.echo(f"error: {path}: {reason}", err=True)
@@ -764,7 +761,7 @@ def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba
         model, extractor = load_shared_model(model_file)
         items = items_from_files(inputs)
     except (GmmsegError, ValueError, OSError) as err:
-        raise click.ClickException(_one_line(err)) from err
+        raise click.ClickException(one_line(err)) from err
     _run_batch_command(
         items, out_dir, jobs=jobs, scheduler=scheduler, threads=threads, resume=resume,
         overwrite=overwrite, model=model, feature_extractor=extractor,

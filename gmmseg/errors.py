@@ -23,3 +23,15 @@ class TooFewDistinctRowsError(GmmsegError, ValueError):
 
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood converged."""
+
+
+def one_line(err: BaseException, *, with_type: bool = False) -> str:
+    """An exception's text on one line (its type's name if it has no text).
+
+    ``with_type`` prefixes the type's name, for errors of other libraries
+    whose text alone does not say what went wrong.
+    """
+    text = " ".join(str(err).split())
+    if with_type and text:
+        return f"{type(err).__name__}: {text}"
+    return text or type(err).__name__

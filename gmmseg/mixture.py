@@ -28,7 +28,6 @@ import inspect
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ import numpy as np
 from scipy import linalg
 from threadpoolctl import threadpool_limits
 
+from ._system import available_cpus
 from .errors import ConvergenceWarning, ModelFileError, TooFewDistinctRowsError
 from .io.writers import atomic_output
 
@@ -412,13 +412,6 @@ class _Runner:
         if self._pool is None:
             return [work(i) for i in range(len(self.blocks))]
         return list(self._pool.map(work, range(len(self.blocks))))
-
-
-def _default_threads():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _chunk_rows(n_components, n_features, chunk_size):
@@ -1060,7 +1053,7 @@ class GaussianMixture:
         return _Runner(
             len(X),
             _chunk_rows(self.n_components, X.shape[1], self.chunk_size),
-            self.n_jobs or _default_threads(),
+            self.n_jobs or available_cpus(),
             X.dtype,
         )
 

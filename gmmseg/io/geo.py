@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GmmsegError, ImageReadError
-from .image import _RGB, Image, _check_pixels, _one_line, logged_warnings, require
+from ..errors import GmmsegError, ImageReadError, one_line
+from .image import _RGB, Image, _check_pixels, logged_warnings, require
 from .writers import atomic_output
 
 logger = logging.getLogger("gmmseg.io")
@@ -144,8 +144,8 @@ def read_raster(path: Path, *, max_pixels: int, bands: tuple[int, ...] | None = 
         raise
     except Exception as err:
         # rasterio puts GDAL's own message on the exception it chains from.
-        detail = _one_line(err) if err.__cause__ is None else (
-            f"{_one_line(err)}; {_one_line(err.__cause__)}")
+        detail = one_line(err, with_type=True) if err.__cause__ is None else (
+            f"{one_line(err, with_type=True)}; {one_line(err.__cause__, with_type=True)}")
         raise ImageReadError(f"{path}: truncated, corrupt or unsupported raster file "
                              f"({detail})") from err
     if not valid.any():

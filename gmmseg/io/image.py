@@ -191,12 +191,6 @@ def _default_channels(n_channels: int, dtype: np.dtype) -> tuple[str, ...]:
     return tuple(f"band{i}" for i in range(1, n_channels + 1))
 
 
-def _one_line(err: BaseException) -> str:
-    """Exception text on one line, prefixed with its type."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _check_pixels(path: Path, spatial_shape: tuple[int, ...], max_pixels: int) -> None:
     """Refuse empty images and images larger than `max_pixels`, from header sizes."""
     n_pixels = math.prod(int(s) for s in spatial_shape)

@@ -39,13 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GmmsegError, ImageReadError
+from ..errors import GmmsegError, ImageReadError, one_line
 from .image import (
     _RGB,
     Image,
     _check_pixels,
     _finite_mask,
-    _one_line,
     logged_warnings,
     require,
 )
@@ -290,7 +289,7 @@ def _decode(path: Path, ds, pydicom) -> np.ndarray:
         what = f"compressed ({ts.name}) " if ts.is_compressed else ""
         raise ImageReadError(
             f"{path}: cannot decode the {what}DICOM pixel data, truncated or corrupt file "
-            f"({_one_line(err)})") from err
+            f"({one_line(err, with_type=True)})") from err
     return np.asarray(arr)
 
 
@@ -309,7 +308,7 @@ def _dcmread(pydicom, path: Path, *, stop_before_pixels: bool = False):
     except MemoryError:
         raise
     except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt DICOM file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: truncated or corrupt DICOM file ({one_line(err, with_type=True)})") from err
     return ds
 
 
@@ -417,7 +416,7 @@ def _series_files(folder: Path) -> list[Path]:
     try:
         entries = sorted(folder.iterdir())
     except OSError as err:
-        raise ImageReadError(f"{folder}: cannot list directory ({_one_line(err)})") from err
+        raise ImageReadError(f"{folder}: cannot list directory ({one_line(err, with_type=True)})") from err
     return [p for p in entries if not p.name.startswith(".") and p.is_file()]
 
 
@@ -512,7 +511,7 @@ def _nifti_header(nib, path: Path):
     except MemoryError:
         raise
     except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt NIfTI file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: truncated or corrupt NIfTI file ({one_line(err, with_type=True)})") from err
     sizes = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
     if 348 in sizes and len(raw) >= 348:
         magic = raw[344:348]
@@ -535,7 +534,7 @@ def _nifti_header(nib, path: Path):
     except MemoryError:
         raise
     except Exception as err:
-        raise ImageReadError(f"{path}: broken NIfTI header ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: broken NIfTI header ({one_line(err, with_type=True)})") from err
     if not shape or any(s < 1 for s in shape):
         raise ImageReadError(f"{path}: broken NIfTI header (dimensions {shape})")
     return header, shape
@@ -583,7 +582,7 @@ def read_nifti(path: Path, *, max_pixels: int, volume: int | None = None) -> Ima
     except (ImageReadError, MemoryError):
         raise
     except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt NIfTI file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: truncated or corrupt NIfTI file ({one_line(err, with_type=True)})") from err
     arr = arr.reshape(spatial)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))

@@ -14,14 +14,13 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, one_line
 from .image import (
     _RGB,
     Image,
     _check_pixels,
     _default_channels,
     _finite_mask,
-    _one_line,
 )
 
 _FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "bmp": "BMP", "tiff": "TIFF", "npy": ".npy"}
@@ -76,9 +75,9 @@ def _read_pillow(path: Path, kind: str, max_pixels: int) -> Image:
         except (ImageReadError, MemoryError):
             raise
         except UnidentifiedImageError as err:
-            raise ImageReadError(f"{path}: not a readable {fmt} image ({_one_line(err)})") from err
+            raise ImageReadError(f"{path}: not a readable {fmt} image ({one_line(err, with_type=True)})") from err
         except Exception as err:
-            raise ImageReadError(f"{path}: truncated or corrupt {fmt} file ({_one_line(err)})") from err
+            raise ImageReadError(f"{path}: truncated or corrupt {fmt} file ({one_line(err, with_type=True)})") from err
     if data is None:
         raise ImageReadError(f"{path}: unsupported {fmt} pixel mode {mode!r}")
     if data.dtype.kind == "f":
@@ -147,7 +146,7 @@ def _read_png_16bit_colour(path: Path, head: bytes, max_pixels: int) -> Image:
     except (MemoryError, ImageReadError):
         raise
     except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt PNG file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: truncated or corrupt PNG file ({one_line(err, with_type=True)})") from err
     if arr is None or arr.shape[:2] != (height, width) or arr.dtype != np.uint16 or arr.ndim != 3:
         raise ImageReadError(f"{path}: truncated or corrupt PNG file (16-bit decoding failed)")
     valid = arr[..., 3] != 0 if arr.shape[-1] == 4 else np.ones((height, width), dtype=bool)
@@ -190,7 +189,7 @@ def _read_tiff(path: Path, max_pixels: int) -> Image:
     except (ImageReadError, MemoryError):
         raise
     except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt TIFF file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: truncated or corrupt TIFF file ({one_line(err, with_type=True)})") from err
     if use_pillow:
         return _read_pillow(path, "tiff", max_pixels)
 
@@ -309,7 +308,7 @@ def _read_npy(path: Path, max_pixels: int) -> Image:
     except (ImageReadError, MemoryError):
         raise
     except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt .npy file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: truncated or corrupt .npy file ({one_line(err, with_type=True)})") from err
     data = arr if arr.ndim == 3 else arr[..., np.newaxis]
     return Image(data=data, valid=_finite_mask(data), path=path,
                  channels=_default_channels(data.shape[-1], data.dtype), meta={"format": "npy"})

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, one_line
 from .image import (
     DEFAULT_MAX_PIXELS,
     Image,
     _default_channels,
     _finite_mask,
-    _one_line,
     logger,
 )
 from .photo import (
@@ -360,7 +359,7 @@ def _read_head(path: Path) -> bytes:
     except FileNotFoundError as err:
         raise ImageReadError(f"{path}: file not found") from err
     except OSError as err:
-        raise ImageReadError(f"{path}: cannot access file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: cannot access file ({one_line(err, with_type=True)})") from err
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(f"{path}: is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):
@@ -371,7 +370,7 @@ def _read_head(path: Path) -> bytes:
         with open(path, "rb") as f:
             return f.read(_HEAD_BYTES)
     except OSError as err:
-        raise ImageReadError(f"{path}: cannot open file ({_one_line(err)})") from err
+        raise ImageReadError(f"{path}: cannot open file ({one_line(err, with_type=True)})") from err
 
 
 def _sniff(head: bytes, name: str = "") -> str | None:
