@@ -35,3 +35,20 @@ def one_line(err: BaseException, *, with_type: bool = False) -> str:
     if with_type and text:
         return f"{type(err).__name__}: {text}"
     return text or type(err).__name__
+
+
+def failure_reason(err: BaseException, path=None) -> str:
+    """Why an input failed, in one line, without a leading ``path: ``.
+
+    Errors gmmseg expects (its own, ``ValueError``, ``OSError``) say what
+    they say; running out of memory and anything else are named as such, so
+    that a summary row never passes off a bug as a bad input.
+    """
+    text = one_line(err)
+    if path is not None:
+        text = text.removeprefix(f"{path}: ")
+    if isinstance(err, MemoryError):
+        return f"out of memory ({text})"
+    if not isinstance(err, (GmmsegError, ValueError, OSError)):
+        return f"internal error ({type(err).__name__}: {text})"
+    return text

@@ -24,16 +24,14 @@ from gmmseg.batch import (
     BatchInterrupted,
     BatchItem,
     BatchProgress,
-    check_model_input,
     find_inputs,
-    fit_shared_model,
     format_progress,
     items_from_files,
-    load_shared_model,
     run_batch,
-    save_shared_model,
 )
 from gmmseg.io import read_image, write_png
+from gmmseg.pipeline import (check_model_input, fit_shared_model, load_shared_model,
+                             save_shared_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 KW = {"n_components": 3, "random_state": 0}

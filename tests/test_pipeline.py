@@ -224,7 +224,7 @@ def test_regions_worked_out_beside_the_overlay_fail_or_stop_cleanly(tmp_path, mo
 
     def interrupted(path, *args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(gmmseg.pipeline, "write_png", interrupted)
+    monkeypatch.setattr(gmmseg.pipeline.outputs, "write_png", interrupted)
     with pytest.raises(KeyboardInterrupt):
         seg.save(tmp_path, "scene")
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,313 @@
+"""``run_batch``: segment many inputs, each in isolation, and write the summary.
+
+Plans the run (duplicate output names, the shared model, what ``resume``
+skips, which inputs live in output folders), hands the work to an executor
+and writes the summary files, also when interrupted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .._system import available_cpus
+from ..errors import GmmsegError, OutputExistsError
+from ..features import FeatureExtractor
+from ..mixture import GaussianMixture
+from ..pipeline import (DEFAULT_PER_IMAGE, MODEL_OPTIONS, fit_shared_model, load_shared_model,
+                        save_shared_model, segment, stored_feature_extractor)
+from .executors import _run_dask, _run_in_process, _run_processes
+from .inputs import BatchItem, _rel
+from .progress import BatchProgress, _Tracker
+from .resume import _completed_row, _remove_stale_temporaries, _restore_thumbnails
+from .summary import BatchInterrupted, BatchReport, _blank_row, _jsonable, _write_summaries
+from .work import _Task
+
+
+SHARED_MODEL = "shared_model.npz"
+_SEGMENT_DEFAULTS = {n: p.default for n, p in inspect.signature(segment).parameters.items()}
+
+
+def _check_same_shared_model(path, model, extractor, segment_kwargs):
+    """Refuse to resume with a shared model fitted under other options."""
+    options = {**_SEGMENT_DEFAULTS, **segment_kwargs}
+    wanted = {
+        "n_components": options["n_components"],
+        "covariance_type": options["covariance_type"],
+        "features": FeatureExtractor(options["features"], pca=options["pca"]).spec_string,
+    }
+    found = {"n_components": model.n_components, "covariance_type": model.covariance_type,
+             "features": extractor.spec_string}
+    if wanted["features"] == "auto":
+        found["features"] = "auto"  # resolved per image kind: not comparable
+    differ = [f"{k}={found[k]} (this run: {wanted[k]})" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise GmmsegError(f"{path}: shared model was fitted with {', '.join(differ)}; "
+                          "use overwrite=True to refit it")
+
+
+def run_batch(
+    items: Sequence[BatchItem],
+    out_dir: str | os.PathLike,
+    *,
+    segment_kwargs: Mapping | None = None,
+    save_kwargs: Mapping | None = None,
+    read_kwargs: Mapping | None = None,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    threads: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    model: GaussianMixture | None = None,
+    feature_extractor: FeatureExtractor | None = None,
+    shared_model: bool = False,
+    per_image: int | None = DEFAULT_PER_IMAGE,
+    thumbnails: bool = True,
+    progress: Callable[[BatchProgress], None] | None = None,
+) -> BatchReport:
+    """Segment many inputs, each in isolation, and write the batch summary.
+
+    For every item, ``gmmseg.segment(path, **segment_kwargs)`` then
+    ``Segmentation.save(out_dir / item.rel_dir, item.stem, ...)``.  An input
+    that fails gets its one-line reason in the summary and the batch goes
+    on; warnings (e.g. EM not converged) are recorded in its row.
+
+    Parameters
+    ----------
+    items : sequence of BatchItem
+        From :func:`find_inputs` or :func:`items_from_files`.
+    out_dir : path
+        Created if needed.  Nothing is written outside it: output folders
+        that resolve elsewhere (symbolic links) are refused, and so is an
+        output that would replace an input.
+    segment_kwargs : mapping, optional
+        Keyword arguments of :func:`gmmseg.segment` (``n_components``,
+        ``features``, ``random_state``, ...).  ``n_jobs`` defaults to the
+        per-worker thread count.
+    save_kwargs : mapping, optional
+        ``proba``, ``log_likelihood``, ``alpha`` of :meth:`Segmentation.save`.
+    read_kwargs : mapping, optional
+        Passed to :func:`gmmseg.read_image` (``bands``, ``nodata``, ...).
+    jobs : int, optional
+        Worker processes (local) or Dask workers (``scheduler="local"``);
+        default: all cores.  ``1`` runs in this process.
+    scheduler : str, optional
+        None: local processes; ``"local"``: a ``distributed.LocalCluster`` of
+        ``jobs`` single-threaded worker processes; an address such as
+        ``"tcp://host:8786"``: an existing Dask cluster (the inputs and
+        ``out_dir`` must be reachable at the same paths from its workers).
+    threads : int, optional
+        Threads per worker for EM (``n_jobs``) and OpenCV; BLAS is always
+        single-threaded in a batch.  Default: cores // jobs locally (so the
+        machine is not oversubscribed), 1 on a remote cluster.  The same
+        seed and threads give byte-identical label maps, locally and on
+        Dask.
+    resume : bool, default=False
+        Skip inputs whose outputs are complete: the report JSON (written
+        last, atomically) parses and every output exists; the others are
+        (re)done, replacing any part an interrupted run left.  Every file is
+        written to a temporary name and renamed, so an interrupted run leaves
+        nothing that looks complete; the temporaries a killed run left
+        (``.{name}.tmp-XXXXXXXX``) are deleted.
+    overwrite : bool, default=False
+        Replace existing outputs (else such an input fails, "output exists").
+    model, feature_extractor : optional
+        Apply this fitted mixture (and extractor; default: the one in
+        ``model.metadata_``) to every input instead of fitting one per
+        image.  Inputs it does not fit fail with e.g. "model expects 3
+        channels, image has 6".
+    shared_model : bool, default=False
+        Fit one mixture on up to ``per_image`` pixels of every input
+        (:func:`fit_shared_model`, with the fitting entries of
+        ``segment_kwargs``), save it as ``out_dir/shared_model.npz`` and
+        apply it to every input.  With ``resume`` an existing model file is
+        reused.
+    per_image : int or None, default=20000
+        Pixels drawn from each image for the shared model.
+    thumbnails : bool, default=True
+        Write gallery thumbnails under ``out_dir/thumbs/``.
+    progress : callable, optional
+        ``progress(BatchProgress)``, called in this process; see
+        :class:`BatchProgress`.
+
+    Returns
+    -------
+    BatchReport
+        Its rows are in the order of ``items``; ``batch_summary.csv``,
+        ``batch_summary.json`` and ``index.html`` are written (atomically)
+        into ``out_dir``.
+
+    Raises
+    ------
+    BatchInterrupted
+        On Ctrl-C or an exception from ``progress``: pending inputs are
+        cancelled, running ones finish, the summary (rows of unprocessed
+        inputs have status ``"cancelled"``) is written, then this is raised
+        with ``.report``.
+    GmmsegError
+        The shared model cannot be fitted, the model file exists (without
+        ``resume``/``overwrite``), or the Dask scheduler cannot be reached.
+    """
+    t_start = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    items = list(items)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    segment_kwargs = dict(segment_kwargs or {})
+    save_kwargs = dict(save_kwargs or {})
+    read_kwargs = dict(read_kwargs or {})
+    if jobs is not None and (isinstance(jobs, bool) or int(jobs) < 1):
+        raise ValueError(f"jobs must be a positive number of workers, got {jobs!r}")
+    jobs = int(jobs) if jobs else available_cpus()
+    if threads is None:
+        threads = segment_kwargs.get("n_jobs") or (
+            1 if scheduler not in (None, "local") else max(1, available_cpus() // jobs))
+    threads = int(threads)
+
+    rows = _rows_of_duplicate_names(items)
+    model_file = None
+    if shared_model and model is None:
+        model_file = out_dir / SHARED_MODEL
+        paths = [item.path for i, item in enumerate(items) if rows[i] is None]
+        model, feature_extractor = _shared_model(
+            model_file, paths, segment_kwargs, read_kwargs, per_image=per_image,
+            resume=resume, overwrite=overwrite, progress=progress)
+    if model is not None and feature_extractor is None:
+        feature_extractor = stored_feature_extractor(model)
+
+    n_components = (None if model is not None else
+                    segment_kwargs.get("n_components", _SEGMENT_DEFAULTS["n_components"]))
+    if not isinstance(n_components, (int, np.integer)):
+        n_components = None  # "auto" or a list of K: any chosen K is complete
+    if resume:
+        _remove_stale_temporaries(out_dir, items)
+    if resume and not overwrite:
+        for i, item in enumerate(items):
+            if rows[i] is not None:
+                continue
+            row = rows[i] = _completed_row(item, out_dir, save_kwargs, n_components)
+            if row and row["status"] == "skipped" and thumbnails and not row["thumbnails"]:
+                _restore_thumbnails(row, item, out_dir, read_kwargs)
+
+    # With resume, what is left to do has no complete outputs: a part written
+    # before an interruption is replaced.
+    task = _Task(str(out_dir), segment_kwargs, save_kwargs, read_kwargs, overwrite or resume,
+                 threads, model, feature_extractor, thumbnails)
+    options = {
+        "segment": _jsonable(segment_kwargs), "save": _jsonable(save_kwargs),
+        "read": _jsonable(read_kwargs), "jobs": jobs, "threads": threads,
+        "scheduler": scheduler, "resume": resume, "overwrite": overwrite,
+        "shared_model": _rel(model_file, out_dir) if model_file else None,
+        "pretrained_model": model is not None,
+    }
+    summary = (items, rows, out_dir, t_start, started, options, model_file)
+    try:
+        _execute(_work_list(items, rows, out_dir), task, rows, scheduler, jobs, progress)
+    except KeyboardInterrupt as err:
+        raise BatchInterrupted(_finish(*summary, interrupted=True)) from err
+    except Exception:
+        # E.g. the progress callback failed: keep what finished, then report it.
+        _finish(*summary, interrupted=True)
+        raise
+    return _finish(*summary, interrupted=False)
+
+
+def _rows_of_duplicate_names(items):
+    """Rows for the inputs whose output names an earlier input takes; None for the rest."""
+    rows: list[dict | None] = [None] * len(items)
+    first_of: dict[tuple[str, str], BatchItem] = {}
+    for i, item in enumerate(items):
+        key = (item.rel_dir, item.stem)
+        if key in first_of:
+            row = _blank_row(item)
+            row["error"] = (f"same output names as {first_of[key].name}; rename one of them "
+                            "or use exclude=")
+            rows[i] = row
+        else:
+            first_of[key] = item
+    return rows
+
+
+def _shared_model(model_file, paths, segment_kwargs, read_kwargs, *, per_image, resume,
+                  overwrite, progress):
+    """The shared model of a batch: reused from ``model_file`` on resume, else fitted and saved."""
+    if resume and model_file.exists():
+        model, extractor = load_shared_model(model_file)
+        _check_same_shared_model(model_file, model, extractor, segment_kwargs)
+        return model, extractor
+    if model_file.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{model_file}: shared model exists (use resume=True to reuse it, "
+            "overwrite=True to refit it)")
+    tracker = _Tracker("fit", len(paths), progress)
+
+    def on_input(path, error):
+        tracker.finished({"input": path, "status": "failed" if error else "ok", "error": error})
+
+    tracker.start()
+    model, extractor = fit_shared_model(
+        paths, per_image=per_image, read_kwargs=read_kwargs, on_input=on_input,
+        **{k: v for k, v in segment_kwargs.items() if k in MODEL_OPTIONS})
+    save_shared_model(model_file, model, extractor, overwrite=True)
+    return model, extractor
+
+
+def _work_list(items, rows, out_dir):
+    """``(index, item, protected)`` of every input still to do.
+
+    ``protected`` holds the inputs that live in the item's output folder:
+    an output must never replace one.
+    """
+    inputs_by_folder: dict[Path, set[str]] = {}
+    for item in items:
+        real = item.path.resolve()
+        inputs_by_folder.setdefault(real.parent, set()).add(str(real))
+    work = []
+    for i, item in enumerate(items):
+        if rows[i] is None:
+            folder = (out_dir / item.rel_dir).resolve()
+            work.append((i, item, frozenset(inputs_by_folder.get(folder, ()))))
+    return work
+
+
+def _execute(work, task, rows, scheduler, jobs, progress):
+    """Run ``work`` on the chosen executor, filling ``rows`` and reporting progress."""
+    tracker = _Tracker("segment", len(rows), progress,
+                       skipped=sum(1 for r in rows if r is not None and r["status"] == "skipped"))
+    tracker.failed = sum(1 for r in rows if r is not None and r["status"] == "failed")
+
+    def harvest(index, row):
+        if rows[index] is None:
+            rows[index] = row
+
+    def record(index, row):
+        harvest(index, row)
+        tracker.finished(row)
+
+    tracker.start()
+    if not work:
+        return
+    if scheduler is not None:
+        _run_dask(work, task, scheduler, jobs, record, harvest)
+    elif jobs == 1 or len(work) == 1:
+        _run_in_process(work, task, record)
+    else:
+        _run_processes(work, task, min(jobs, len(work)), record, harvest)
+
+
+def _finish(items, rows, out_dir, t_start, started, options, model_file, *, interrupted):
+    for i, item in enumerate(items):
+        if rows[i] is None:
+            row = _blank_row(item)
+            row.update(status="cancelled", error="not processed: the batch was interrupted")
+            rows[i] = row
+    report = BatchReport(rows, out_dir, time.perf_counter() - t_start, interrupted,
+                         model_file, options)
+    _write_summaries(report, started)
+    return report

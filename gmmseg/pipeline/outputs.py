@@ -1,0 +1,338 @@
+"""The files a segmentation is saved as: their names, their contents, the report.
+
+The one place output file names are made (:func:`output_paths`, and
+:func:`find_output` for ``batch --resume``), and the one writer of a
+complete set (:func:`write_outputs`: every file to a temporary name and
+renamed, the report last, nothing left behind on failure).  Knows nothing of
+how a segmentation is computed; it reads a :class:`Segmentation`'s maps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from .. import postprocess
+from ..errors import OutputExistsError
+from ..io import result_suffix, write_json, write_png, write_result_map
+
+logger = logging.getLogger(__name__)
+
+#: Display range of the anomaly heat map: these percentiles of -log p.
+_ANOMALY_PERCENTILES = (1.0, 99.5)
+
+#: Every kind of output, in the order they are listed: the tag in its file
+#: name and its suffix (``"labels"`` / ``"float"``: the input's label or
+#: float-map format, see :func:`gmmseg.io.result_suffix`).
+OUTPUT_KINDS = {
+    "labels": ("labels", "labels"),
+    "overlay": ("overlay", ".png"),
+    "report": ("report", ".json"),
+    "proba": ("proba", "float"),
+    "log_likelihood": ("loglik", "float"),
+    "uncertainty": ("uncertainty", ".png"),
+    "uncertainty_map": ("uncertainty", "float"),
+    "anomaly": ("anomaly", ".png"),
+    "anomaly_mask": ("anomaly_mask", "labels"),
+    "regions": ("regions", "labels"),
+    "regions_overlay": ("regions_overlay", ".png"),
+}
+
+
+def output_paths(image, out_dir, stem, *, proba=False, log_likelihood=False,
+                 uncertainty=False, anomaly=False, anomaly_mask=False, regions=False):
+    """The files a save of ``image``'s segmentation writes with these options, by kind.
+
+    ``labels``, ``overlay``, ``report`` always; ``proba``,
+    ``log_likelihood`` (also with ``anomaly``), ``uncertainty`` (heat map)
+    and ``uncertainty_map`` (float), ``anomaly`` (heat map),
+    ``anomaly_mask`` and ``regions`` (with ``regions_overlay``) on request.
+    """
+    wanted = {
+        "labels": True, "overlay": True, "report": True, "proba": proba,
+        "log_likelihood": log_likelihood or anomaly, "uncertainty": uncertainty,
+        "uncertainty_map": uncertainty, "anomaly": anomaly, "anomaly_mask": anomaly_mask,
+        "regions": regions, "regions_overlay": regions,
+    }
+    out_dir = Path(out_dir)
+    paths = {}
+    for kind, (tag, suffix) in OUTPUT_KINDS.items():
+        if wanted[kind]:
+            if suffix in ("labels", "float"):
+                suffix = result_suffix(image, suffix)
+            paths[kind] = out_dir / f"{stem}_{tag}{suffix}"
+    return paths
+
+
+def find_output(folder, stem, kind):
+    """The existing file of output ``kind`` for ``stem`` in ``folder`` (any suffix), or None."""
+    tag = OUTPUT_KINDS[kind][0]
+    escaped = "".join(f"[{c}]" if c in "*?[" else c for c in stem)
+    found = sorted(p for p in Path(folder).glob(f"{escaped}_{tag}.*") if p.is_file())
+    return found[0] if found else None
+
+
+def region_request(image, regions, region_scale):
+    """``save``'s ``regions`` option as ``(n_regions, scale)``, or None for no regions."""
+    if regions is None or regions is False:
+        return None
+    if isinstance(regions, str):
+        if regions not in ("auto", "scale"):
+            raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
+                             f"got {regions!r}")
+        if not (isinstance(region_scale, numbers.Real) and 0 <= region_scale <= 1):
+            raise ValueError(f"region_scale must be a number in [0, 1] (a share of the "
+                             f"costliest merge), got {region_scale!r}")
+        if regions == "auto" and not image.is_photo:
+            return None
+        return None, float(region_scale)
+    if isinstance(regions, bool) or not isinstance(regions, numbers.Integral) or regions < 1:
+        raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
+                         f"got {regions!r}")
+    return int(regions), None
+
+
+def regions_request(regions, region_scale):
+    """``save``'s region options as its report records them: ``(requested, scale)``.
+
+    ``batch --resume`` compares this with a report to tell whether the
+    regions on disk are the ones asked for.
+    """
+    if isinstance(regions, str):
+        return regions, float(region_scale)
+    return int(regions), None
+
+
+def _regions_entry(regions, region_scale, region_map):
+    """The report's ``"regions"``: what was asked for and, if written, what came out."""
+    requested, scale = regions_request(regions, region_scale)
+    entry = {"requested": requested, "scale": scale, "n_regions": None}
+    if region_map is not None:
+        pixels = postprocess.pixel_counts(region_map)
+        entry.update(n_regions=len(pixels), min_size=postprocess.REGION_MIN_SIZE,
+                     boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT,
+                     ridge=postprocess.REGION_RIDGE,
+                     min_share=(postprocess.REGION_MIN_SHARE if isinstance(regions, str)
+                                else None),
+                     pixels=pixels.tolist())
+    return entry
+
+
+def segmentation_report(seg, segments, *, uncertainty, anomaly_quantile, anomaly_threshold):
+    """:meth:`Segmentation.report` with the per-segment statistics already worked out."""
+    from .. import __version__
+
+    model = seg.model
+    n_valid = int(seg.info["n_valid"])
+    mean_ll = float(seg.info["mean_log_likelihood"])
+    n_params = model._n_parameters()
+    img = seg.image
+    out = {
+        "gmmseg_version": __version__,
+        "input": {
+            "path": str(img.path) if img.path else None,
+            "shape": list(img.data.shape),
+            "dtype": str(img.data.dtype),
+            "channels": list(img.channels),
+            "spacing": list(img.spacing) if img.spacing else None,
+            "valid_pixels": n_valid,
+            "valid_share": n_valid / max(1, math.prod(img.spatial_shape)),
+        },
+        "features": {
+            "spec": seg.features.spec_string,
+            "names": list(seg.features.names_),
+            "n_features": int(seg.features.n_features_),
+            "standardize": seg.features.standardize,
+            "pca": seg.features.pca,
+        },
+        "model": {
+            "n_components": int(model.n_components),
+            "covariance_type": model.covariance_type,
+            "weights": model.weights_.tolist(),
+            "means": model.means_.tolist(),
+            "covariances": model.covariances_.tolist(),
+            "converged": bool(getattr(model, "converged_", True)),
+            "n_iter": int(getattr(model, "n_iter_", 0)),
+            "fit_samples": seg.info.get("fit_samples"),
+            "fit_lower_bound": float(getattr(model, "lower_bound_", float("nan"))),
+            "reg_covar": float(getattr(model, "reg_covar_", model.reg_covar)),
+            "random_state": seg.info.get("random_state"),
+            "pretrained": seg.info.get("pretrained", False),
+        },
+        "mean_log_likelihood": mean_ll,
+        "bic": -2.0 * mean_ll * n_valid + n_params * math.log(max(n_valid, 1)),
+        "aic": -2.0 * mean_ll * n_valid + 2.0 * n_params,
+        "min_region_size": seg.info.get("min_region_size", 0),
+        "smoothing": seg.info.get("smoothing", 0.0),
+        "smoothing_iterations": seg.info.get("smoothing_iterations", 0),
+        "segments": segments,
+        "timings": dict(seg.info.get("timings", {})),
+    }
+    if seg.info.get("model_selection") is not None:
+        out["model_selection"] = seg.info["model_selection"]
+    if uncertainty:
+        values = seg.uncertainty[seg.valid].astype(np.float64)
+        out["uncertainty"] = {
+            "measure": "normalized posterior entropy",
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+        }
+    if anomaly_quantile is not None or anomaly_threshold is not None:
+        limit = seg.anomaly_threshold(anomaly_quantile, threshold=anomaly_threshold)
+        n_anomalous = int(np.count_nonzero(seg.anomaly_mask(threshold=limit)))
+        out["anomaly"] = {
+            "quantile": None if anomaly_quantile is None else float(anomaly_quantile),
+            "threshold": None if anomaly_threshold is None else float(anomaly_threshold),
+            "log_likelihood_threshold": limit,
+            "pixels": n_anomalous,
+            "share": n_anomalous / max(n_valid, 1),
+        }
+    return out
+
+
+def _heat_map(seg, values, **kwargs):
+    """A heat-map picture of a per-pixel map (the middle slice of a volume, as the overlay)."""
+    valid = seg.valid
+    if values.ndim == 3:
+        z = values.shape[0] // 2
+        values, valid = values[z], valid[z]
+    return postprocess.heat_map(values, valid, **kwargs)
+
+
+def _regions_meanwhile(seg, n_regions, scale):
+    """``seg.regions(...)`` started on a second thread; a future of its map.
+
+    At 16 Mpx the regions take about as long as drawing and encoding the
+    overlay, and both mostly run in NumPy and OpenCV without holding the
+    GIL: :func:`write_outputs` does the two at once.  The worker only
+    computes, so an error or Ctrl-C in the save leaves no file behind it; it
+    is a daemon thread, so an interrupted process exits without waiting for
+    it.  Nothing that captures warnings process-wide (GeoTIFF, NIfTI) is
+    written until the map is in.  Where no thread can start (interpreter
+    shutdown), the regions are worked out here.
+    """
+    future = Future()
+
+    def work():
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(seg.regions(n_regions, scale=scale))
+        except BaseException as err:  # handed to the caller of save
+            future.set_exception(err)
+
+    try:
+        threading.Thread(target=work, name="gmmseg-regions", daemon=True).start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        work()
+    return future
+
+
+def _stale_outputs(image, paths, out_dir, stem):
+    """Files the report being replaced listed and this save will not write.
+
+    They belong to an earlier run's set (say, regions, before a run
+    without them) and would no longer match the new labels.  Only names
+    that a save of this image under this stem can write count.
+    """
+    report = paths["report"]
+    try:
+        listed = json.loads(report.read_text()).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, dict):
+        return []
+    every = output_paths(image, out_dir, stem, proba=True, log_likelihood=True,
+                         uncertainty=True, anomaly=True, anomaly_mask=True, regions=True)
+    ours = {p.name for p in every.values()} - {p.name for p in paths.values()}
+    return [report.with_name(name) for name in listed.values()
+            if isinstance(name, str) and name in ours]
+
+
+def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha,
+                  uncertainty, anomaly, anomaly_quantile, anomaly_threshold, regions,
+                  region_scale):
+    """:meth:`Segmentation.save`: write the set its options ask for; see there."""
+    want_mask = anomaly_quantile is not None or anomaly_threshold is not None
+    limit = (seg.anomaly_threshold(anomaly_quantile, threshold=anomaly_threshold)
+             if want_mask else None)
+    request = region_request(seg.image, regions, region_scale)
+    paths = output_paths(seg.image, out_dir, stem, proba=proba, log_likelihood=log_likelihood,
+                         uncertainty=uncertainty, anomaly=anomaly, anomaly_mask=want_mask,
+                         regions=request is not None)
+    if not overwrite:
+        existing = [str(p) for p in paths.values() if p.exists()]
+        if existing:
+            raise OutputExistsError(
+                f"{existing[0]}: output exists (use --overwrite / overwrite=True)")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    stale = _stale_outputs(seg.image, paths, out_dir, stem) if overwrite else []
+    # The report is written last and is what marks a complete set (batch
+    # --resume trusts it): an old one goes first, so a save that fails
+    # half-way never leaves old and new files looking complete together.
+    paths["report"].unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    written = []
+
+    def write(kind, writer, *args, **kwargs):
+        writer(paths[kind], *args, overwrite=overwrite, **kwargs)
+        written.append(paths[kind])
+
+    try:
+        write("labels", write_result_map, seg.labels, seg.image,
+              n_components=seg.n_components)
+        pending = _regions_meanwhile(seg, *request) if request is not None else None
+        write("overlay", write_png, seg.overlay(alpha))
+        segments = seg.stats()     # (while the regions are worked out)
+        region_map = None
+        if pending is not None:
+            region_map = pending.result()
+            write("regions", write_result_map, region_map, seg.image,
+                  n_components=int(region_map.max()) + 1)
+            write("regions_overlay", write_png, seg.overlay(alpha, labels=region_map))
+        if proba:
+            write("proba", write_result_map, seg.proba, seg.image)
+        if log_likelihood or anomaly:
+            write("log_likelihood", write_result_map, seg.log_likelihood, seg.image)
+        if uncertainty:
+            write("uncertainty", write_png,
+                  _heat_map(seg, seg.uncertainty, value_range=(0.0, 1.0), cmap="viridis"))
+            write("uncertainty_map", write_result_map, seg.uncertainty, seg.image)
+        if anomaly:
+            write("anomaly", write_png,
+                  _heat_map(seg, -seg.log_likelihood, percentiles=_ANOMALY_PERCENTILES))
+        if want_mask:
+            mask = seg.anomaly_mask(threshold=limit)
+            if paths["anomaly_mask"].name.endswith(".png"):
+                write("anomaly_mask", write_png, mask.astype(np.uint8) * np.uint8(255))
+            else:
+                write("anomaly_mask", write_result_map,
+                      np.where(seg.valid, mask, -1).astype(np.int32), seg.image,
+                      n_components=2)
+        seg.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
+        report = segmentation_report(seg, segments, uncertainty=uncertainty,
+                                     anomaly_quantile=anomaly_quantile,
+                                     anomaly_threshold=anomaly_threshold)
+        seg.info.pop("regions", None)  # from an earlier save
+        if regions is not None and regions is not False:  # batch --resume reads it
+            report["regions"] = seg.info["regions"] = _regions_entry(
+                regions, region_scale, region_map)
+        report["outputs"] = {kind: path.name for kind, path in paths.items()}
+        write("report", write_json, report)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    for path in stale:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:  # the new set is complete; say so and go on
+            logger.warning("could not remove %s from an earlier run: %s", path, err)
+    return paths

@@ -1,0 +1,300 @@
+"""The result of :func:`~gmmseg.pipeline.segment`: maps, model, and views of them.
+
+:class:`Segmentation` holds the label, probability and log-likelihood maps
+with the model and image they came from, and derives what a user looks at
+from them (overlays, connected regions, uncertainty, anomalies, per-segment
+statistics).  Writing files is :mod:`gmmseg.pipeline.outputs`' job.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import postprocess
+from ..features import FeatureExtractor, lab
+from ..io import Image
+from ..mixture import GaussianMixture
+from . import outputs
+
+
+@dataclass(eq=False)
+class Segmentation:
+    """The result of :func:`segment`.
+
+    Attributes
+    ----------
+    labels : (H, W) or (Z, H, W) int32 ndarray
+        Segment of every pixel in canonical component order, -1 where the
+        pixel is invalid (alpha, NaN, nodata, outside ``mask``).
+    proba : (..., K) float32 ndarray
+        Responsibilities; 0 at invalid pixels.  ``argmax(proba) == labels``
+        except where ``min_region_size`` merged a small region into its
+        neighbour: the probabilities stay the model's, the label is the
+        cleaned-up one.
+    log_likelihood : (...) float32 ndarray
+        Per-pixel log density under the mixture (low = unusual); NaN at
+        invalid pixels.
+    model : GaussianMixture
+        The fitted (or given) mixture, components in canonical order.
+    features : FeatureExtractor
+        The fitted feature extractor the model's inputs came from.
+    image : Image
+        The segmented image.
+    info : dict
+        Fit details and timings in seconds.
+    """
+
+    labels: np.ndarray
+    proba: np.ndarray
+    log_likelihood: np.ndarray
+    model: GaussianMixture
+    features: FeatureExtractor
+    image: Image
+    info: dict = field(default_factory=dict)
+    _hierarchies: dict = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def n_components(self):
+        return self.model.n_components
+
+    @property
+    def valid(self):
+        return self.labels >= 0
+
+    def _slice_index(self, slice_index):
+        if self.labels.ndim == 2:
+            return None
+        z = self.labels.shape[0] // 2 if slice_index is None else int(slice_index)
+        if not 0 <= z < self.labels.shape[0]:
+            raise ValueError(f"slice_index must be in 0..{self.labels.shape[0] - 1}, got {z}")
+        return z
+
+    def overlay(self, alpha=0.5, *, boundaries=True, slice_index=None, bands=None,
+                labels=None):
+        """Segment colours blended over the image, ``(H, W, 3)`` uint8.
+
+        For volumes one slice is shown (the middle one unless
+        ``slice_index`` is given).  Non-8-bit data is percentile-stretched
+        for display only.  ``labels`` draws another map of the image's
+        shape instead of :attr:`labels`, e.g. ``seg.regions(8)``.
+        """
+        z = self._slice_index(slice_index)
+        data = self.image.data
+        labels = self.labels if labels is None else np.asarray(labels)
+        if labels.shape != self.labels.shape:
+            raise ValueError(f"labels must have shape {self.labels.shape}, got {labels.shape}")
+        if z is not None:
+            data, labels = data[z], labels[z]
+        rgb = postprocess.display_rgb(data, labels >= 0, bands=bands)
+        return postprocess.overlay(rgb, labels, alpha=alpha, boundaries=boundaries)
+
+    def region_hierarchy(self, *, min_size=postprocess.REGION_MIN_SIZE,
+                         boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT):
+        """Connected regions of :attr:`labels`, merged most alike first.
+
+        See :func:`gmmseg.postprocess.region_hierarchy`; a region is
+        modelled as a Gaussian of its CIE Lab colour for RGB photos and of
+        its channels (each scaled to unit standard deviation) otherwise.
+        Made once per setting and kept.
+        """
+        key = (min_size, boundary_weight)
+        if key not in self._hierarchies:
+            self._hierarchies[key] = postprocess.region_hierarchy(
+                self.labels, _region_values(self.image, self.valid), min_size=min_size,
+                boundary_weight=boundary_weight, spacing=self.image.spacing)
+        return self._hierarchies[key]
+
+    def regions(self, n_regions=None, *, scale=None, min_size=postprocess.REGION_MIN_SIZE,
+                boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT):
+        """The image cut into connected segments: ``n_regions`` of them, or at a scale.
+
+        A label is a mixture component and may cover many separate pieces
+        of the image; a region is connected.  The pieces are merged, most
+        alike first (:meth:`region_hierarchy`), until ``n_regions`` remain
+        or, by default, until the next merge would cost more than ``scale``
+        times the costliest merge (:data:`gmmseg.postprocess.REGION_SCALE`,
+        0.005), so that each image keeps as many regions as it shows (then
+        regions under 1% of the image join a neighbour, see
+        :meth:`gmmseg.postprocess.RegionHierarchy.cut`).  Fewer pieces than asked:
+        all of them; an image in several separate valid parts keeps at
+        least one region per part, and a speck under ``min_size`` pixels
+        walled in by invalid pixels gets -1.  On BSDS500 photos regions
+        score closer to people's segmentations than the labels do
+        (``docs/quality.md``, sections 4, 6 and 7); colour photos get them from
+        :meth:`save` by default.
+
+        Returns
+        -------
+        ndarray of int32, the labels' shape
+            Regions ``0 .. n - 1`` in raster order of their first pixel, -1
+            at invalid pixels.
+        """
+        if n_regions is None and scale is None:
+            scale = postprocess.REGION_SCALE
+        return self.region_hierarchy(min_size=min_size, boundary_weight=boundary_weight).cut(
+            n_regions, scale=scale)
+
+    def stats(self):
+        """Per-segment pixel count, share and mean/std in the input's units."""
+        return postprocess.segment_stats(
+            self.labels, self.image.data, self.n_components, valid=self.labels >= 0)
+
+    @functools.cached_property
+    def uncertainty(self):
+        """How unsure each pixel's segment is: ``(...)`` float32 in ``[0, 1]``.
+
+        The normalised posterior entropy ``-sum_k p_k log p_k / log K`` of
+        :attr:`proba` (see :func:`gmmseg.postprocess.normalized_entropy`): 0
+        where one segment takes all the probability, 1 where all K are
+        equally likely (0 everywhere when K = 1); NaN at invalid pixels.
+        Highest on the borders between segments.  With ``smoothing``, the
+        entropy of the smoothed (mean-field) posteriors.
+        """
+        return postprocess.normalized_entropy(self.proba, valid=self.valid)
+
+    def anomaly_threshold(self, quantile=None, *, threshold=None):
+        """The log-likelihood below which :meth:`anomaly_mask` flags a pixel.
+
+        The ``quantile`` of the valid pixels' log-likelihoods (a value that
+        occurs, no interpolation), or ``threshold`` itself.  Give exactly one.
+        """
+        if (quantile is None) == (threshold is None):
+            raise ValueError("give exactly one of quantile and threshold")
+        if quantile is not None:
+            if isinstance(quantile, bool) or not isinstance(quantile, numbers.Real) or not (
+                    0.0 < quantile < 1.0):
+                raise ValueError(f"quantile must be a number in (0, 1), got {quantile!r}")
+            values = self.log_likelihood[self.valid]
+            return float(np.quantile(values, float(quantile), method="inverted_cdf"))
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
+                math.isfinite(threshold)):
+            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        return float(threshold)
+
+    def anomaly_mask(self, quantile=None, *, threshold=None):
+        """Pixels that fit no segment well: ``(...)`` bool.
+
+        True where the pixel's log-likelihood under the mixture
+        (:attr:`log_likelihood`) is below its ``quantile`` over the valid
+        pixels -- ``anomaly_mask(0.001)`` flags (at most) the 0.1% least
+        likely pixels -- or below an absolute log-likelihood ``threshold``
+        (comparable between images segmented with one model).  False at
+        invalid pixels.
+
+        Examples
+        --------
+        >>> from gmmseg import segment
+        >>> img = np.zeros((20, 20), np.float32); img[10:] = 1; img[3, 3] = 0.5
+        >>> seg = segment(img, 2)
+        >>> np.argwhere(seg.anomaly_mask(0.005)).tolist()
+        [[3, 3]]
+        """
+        limit = self.anomaly_threshold(quantile, threshold=threshold)
+        with np.errstate(invalid="ignore"):
+            return (self.log_likelihood < limit) & self.valid
+
+    def report(self, *, uncertainty=False, anomaly_quantile=None, anomaly_threshold=None):
+        """Everything worth recording about this segmentation, JSON-ready.
+
+        Parameters
+        ----------
+        uncertainty : bool, default=False
+            Add an ``"uncertainty"`` summary (mean and median normalised
+            entropy of the valid pixels).
+        anomaly_quantile, anomaly_threshold : float, optional
+            Add an ``"anomaly"`` entry for :meth:`anomaly_mask` with this
+            quantile or threshold: the log-likelihood threshold used, and the
+            number and share of valid pixels below it.
+        """
+        return outputs.segmentation_report(self, self.stats(), uncertainty=uncertainty,
+                                           anomaly_quantile=anomaly_quantile,
+                                           anomaly_threshold=anomaly_threshold)
+
+    def output_paths(self, out_dir, stem=None, *, proba=False, log_likelihood=False,
+                     uncertainty=False, anomaly=False, anomaly_mask=False, regions="auto",
+                     region_scale=postprocess.REGION_SCALE):
+        """The files :meth:`save` writes with these options, by kind.
+
+        ``labels``, ``overlay``, ``report`` always; ``proba``,
+        ``log_likelihood`` (also with ``anomaly``), ``uncertainty`` (heat map)
+        and ``uncertainty_map`` (float), ``anomaly`` (heat map),
+        ``anomaly_mask`` and ``regions`` (with ``regions_overlay``) on
+        request; names are made by :func:`gmmseg.pipeline.outputs.output_paths`.
+        """
+        request = outputs.region_request(self.image, regions, region_scale)
+        return outputs.output_paths(
+            self.image, out_dir, stem or self.image.name, proba=proba,
+            log_likelihood=log_likelihood, uncertainty=uncertainty, anomaly=anomaly,
+            anomaly_mask=anomaly_mask, regions=request is not None)
+
+    def save(self, out_dir, stem=None, *, overwrite=False, proba=False,
+             log_likelihood=False, alpha=0.5, uncertainty=False, anomaly=False,
+             anomaly_quantile=None, anomaly_threshold=None, regions="auto",
+             region_scale=postprocess.REGION_SCALE):
+        """Write label map, overlay and report (and optional maps).
+
+        Files are ``{stem}_labels.png`` (uint8, uint16 if K > 255; formats
+        with geometry keep it, see :func:`gmmseg.io.result_suffix`),
+        ``{stem}_overlay.png``, ``{stem}_report.json`` and on request:
+
+        * ``proba``: ``{stem}_proba.tif`` (float32, ``(..., K)``);
+        * ``log_likelihood``: ``{stem}_loglik.tif`` (float32, NaN where invalid);
+        * ``uncertainty``: ``{stem}_uncertainty.png``, a heat map of
+          :attr:`uncertainty` (0 dark .. 1 bright, "viridis"), and the float
+          map ``{stem}_uncertainty.tif``;
+        * ``anomaly``: ``{stem}_anomaly.png``, a heat map of ``-log p``
+          (bright = unusual; its 1st..99.5th percentiles span the colours,
+          "magma"), and the float map ``{stem}_loglik.tif``;
+        * ``anomaly_quantile`` or ``anomaly_threshold``: the
+          :meth:`anomaly_mask` as ``{stem}_anomaly_mask.png`` (uint8, 255 =
+          anomalous; for volumes and georeferenced inputs a 0/1 map in the
+          input's geometry, like the labels), and an ``"anomaly"`` entry in
+          the report;
+        * ``regions``: connected regions (:meth:`regions`) as
+          ``{stem}_regions.png`` (uint8, uint16 beyond 255 regions; the
+          labels' geometry and their convention for invalid pixels), their
+          overlay ``{stem}_regions_overlay.png``, and a ``"regions"`` entry
+          in the report (count and pixels per region).  ``"auto"`` (the
+          default): cut at ``region_scale`` for colour photos
+          (:attr:`gmmseg.io.Image.is_photo`), none for other images;
+          ``"scale"``: cut at ``region_scale`` for any image; a number:
+          that many regions; None: no regions.
+
+        Float maps use the input's geometry (``.nii.gz`` / GeoTIFF) where it
+        has one; heat maps show the middle slice of a volume.
+        Nothing is written if any target exists and ``overwrite`` is False;
+        each file is written to a temporary name and renamed, and files this
+        call wrote are removed again if a later one fails.  With
+        ``overwrite``, files that the replaced report listed and this call
+        does not write (say, regions from an earlier run) are removed once
+        the new set is complete, so the folder never mixes two runs.
+
+        Returns
+        -------
+        dict of str to Path
+        """
+        return outputs.write_outputs(
+            self, out_dir, stem or self.image.name, overwrite=overwrite, proba=proba,
+            log_likelihood=log_likelihood, alpha=alpha, uncertainty=uncertainty,
+            anomaly=anomaly, anomaly_quantile=anomaly_quantile,
+            anomaly_threshold=anomaly_threshold, regions=regions, region_scale=region_scale)
+
+
+def _region_values(image, valid):
+    """What regions are compared by: Lab for RGB photos, else unit-variance channels."""
+    if image.is_rgb:
+        return lab(image)
+    values = image.data.astype(np.float32)
+    for c in range(values.shape[-1]):
+        channel = values[..., c]
+        inside = channel[valid]
+        std = float(inside.std()) if inside.size else 0.0
+        channel -= np.float32(inside.mean() if inside.size else 0.0)
+        if std > 0:
+            channel /= np.float32(std)
+    return values

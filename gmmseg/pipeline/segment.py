@@ -1,0 +1,396 @@
+"""``segment``: image in, :class:`~gmmseg.pipeline.result.Segmentation` out.
+
+Owns the steps between an image and its labels -- valid pixels, features,
+the fit (one K, K chosen by a criterion, or a start for the Potts prior),
+labelling -- and the defaults of those steps.  Writes no file and parses no
+command-line option.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+
+import numpy as np
+
+from .. import mrf, postprocess
+from ..errors import GmmsegError, TooFewDistinctRowsError
+from ..features import FeatureExtractor
+from ..io import as_image
+from ..mixture import GaussianMixture, check_n_components
+from ..mixture import select_k as select_k_arrays
+from .result import Segmentation
+
+logger = logging.getLogger(__name__)
+
+#: Default number of valid pixels the mixture is fitted on; every pixel is
+#: still labelled.  The README's Speed section gives its cost in quality
+#: (log-likelihood over all pixels, ARI against a fit on all of them).
+DEFAULT_MAX_FIT_SAMPLES = 150_000
+#: Candidate K of ``n_components="auto"``.
+DEFAULT_K_RANGE = (1, 10)
+
+
+def segment(
+    image,
+    n_components=4,
+    *,
+    features="auto",
+    covariance_type="full",
+    random_state=0,
+    max_fit_samples=DEFAULT_MAX_FIT_SAMPLES,
+    mask=None,
+    model=None,
+    feature_extractor=None,
+    standardize=True,
+    pca=None,
+    min_region_size=0,
+    smoothing=0.0,
+    connectivity=None,
+    init_params="k-means++",
+    n_init=1,
+    max_iter=100,
+    tol=1e-3,
+    reg_covar=1e-6,
+    n_jobs=None,
+    criterion="bic",
+):
+    """Segment an image with a Gaussian mixture over per-pixel features.
+
+    Parameters
+    ----------
+    image : Image, ndarray or path
+        ``(H, W)``, ``(H, W, C)`` or an :class:`~gmmseg.io.Image` (volumes
+        ``(Z, H, W, C)`` too), or a file path.  Never modified.
+    n_components : int, "auto" or sequence of int, default=4
+        Number of segments K.  "auto" chooses K in 1..10 by ``criterion``
+        (one mixture per K on the fit sample, as :func:`select_k` does); a
+        sequence of ints chooses among those.  The choice and the criterion
+        curve go into ``info["model_selection"]`` and the report.  Ignored
+        when ``model`` is given.
+    features : str, callable or list, default="auto"
+        Feature spec (``"lab,position:0.5"``), callables
+        ``f(image) -> (..., d)``, or a list of both; "auto" picks ``lab,position`` for
+        RGB photos, ``gray`` for grey images and ``bands`` otherwise.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    random_state : int or None, default=0
+        Seeds the subsample and the initialisation: the same seed gives the
+        same labels.
+    max_fit_samples : int or None, default=150000
+        Fit on at most this many randomly chosen valid pixels (None: all);
+        every pixel is labelled afterwards.
+    mask : bool ndarray of the image's spatial shape, optional
+        Pixels to segment; combined with the image's own validity mask.
+    model : GaussianMixture, optional
+        A fitted mixture to apply instead of fitting one.  Its features come
+        from ``feature_extractor`` or, if that is None, from the model's
+        ``metadata_["features"]`` (as stored by a saved gmmseg model).
+    feature_extractor : FeatureExtractor, optional
+        A fitted extractor to reuse (with ``model``).
+    standardize, pca :
+        Passed to :class:`~gmmseg.features.FeatureExtractor`.
+    min_region_size : int, default=0
+        Merge connected regions smaller than this many pixels into their
+        neighbour.
+    smoothing : float, default=0
+        Strength ``beta`` of a Potts prior on the label field, inferred by
+        mean field inside EM (:mod:`gmmseg.mrf`): neighbouring pixels tend to
+        share a segment, which removes speckle from noisy images.  0 is the
+        plain per-pixel mixture; about 1 suits noisy images.  With ``model``
+        given, the model's parameters are kept and only the labels are
+        smoothed.
+    connectivity : int, optional
+        Neighbourhood of the prior: 4 or 8 (default) in 2-D, 6 or 26
+        (default) in 3-D, weighted by the physical pixel spacing.
+    init_params, n_init, max_iter, tol, reg_covar, n_jobs :
+        Passed to :class:`~gmmseg.mixture.GaussianMixture`.
+    criterion : {"bic", "aic"}, default="bic"
+        How ``n_components="auto"`` chooses K.
+
+    Returns
+    -------
+    Segmentation
+
+    Raises
+    ------
+    GmmsegError
+        The image has no valid pixel, or fewer distinct valid pixels than K.
+
+    Examples
+    --------
+    >>> img = np.zeros((20, 20, 3), np.uint8); img[:, 10:] = 200
+    >>> seg = segment(img, 2, random_state=0)
+    >>> seg.labels[[0, 0], [0, 19]].tolist()
+    [0, 1]
+    """
+    k_values = None if model is not None else candidate_ks(n_components)
+    timings = {}
+    t0 = time.perf_counter()
+    img = as_image(image)
+    timings["read"] = time.perf_counter() - t0
+    where = where_of(img)
+    valid, n_valid = valid_pixels(img, mask, where)
+
+    t = time.perf_counter()
+    if model is not None:
+        if feature_extractor is None:
+            feature_extractor = stored_feature_extractor(model)
+        X = feature_extractor.transform(img, valid=valid)
+    else:
+        feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
+        X = feature_extractor.fit_transform(img, valid=valid, random_state=random_state)
+    timings["features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pretrained = model is not None
+    fit_samples = selection = None
+    if not pretrained:
+        params = dict(covariance_type=covariance_type, random_state=random_state,
+                      init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                      reg_covar=reg_covar, n_jobs=n_jobs)
+        model, fit_samples, selection = _fit_for_segment(
+            X, valid, img.spacing, n_components, k_values, smoothing, where, criterion,
+            params, max_fit_samples)
+    timings["fit"] = time.perf_counter() - t
+
+    energies = None
+    if smoothing:
+        t = time.perf_counter()
+        q, energies = mrf.hmrf_em(model, X, valid, float(smoothing), connectivity=connectivity,
+                                  spacing=img.spacing, tol=tol, update_model=not pretrained)
+        if not pretrained:
+            q = q[model.sort_components()]
+        timings["smoothing"] = time.perf_counter() - t
+    else:
+        q = None
+
+    t = time.perf_counter()
+    labels, proba, log_lik, mean_ll = _label(model, X, valid, q, min_region_size)
+    del X, q
+    timings["predict"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    info = {
+        "n_valid": n_valid,
+        "mean_log_likelihood": mean_ll,
+        "fit_samples": fit_samples,
+        "random_state": random_state if isinstance(random_state, (int, type(None))) else None,
+        "pretrained": pretrained,
+        "min_region_size": int(min_region_size or 0),
+        "smoothing": float(smoothing or 0.0),
+        "smoothing_energies": energies,
+        # hmrf_em records the start, each EM iteration and a final sweep.
+        "smoothing_iterations": len(energies) - 2 if smoothing else 0,
+        "model_selection": None if selection is None else selection.summary(),
+        "timings": timings,
+    }
+    if not pretrained:
+        _record_features(model, feature_extractor)
+    logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
+                where, n_valid, model.n_components, timings["total"])
+    return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
+
+
+def _fit_for_segment(X, valid, spacing, n_components, k_values, smoothing, where, criterion,
+                     params, max_fit_samples):
+    """The mixture :func:`segment` labels with: ``(model, fit_samples, selection)``."""
+    selection = None
+    if k_values is not None:
+        selection = select_on_fit_sample(X, k_values, where, criterion, params,
+                                         max_fit_samples)
+        n_components = selection.n_components
+    if selection is not None and not smoothing:
+        # The chosen fit is the model; its warnings are this call's.
+        selection.reemit_warnings()
+        return selection.model, selection.info["fit_samples"], selection
+    if smoothing:
+        # Start EM with the prior from a mixture of locally averaged
+        # features, re-estimated on the real ones (see mrf.local_mean).
+        X_start = mrf.local_mean(X, valid, spacing=spacing)
+        model, fit_samples = fit_mixture(X_start, n_components, where, params, max_fit_samples)
+        start = model.e_step(X_start, labels=False, log_likelihood=False).proba
+        del X_start
+        model.m_step(X, start.T)
+        return model, fit_samples, selection
+    model, fit_samples = fit_mixture(X, n_components, where, params, max_fit_samples)
+    return model, fit_samples, selection
+
+
+def _label(model, X, valid, q, min_region_size):
+    """Labels, probabilities and log-likelihood maps from the model (or the prior's ``q``).
+
+    Returns ``(labels, proba, log_likelihood, mean_log_likelihood)``; the
+    maps have the image's spatial shape (``proba`` a trailing K axis).
+    """
+    smoothed = q is not None
+    result = model.e_step(X, labels=not smoothed, proba=not smoothed)
+    mean_ll = float(result.log_likelihood.mean(dtype=np.float64))
+    if smoothed:
+        labels = np.where(valid, q.argmax(axis=0).astype(np.int32), -1)
+        proba = np.ascontiguousarray(np.moveaxis(q, 0, -1), dtype=np.float32)
+    else:
+        labels = postprocess.scatter_valid(result.labels, valid, -1)
+        proba = postprocess.scatter_valid(
+            result.proba.astype(np.float32, copy=False), valid, 0.0)
+    if min_region_size and min_region_size > 1:
+        labels = postprocess.remove_small_regions(labels, int(min_region_size))
+    log_lik = postprocess.scatter_valid(
+        result.log_likelihood.astype(np.float32, copy=False), valid, np.nan)
+    return labels, proba, log_lik, mean_ll
+
+
+def _record_features(model, feature_extractor):
+    """Store the extractor in the model so that a saved model can be applied to other images."""
+    if getattr(model, "metadata_", {}).get("features"):
+        return
+    try:
+        model.metadata_ = {**getattr(model, "metadata_", {}),
+                           "features": feature_extractor.to_dict()}
+    except ValueError:
+        pass  # the features include a Python callable, which cannot be saved
+
+
+def combined_mask(img, mask):
+    """The image's valid pixels, within ``mask`` if one is given."""
+    if mask is None:
+        return img.valid
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != img.spatial_shape:
+        raise ValueError(
+            f"mask must be a bool array of shape {img.spatial_shape}, got "
+            f"{mask.dtype} {mask.shape}")
+    return img.valid & mask
+
+
+def where_of(img):
+    return f"{img.path}: " if img.path else ""
+
+
+def valid_pixels(img, mask, where):
+    valid = combined_mask(img, mask)
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid == 0:
+        raise GmmsegError(f"{where}no valid pixels to segment (all masked, NaN or nodata)")
+    return valid, n_valid
+
+
+def candidate_ks(n_components):
+    """None for a fixed K, else the sorted candidate K to choose from.
+
+    The one reading of ``segment``'s ``n_components``: an integer K (checked
+    by :func:`gmmseg.mixture.check_n_components`), ``"auto"`` (K in
+    :data:`DEFAULT_K_RANGE`) or a sequence of candidate K.
+
+    Examples
+    --------
+    >>> candidate_ks(3) is None, candidate_ks("auto")[-1], candidate_ks([4, 2, 4])
+    (True, 10, [2, 4])
+    """
+    if isinstance(n_components, str):
+        if n_components != "auto":
+            raise ValueError(
+                f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
+                f"got {n_components!r}")
+        return list(range(DEFAULT_K_RANGE[0], DEFAULT_K_RANGE[1] + 1))
+    if isinstance(n_components, numbers.Integral):
+        return None  # GaussianMixture checks it
+    try:
+        values = sorted(set(n_components))
+    except TypeError as err:
+        raise ValueError(
+            f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
+            f"got {n_components!r}") from err
+    try:
+        if not values:
+            raise ValueError("no candidate")
+        for k in values:
+            check_n_components(k)
+    except ValueError as err:
+        raise ValueError(
+            f"candidate n_components must be integers >= 1, got {n_components!r}") from err
+    return values
+
+
+def stored_feature_extractor(model):
+    """The fitted :class:`FeatureExtractor` recorded in ``model.metadata_``.
+
+    :func:`segment` records it on every model it fits (unless the features
+    include a Python callable, which cannot be saved), and
+    :meth:`GaussianMixture.save` keeps it, so a saved model can be applied to
+    new images with the same features.
+    """
+    spec = getattr(model, "metadata_", {}).get("features")
+    if spec is None:
+        raise ValueError("model has no stored feature extractor; pass feature_extractor=")
+    return FeatureExtractor.from_dict(spec)
+
+
+def fit_sample(X, max_fit_samples, random_state):
+    """The rows of ``X`` a mixture is fitted on: all, or ``max_fit_samples`` random ones.
+
+    Parameters
+    ----------
+    X : (N, D) ndarray
+    max_fit_samples : int or None
+    random_state : int or None
+
+    Returns
+    -------
+    (n, D) ndarray
+        ``X`` itself when ``N <= max_fit_samples``; otherwise the rows of a
+        random subset, in their original order.  The same seed gives the
+        same rows, so :func:`segment` and :func:`select_k` fit on the same
+        pixels.
+    """
+    n = len(X)
+    if max_fit_samples is None or n <= max_fit_samples:
+        return X
+    rng = np.random.default_rng(random_state)
+    rows = np.sort(rng.choice(n, size=int(max_fit_samples), replace=False))
+    return X[rows]
+
+
+def too_few_pixels(where, n_components, what="distinct valid pixels"):
+    """The error for data with fewer distinct rows than components, in the API's words."""
+    return GmmsegError(f"{where}fewer {what} than n_components={n_components}; "
+                       "use a smaller n_components")
+
+
+def fit_mixture(X, n_components, where, params, max_fit_samples,
+                what="distinct valid pixels"):
+    """Fit a mixture on (a random subsample of) ``X``, components in canonical order.
+
+    ``params`` are :class:`GaussianMixture` keyword arguments; ``what`` names
+    the rows in the error for too few distinct ones.  Returns ``(model, rows
+    fitted on)``; errors become :class:`GmmsegError` s that start with
+    ``where``.
+    """
+    X_fit = fit_sample(X, max_fit_samples, params["random_state"])
+    model = GaussianMixture(n_components, **params)
+    try:
+        model.fit(X_fit)
+    except TooFewDistinctRowsError as err:
+        raise too_few_pixels(where, n_components, what) from err
+    except ValueError as err:
+        raise GmmsegError(f"{where}{err}") from err
+    model.sort_components()
+    return model, len(X_fit)
+
+
+def select_on_fit_sample(X, k_values, where, criterion, params, max_fit_samples,
+                         covariance_types=None):
+    """:func:`gmmseg.mixture.select_k` on the fit sample of ``X``; models in canonical order."""
+    params = dict(params)
+    ctype = params.pop("covariance_type", "full")
+    X_fit = fit_sample(X, max_fit_samples, params["random_state"])
+    try:
+        result = select_k_arrays(X_fit, k_values, criterion=criterion,
+                                 covariance_types=covariance_types or (ctype,), **params)
+    except TooFewDistinctRowsError as err:
+        raise too_few_pixels(where, min(k_values)) from err
+    except ValueError as err:
+        raise GmmsegError(f"{where}{err}") from err
+    for model in result.models.values():
+        model.sort_components()
+    result.info["fit_samples"] = len(X_fit)
+    return result
