@@ -1,9 +1,12 @@
 """Feature names and the feature spec grammar.
 
-Owns the known feature names and their validation, what ``"auto"`` stands
-for on an image (:func:`default_feature_names`), column weights, and the
-turning of any accepted ``features`` value into a list of
-:class:`FeatureItem`.  It computes no feature and fits nothing.
+Owns the known feature names and the one function that validates a name
+(:func:`check_feature_name`, used by :class:`FeatureItem` and
+:func:`parse_feature_spec`, and so by :class:`~gmmseg.features.FeatureExtractor`,
+the CLI and batch), what ``"auto"`` stands for on an image
+(:func:`default_feature_names`), column weights, and the turning of any
+accepted ``features`` value into a list of :class:`FeatureItem`.  It computes
+no feature and fits nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +25,32 @@ from ._pixels import ImageLike, _to_image
 from .builders import _BUILDERS
 
 _KNOWN = ", ".join(["auto", *sorted(_BUILDERS)])
+
+
+def check_feature_name(name: str, *, spec: str | None = None) -> None:
+    """Raise unless ``name`` is a builder name or ``"auto"``.
+
+    The one check of a feature name: :class:`FeatureItem` and
+    :func:`parse_feature_spec` call it, so every path (the extractor, the CLI,
+    batch) gives the same message for the same bad name.
+
+    Parameters
+    ----------
+    name : str
+        The name as it will be used (``parse_feature_spec`` lower-cases first).
+    spec : str, optional
+        The spec string the name comes from, quoted in the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown feature (and the spec) and listing the known ones,
+        e.g. ``unknown feature 'colour'; known features: auto, bands, ...``.
+    """
+    if name == "auto" or name in _BUILDERS:
+        return
+    where = "" if spec is None else f" in spec {spec!r}"
+    raise ValueError(f"unknown feature {name!r}{where}; known features: {_KNOWN}")
 
 
 def default_feature_names(image: ImageLike, *, pooled: bool = False) -> list[str]:
@@ -122,8 +151,7 @@ class FeatureItem:
             if self.params:
                 raise ValueError("feature 'auto' takes no params")
             return
-        if self.name not in _BUILDERS:
-            raise ValueError(f"unknown feature {self.name!r}; known features: {_KNOWN}")
+        check_feature_name(self.name)
         try:
             inspect.signature(_BUILDERS[self.name].func).bind(None, **self.params)
         except TypeError as err:
@@ -180,10 +208,7 @@ def parse_feature_spec(spec: str) -> list[FeatureItem]:
             raise ValueError(f"feature spec {spec!r} has an empty entry")
         name, colon, weight_text = token.partition(":")
         name = name.strip().lower()
-        if name != "auto" and name not in _BUILDERS:
-            raise ValueError(
-                f"unknown feature {name!r} in spec {spec!r}; known features: {_KNOWN}"
-            )
+        check_feature_name(name, spec=spec)
         weight = 1.0
         if colon:
             try:
