@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import color
 
-import gmmseg.features
+import gmmseg.features._pixels
 from gmmseg.features import (
     FEATURE_BUILDERS,
     FeatureExtractor,
@@ -572,7 +572,7 @@ def test_results_do_not_depend_on_stripe_size(shape, monkeypatch):
     whole = {name: f(img) for name, f in FEATURE_BUILDERS.items()}
     X_whole = FeatureExtractor(spec, standardize=False).fit_transform(img)
     # Stripes of 2 rows; with 7 rows per slice some stripes span two slices.
-    monkeypatch.setattr(gmmseg.features, "_STRIPE_PIXELS", 18)
+    monkeypatch.setattr(gmmseg.features._pixels, "_STRIPE_PIXELS", 18)
     for name, f in FEATURE_BUILDERS.items():
         np.testing.assert_array_equal(f(img), whole[name], err_msg=name)
     X_striped = FeatureExtractor(spec, standardize=False).fit_transform(img)

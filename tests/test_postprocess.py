@@ -1,6 +1,7 @@
-"""Tests for gmmseg.postprocess: labels, small-region cleanup, pictures, statistics."""
+"""Tests for gmmseg.postprocess: labels, small-region cleanup, regions, pictures, statistics."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,8 +9,10 @@ from scipy import ndimage as ndi
 from sklearn.metrics import adjusted_rand_score
 
 from gmmseg import postprocess
+from gmmseg.postprocess import _arrays, _graph
 from gmmseg.postprocess import (
     boundaries,
+    check_region_mode,
     region_hierarchy,
     display_rgb,
     labels_from_proba,
@@ -24,7 +27,7 @@ from gmmseg.postprocess import (
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Force the chunked code paths to use many tiny blocks."""
-    monkeypatch.setattr(postprocess, "_BLOCK", 7)
+    monkeypatch.setattr(_arrays, "_BLOCK", 7)
 
 
 def _region_sizes(labels, connectivity=1):
@@ -686,7 +689,7 @@ def test_cut_at_a_scale():
 def test_opencv_region_labelling_matches_scikit_image():
     from skimage import measure
 
-    from gmmseg.postprocess import _label_regions
+    from gmmseg.postprocess._graph import _label_regions
 
     rng = np.random.default_rng(0)
     for trial in range(30):
@@ -707,7 +710,7 @@ def test_many_small_pieces_same_with_opencv_and_scikit_image(monkeypatch):
     # Over 46,341 pieces: their pair codes overflow int32, so region ids must be wider.
     labels = np.random.default_rng(0).integers(0, 8, (300, 300)).astype(np.int32)
     fast = remove_small_regions(labels, 20)
-    monkeypatch.setattr(postprocess, "_OPENCV_MAX_LABELS", 0)
+    monkeypatch.setattr(_graph, "_OPENCV_MAX_LABELS", 0)
     np.testing.assert_array_equal(fast, remove_small_regions(labels, 20))
 
 
@@ -742,7 +745,7 @@ def test_cut_at_a_scale_leaves_no_small_region_with_a_neighbour():
             cut = h.cut(scale=0.0, min_share=share)
             smallest = int(share * np.count_nonzero(labels >= 0))
             sizes = np.bincount(cut[cut >= 0])
-            pairs = postprocess._touching_pairs(cut)
+            pairs = _graph._touching_pairs(cut)
             has_neighbour = np.zeros(len(sizes), bool)
             has_neighbour[pairs.ravel()] = True
             assert np.all(sizes[has_neighbour] >= smallest), (trial, share)
@@ -752,7 +755,8 @@ def test_cut_at_a_scale_leaves_no_small_region_with_a_neighbour():
 def test_small_region_cleanup_tracks_its_regions_without_relabelling():
     # Each pass works out the cleaned map's regions on the region graph; they
     # must be what labelling the cleaned map gives (same ids: raster order).
-    from gmmseg.postprocess import _label_regions, _remove_small
+    from gmmseg.postprocess._graph import _label_regions
+    from gmmseg.postprocess.labels import _remove_small
 
     rng = np.random.default_rng(5)
     for trial in range(40):
@@ -781,7 +785,7 @@ def test_overlay_with_more_than_255_labels():
 
 
 def test_squared_gradient_of_any_number_of_channels():
-    from gmmseg.postprocess import _squared_gradient
+    from gmmseg.postprocess.regions import _squared_gradient
 
     rng = np.random.default_rng(1)
     spacing = np.array([1.0, 2.0])
@@ -841,3 +845,33 @@ def test_pixel_counts_match_bincount():
     assert postprocess.pixel_counts(np.array([[0, 300]], np.uint16))[[0, 300]].tolist() == [1, 1]
     with pytest.raises(ValueError, match="below n"):
         postprocess.pixel_counts(np.array([[0, 4]]), 3)
+
+
+# --- region modes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("auto", "auto"), ("scale", "scale"), (" Auto ", "auto"), ("SCALE", "scale"),
+    ("off", None), ("Off", None), ("none", None), (None, None), (False, None),
+    (1, 1), (12, 12), (np.int64(7), 7),
+])
+def test_check_region_mode_normalises_what_it_accepts(value, expected):
+    mode = check_region_mode(value)
+    assert mode == expected and type(mode) is type(expected)
+
+
+@pytest.mark.parametrize("bad", [
+    0, -3,                          # numbers of regions below 1
+    True, np.True_,                 # bools are not numbers of regions
+    2.5, 3.0, np.float64(2),        # floats, even whole ones
+    "3", "0", "-1",                 # strings of digits: the CLI converts those
+    "many", "", "auto scale",       # other words
+    ["auto"], object(),             # other types
+])
+def test_check_region_mode_rejects_with_a_message_naming_the_parameter(bad):
+    expected = ("regions must be 'auto', 'scale', 'off', None or a number of regions >= 1, "
+                f"got {bad!r}")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        check_region_mode(bad)
+    with pytest.raises(ValueError, match=r"^--regions must be .*, got "):
+        check_region_mode(bad, "--regions")

@@ -1,0 +1,136 @@
+"""Per-pixel machinery shared by the feature builders.
+
+Owns the dtype policy (integers scaled to [0, 1] by their dtype's maximum),
+the conversion of any image-like input to an :class:`~gmmseg.io.Image`, the
+stripe-by-stripe evaluation of per-pixel features (bounded temporaries
+whatever the image size), pixel spacing checks, and the luminance that
+several builders start from.  It defines no named feature and fits nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from ..io import Image, as_image
+
+# Pixels converted per stripe by the per-pixel builders: bounds the float32
+# temporaries to a few MiB whatever the image size.
+_STRIPE_PIXELS = 1 << 18
+
+ImageLike = Image | np.ndarray
+
+
+def _to_image(image: ImageLike) -> Image:
+    return image if isinstance(image, Image) else as_image(image)
+
+
+def _unit_scale(dtype: np.dtype) -> float:
+    """Divisor that maps a dtype's full range to [0, 1] (1 for floats)."""
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def _unit_float(stripe: np.ndarray, scale: float, *, clip: bool) -> np.ndarray:
+    """Fresh float32 copy of ``stripe`` divided by ``scale``, optionally clipped to [0, 1]."""
+    if scale != 1.0:
+        out = np.divide(stripe, np.float32(scale), dtype=np.float32)
+    else:
+        out = stripe.astype(np.float32)
+    # Unsigned integers divided by their maximum are already in [0, 1].
+    if clip and stripe.dtype.kind != "u":
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+# A per-pixel feature as ``(n_out, convert)``: ``convert(stripe, row0)`` maps
+# a ``(rows, W, C)`` stripe of the data, starting at row ``row0`` of the image
+# seen as ``(prod(spatial[:-1]), W)``, to ``(rows, W, n_out)`` float32.
+_PixelMap = tuple[int, Callable[[np.ndarray, int], np.ndarray]]
+
+
+def _map_rows(
+    data: np.ndarray, pixel_map: _PixelMap, mask: np.ndarray | None, out: np.ndarray
+) -> None:
+    """Write a per-pixel feature of the selected pixels into ``out``, stripe by stripe.
+
+    Parameters
+    ----------
+    data : (..., W, C) ndarray
+        Image data, 2-D or volume, channel-last.
+    pixel_map : _PixelMap
+    mask : flat bool ndarray of ``data.shape[:-1]`` size, or None for all pixels
+    out : (n_selected, n_out) float32 ndarray
+        Destination, may be a column slice of a larger matrix.
+    """
+    n_out, convert = pixel_map
+    width = data.shape[-2]
+    if out.shape[0] == 0 or width == 0:
+        return
+    # Volumes are treated as a tall 2-D image (Z*H, W); stripes bound the
+    # float32 temporaries whatever the image size.
+    rows = data.reshape(-1, width, data.shape[-1])
+    step = max(1, _STRIPE_PIXELS // width)
+    pos = 0
+    for r0 in range(0, rows.shape[0], step):
+        values = convert(rows[r0 : r0 + step], r0).reshape(-1, n_out)
+        if mask is not None:
+            values = values[mask[r0 * width : (r0 + step) * width]]
+        out[pos : pos + values.shape[0]] = values
+        pos += values.shape[0]
+
+
+def _map_pixels(data: np.ndarray, pixel_map: _PixelMap) -> np.ndarray:
+    """A per-pixel feature of every pixel, shape ``data.shape[:-1] + (n_out,)``, float32."""
+    out = np.empty(data.shape[:-1] + (pixel_map[0],), np.float32)
+    _map_rows(data, pixel_map, None, out.reshape(-1, pixel_map[0]))
+    return out
+
+
+def _spacing(image: Image) -> tuple[float, ...]:
+    ndim = len(image.spatial_shape)
+    if image.spacing is None:
+        return (1.0,) * ndim
+    spacing = tuple(float(s) for s in image.spacing)
+    if len(spacing) != ndim or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(
+            f"image.spacing must hold {ndim} positive finite numbers, got {image.spacing!r}"
+        )
+    return spacing
+
+
+def _require_rgb(image: Image, feature: str) -> None:
+    if not image.is_rgb:
+        raise ValueError(
+            f"feature {feature!r} needs an RGB image (3 channels R, G, B); got "
+            f"{image.n_channels} channel(s) {tuple(image.channels)!r} of dtype "
+            f"{image.data.dtype}; use 'bands' or 'gray' for other data"
+        )
+
+
+def _gray_map(image: Image) -> _PixelMap:
+    data = image.data
+    if image.is_rgb:
+        scale = _unit_scale(data.dtype)
+        return 1, lambda s, r0: cv2.cvtColor(
+            _unit_float(s, scale, clip=False), cv2.COLOR_RGB2GRAY
+        )
+    if image.n_channels == 1:
+        return 1, lambda s, r0: s.astype(np.float32)
+    return 1, lambda s, r0: s.mean(axis=-1, dtype=np.float32)
+
+
+def _luminance(image: Image) -> np.ndarray:
+    """Luminance of an RGB image in [0, 1], the channel of a grey image, else the band mean.
+
+    Returns
+    -------
+    spatial_shape float32 ndarray
+        A new array (never a view of ``image.data``).
+    """
+    return _map_pixels(image.data, _gray_map(image))[..., 0]
+

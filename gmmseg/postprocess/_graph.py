@@ -1,0 +1,164 @@
+"""The neighbour structure of a label map: its connected pieces and who touches whom.
+
+Owns: labelling the connected regions of a label map (OpenCV or
+scikit-image, the same regions in raster order), renumbering regions in
+raster order, the neighbour offsets and slices that pair each pixel with
+its neighbours, the pixel pairs between touching regions, and the border
+length and edge strength of every pair of touching regions.  The lower
+layer of :mod:`.labels` (small-region cleanup) and :mod:`.regions` (the
+region hierarchy); it decides nothing about which regions merge.
+"""
+
+import itertools
+
+import cv2
+import numpy as np
+from skimage import measure
+
+from ._arrays import _run_lengths, _run_starts
+
+
+# 2-D label maps with up to this many labels are split into regions by
+# OpenCV, one label at a time; more labels (or volumes) by scikit-image.
+_OPENCV_MAX_LABELS = 64
+
+
+def _label_regions(labels, connectivity):
+    """Connected regions of equal label, in one pass whatever the number of labels.
+
+    Returns ``regions`` (int32 or wider, 0 at -1 pixels, 1..R elsewhere;
+    widen before squaring region counts) and ``region_label`` (int64,
+    length R + 1, -1 at index 0).
+    """
+    n_labels = int(labels.max()) + 1 if labels.size else 0
+    if labels.ndim == 2 and 0 < n_labels <= _OPENCV_MAX_LABELS:
+        regions, n_regions = _label_regions_opencv(labels, n_labels, connectivity)
+    else:
+        if labels.dtype.kind == "u":
+            # skimage needs a background value; unsigned labels have no -1 pixels.
+            labels = labels.astype(np.int64)
+        regions, n_regions = measure.label(
+            labels, background=-1, connectivity=connectivity, return_num=True
+        )
+    # A region's label, read at the start of each run of one region (a
+    # region is constant along runs, and runs are far fewer than pixels).
+    flat = regions.reshape(-1)
+    starts = _run_starts(flat)
+    region_label = np.empty(n_regions + 1, dtype=np.int64)
+    region_label[flat[starts]] = labels.reshape(-1)[starts]
+    region_label[0] = -1
+    return regions, region_label
+
+
+def _label_regions_opencv(labels, n_labels, connectivity):
+    """``skimage.measure.label(labels, background=-1)`` for a 2-D map of few
+    labels, the same regions in the same (raster) order: OpenCV labels one
+    label's pixels at a time, several times faster at millions of pixels."""
+    ids, pieces, total = None, None, 0          # each label's regions after the last's
+    is_value = np.empty(labels.shape, bool)
+    mask = is_value.view(np.uint8)
+    for value in range(n_labels):
+        np.equal(labels, value, out=is_value)
+        n, pieces = cv2.connectedComponents(mask, labels=pieces,
+                                            connectivity=4 if connectivity == 1 else 8,
+                                            ltype=cv2.CV_32S)
+        if ids is None:         # label 0's regions (0 elsewhere) start the map
+            ids, pieces = pieces, None
+        else:
+            np.add(pieces, total, out=pieces, where=is_value)
+            cv2.add(ids, pieces, dst=ids)      # the labels' pixels do not overlap
+        total += n - 1
+    return _raster_rank(ids)[ids], total
+
+
+def _raster_order(regions):
+    """Renumber regions (>= 0; -1 kept) 0..R-1 in raster order of their first pixel."""
+    shifted = regions.astype(np.int32, copy=False) + np.int32(1)   # -1 -> 0
+    return _raster_rank(shifted)[shifted] - np.int32(1)
+
+
+def _raster_rank(ids):
+    """Lookup table: region id (> 0; 0 = none) -> 1..R in raster order of its
+    first pixel, 0 -> 0 (for ``table[ids]``)."""
+    flat = ids.reshape(-1)
+    if flat.size == 0:
+        return np.zeros(1, dtype=np.int32)
+    # A region first appears at the start of a run of equal values, and runs
+    # are far fewer than pixels: sort those, not the pixels.
+    starts = _run_starts(flat)
+    run_ids = flat[starts]
+    keep = run_ids > 0
+    present, first_run = np.unique(run_ids[keep], return_index=True)
+    table = np.zeros(int(present.max()) + 1 if present.size else 1, dtype=np.int32)
+    order = np.argsort(starts[keep][first_run], kind="stable")
+    table[present[order]] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return table
+
+
+def _half_offsets(ndim, connectivity):
+    """Neighbour offsets in one direction only (each pixel pair once)."""
+    zero = (0,) * ndim
+    return [
+        off
+        for off in itertools.product((-1, 0, 1), repeat=ndim)
+        if off > zero and sum(map(abs, off)) <= connectivity
+    ]
+
+
+def _pair_slices(offset):
+    """Slices ``(a, b)`` so that ``x[b]`` is the neighbour of ``x[a]`` at ``offset``."""
+    a, b = [], []
+    for d in offset:
+        if d == 0:
+            a.append(slice(None))
+            b.append(slice(None))
+        elif d > 0:
+            a.append(slice(None, -1))
+            b.append(slice(1, None))
+        else:
+            a.append(slice(1, None))
+            b.append(slice(None, -1))
+    return tuple(a), tuple(b)
+
+
+def _neighbour_pairs(regions):
+    """For each neighbour direction (faces, edges and corners, as regions are
+    connected): flat indices ``(ia, ib)`` of the pixel pairs in different
+    regions, both valid.  Borders are a small share of the pixels, so only
+    the inequality test runs over the whole image."""
+    regions = np.ascontiguousarray(regions)
+    flat = regions.reshape(-1)
+    steps = np.cumprod((1,) + regions.shape[:0:-1])[::-1]    # flat index step per axis
+    for offset in _half_offsets(regions.ndim, regions.ndim):
+        sa, sb = _pair_slices(offset)
+        where = np.nonzero(regions[sa] != regions[sb])
+        ia = sum((c + (s.start or 0)) * step for c, s, step in zip(where, sa, steps))
+        ib = ia + int(np.dot(offset, steps))
+        ra, rb = flat[ia], flat[ib]
+        valid = (ra >= 0) & (rb >= 0)
+        yield ia[valid], ib[valid]
+
+
+def _touching_pairs(regions):
+    """``(P, 2)`` region ids of neighbouring pixel pairs in different regions."""
+    flat = regions.reshape(-1)
+    return np.concatenate([np.stack([flat[ia], flat[ib]], axis=1)
+                           for ia, ib in _neighbour_pairs(regions)])
+
+
+def _borders(regions, edge):
+    """``{(a, b): [pixel pairs, summed edge strength]}`` for neighbouring regions ``a < b``."""
+    n = int(regions.max()) + 1
+    flat, edge = regions.reshape(-1), edge.reshape(-1)
+    keys, strength = [], []
+    for ia, ib in _neighbour_pairs(regions):
+        a, b = flat[ia].astype(np.int64), flat[ib].astype(np.int64)
+        keys.append(np.minimum(a, b) * n + np.maximum(a, b))
+        strength.append(np.maximum(edge[ia], edge[ib]))
+    keys, strength = np.concatenate(keys), np.concatenate(strength)
+    # Pixel pairs along a border come in runs of one key: sort the runs only.
+    starts = _run_starts(keys)
+    unique, inverse = np.unique(keys[starts], return_inverse=True)
+    length = np.bincount(inverse, _run_lengths(starts, keys.size)).astype(int).tolist()
+    total = np.bincount(inverse, np.add.reduceat(strength, starts, dtype=np.float64)).tolist()
+    return {(int(k // n), int(k % n)): [l, t] for k, l, t in zip(unique, length, total)}
