@@ -19,7 +19,7 @@ import click
 
 from . import __version__
 from .errors import one_line
-from .batch import DEFAULT_PER_IMAGE
+from .pipeline import DEFAULT_PER_IMAGE
 from .pipeline import Segmentation
 from .pipeline import segment as _segment_api
 from .pipeline import select_k as _select_k_api
@@ -708,7 +708,7 @@ def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_
     The model file records its feature specification, so `apply` computes
     the same features and refuses inputs they do not fit.
     """
-    from .batch import fit_shared_model, save_shared_model
+    from .pipeline import fit_shared_model, save_shared_model
     from .errors import GmmsegError
 
     if output.suffix.lower() not in (".npz", ".json"):
@@ -754,7 +754,8 @@ def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba
           region_scale, alpha, overwrite, jobs, scheduler, resume, min_region_size, smoothing,
           connectivity, threads):
     """Segment INPUTS with a model saved by `fit` (same labels, same classes)."""
-    from .batch import items_from_files, load_shared_model
+    from .batch import items_from_files
+    from .pipeline import load_shared_model
     from .errors import GmmsegError
 
     try:

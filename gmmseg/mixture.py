@@ -1889,3 +1889,10 @@ def _fit_for_selection(X, w, k, ctype, template, screen, previous, rng):
     model.set_params(n_init=params["n_init"], weights_init=None, means_init=None,
                      precisions_init=None)
     return model, kind
+
+
+def check_n_components(value, name="n_components"):  # TEMP shim
+    import numbers as _n
+    if isinstance(value, bool) or not isinstance(value, _n.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)

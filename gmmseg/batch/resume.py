@@ -64,11 +64,12 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
     if isinstance(listed, Mapping):  # e.g. regions, anomaly maps
         for kind, name in listed.items():
             outputs.setdefault(str(kind), _rel(folder / Path(str(name)).name, out_dir))
-    wanted_regions = save_kwargs.get("regions", _SAVE_DEFAULTS["regions"])
-    if wanted_regions not in (None, False):
+    wanted_regions = regions_request(
+        save_kwargs.get("regions", _SAVE_DEFAULTS["regions"]),
+        save_kwargs.get("region_scale", _SAVE_DEFAULTS["region_scale"]))
+    if wanted_regions is not None:
         done = doc.get("regions") or {}
-        if (done.get("requested"), done.get("scale")) != regions_request(
-                wanted_regions, save_kwargs.get("region_scale", _SAVE_DEFAULTS["region_scale"])):
+        if (done.get("requested"), done.get("scale")) != wanted_regions:
             return None  # no regions, or others than asked for: redo the input
         if done.get("n_regions") is not None and done.get("ridge") != postprocess.REGION_RIDGE:
             return None  # regions merged another way (before Gaussian merging): redo

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 import threading
 import time
 from concurrent.futures import Future
@@ -82,45 +81,41 @@ def find_output(folder, stem, kind):
 
 def region_request(image, regions, region_scale):
     """``save``'s ``regions`` option as ``(n_regions, scale)``, or None for no regions."""
-    if regions is None or regions is False:
+    mode = postprocess.check_region_mode(regions)
+    if mode is None:
         return None
-    if isinstance(regions, str):
-        if regions not in ("auto", "scale"):
-            raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
-                             f"got {regions!r}")
-        if not (isinstance(region_scale, numbers.Real) and 0 <= region_scale <= 1):
-            raise ValueError(f"region_scale must be a number in [0, 1] (a share of the "
-                             f"costliest merge), got {region_scale!r}")
-        if regions == "auto" and not image.is_photo:
+    if isinstance(mode, str):
+        region_scale = postprocess.check_region_scale(region_scale, "region_scale")
+        if mode == "auto" and not image.is_photo:
             return None
-        return None, float(region_scale)
-    if isinstance(regions, bool) or not isinstance(regions, numbers.Integral) or regions < 1:
-        raise ValueError(f"regions must be None, 'auto', 'scale' or a number >= 1, "
-                         f"got {regions!r}")
-    return int(regions), None
+        return None, region_scale
+    return mode, None
 
 
 def regions_request(regions, region_scale):
     """``save``'s region options as its report records them: ``(requested, scale)``.
 
     ``batch --resume`` compares this with a report to tell whether the
-    regions on disk are the ones asked for.
+    regions on disk are the ones asked for; None when no regions are asked for.
     """
-    if isinstance(regions, str):
-        return regions, float(region_scale)
-    return int(regions), None
+    mode = postprocess.check_region_mode(regions)
+    if mode is None:
+        return None
+    if isinstance(mode, str):
+        return mode, float(region_scale)
+    return mode, None
 
 
-def _regions_entry(regions, region_scale, region_map):
+def _regions_entry(request, region_map):
     """The report's ``"regions"``: what was asked for and, if written, what came out."""
-    requested, scale = regions_request(regions, region_scale)
+    requested, scale = request
     entry = {"requested": requested, "scale": scale, "n_regions": None}
     if region_map is not None:
         pixels = postprocess.pixel_counts(region_map)
         entry.update(n_regions=len(pixels), min_size=postprocess.REGION_MIN_SIZE,
                      boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT,
                      ridge=postprocess.REGION_RIDGE,
-                     min_share=(postprocess.REGION_MIN_SHARE if isinstance(regions, str)
+                     min_share=(postprocess.REGION_MIN_SHARE if isinstance(requested, str)
                                 else None),
                      pixels=pixels.tolist())
     return entry
@@ -321,9 +316,9 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
                                      anomaly_quantile=anomaly_quantile,
                                      anomaly_threshold=anomaly_threshold)
         seg.info.pop("regions", None)  # from an earlier save
-        if regions is not None and regions is not False:  # batch --resume reads it
-            report["regions"] = seg.info["regions"] = _regions_entry(
-                regions, region_scale, region_map)
+        asked = regions_request(regions, region_scale)
+        if asked is not None:  # batch --resume reads it
+            report["regions"] = seg.info["regions"] = _regions_entry(asked, region_map)
         report["outputs"] = {kind: path.name for kind, path in paths.items()}
         write("report", write_json, report)
     except BaseException:

@@ -31,13 +31,20 @@ from .regions import (
     REGION_SCALE,
     RegionHierarchy,
     check_region_mode,
+    check_region_scale,
     region_hierarchy,
 )
 from .stats import pixel_counts, segment_stats
 
 __all__ = [
+    "REGION_BOUNDARY_WEIGHT",
+    "REGION_MIN_SHARE",
+    "REGION_MIN_SIZE",
+    "REGION_RIDGE",
+    "REGION_SCALE",
     "boundaries",
     "check_region_mode",
+    "check_region_scale",
     "colormap",
     "display_rgb",
     "heat_map",

@@ -99,6 +99,23 @@ def check_region_mode(value, name="regions"):
                      f">= 1, got {value!r}")
 
 
+def check_region_scale(value, name="scale"):
+    """A region scale, checked: a share of the costliest merge, in ``[0, 1]``.
+
+    The one check of a scale, for :meth:`RegionHierarchy.cut`, ``save`` and
+    the command line.
+
+    Examples
+    --------
+    >>> check_region_scale(0.005)
+    0.005
+    """
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and 0 <= value <= 1):
+        raise ValueError(f"{name} must be a number in [0, 1] (a share of the "
+                         f"costliest merge), got {value!r}")
+    return float(value)
+
+
 class RegionHierarchy:
     """Connected regions of a label map and the order in which they merge.
 
@@ -182,9 +199,7 @@ class RegionHierarchy:
             n_regions = _as_int(n_regions, "n_regions", minimum=1)
             n_merges = min(len(self.merges), max(0, self.n_regions - n_regions))
         else:
-            if not (isinstance(scale, numbers.Real) and 0 <= scale <= 1):
-                raise ValueError(f"scale must be a number in [0, 1] (a share of the "
-                                 f"costliest merge), got {scale!r}")
+            scale = check_region_scale(scale)
             n_merges = int(np.searchsorted(self.scales, scale, side="right"))
             if not (isinstance(min_share, numbers.Real) and 0 <= min_share < 1):
                 raise ValueError(f"min_share must be a number in [0, 1), got {min_share!r}")
