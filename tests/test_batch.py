@@ -19,7 +19,7 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from gmmseg import GaussianMixture, ModelFileError, OutputExistsError
+from gmmseg import GaussianMixture, GmmsegError, ModelFileError, OutputExistsError
 from gmmseg.batch import (
     BatchInterrupted,
     BatchItem,
@@ -130,9 +130,9 @@ def test_find_inputs_recursive_include_exclude(tmp_path):
     # itself cannot be the output folder.
     assert names(recursive=True, out_dir=root / "raw") == ["a.png", "b.TIF", "sub/c.png",
                                                            "sub/deep/d.jpg"]
-    with pytest.raises(Exception, match="output folder is the input folder"):
+    with pytest.raises(GmmsegError, match="output folder is the input folder"):
         find_inputs(root, out_dir=root)
-    with pytest.raises(Exception, match="not a folder"):
+    with pytest.raises(GmmsegError, match="not a folder"):
         find_inputs(root / "a.png")
 
 
@@ -621,7 +621,7 @@ def test_fit_apply_round_trip_and_band_check(layouts, tmp_path):
                 for n, lay in LAYOUTS.items()]
     assert meanings[0] == meanings[1] == meanings[2]
 
-    with pytest.raises(Exception, match=r"six_bands\.npy: model expects 3 channels, image has 6"):
+    with pytest.raises(GmmsegError, match=r"six_bands\.npy: model expects 3 channels, image has 6"):
         check_model_input(read_image(six), extractor)
     json_file = tmp_path / "model.json"
     save_shared_model(json_file, model, extractor)
@@ -636,7 +636,7 @@ def test_fit_apply_round_trip_and_band_check(layouts, tmp_path):
 def test_shared_model_needs_a_usable_input(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("no image")
-    with pytest.raises(Exception, match="none of the 1 input.*bad.png"):
+    with pytest.raises(GmmsegError, match="none of the 1 input.*bad.png"):
         fit_shared_model([bad], n_components=2)
 
 
