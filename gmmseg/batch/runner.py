@@ -52,25 +52,14 @@ def _check_same_shared_model(path, model, extractor, segment_kwargs):
                           "use overwrite=True to refit it")
 
 
-def run_batch(
-    items: Sequence[BatchItem],
-    out_dir: str | os.PathLike,
-    *,
-    segment_kwargs: Mapping | None = None,
-    save_kwargs: Mapping | None = None,
-    read_kwargs: Mapping | None = None,
-    jobs: int | None = None,
-    scheduler: str | None = None,
-    threads: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    model: GaussianMixture | None = None,
-    feature_extractor: FeatureExtractor | None = None,
-    shared_model: bool = False,
-    per_image: int | None = DEFAULT_PER_IMAGE,
-    thumbnails: bool = True,
-    progress: Callable[[BatchProgress], None] | None = None,
-) -> BatchReport:
+def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
+              segment_kwargs: Mapping | None = None, save_kwargs: Mapping | None = None,
+              read_kwargs: Mapping | None = None, jobs: int | None = None,
+              scheduler: str | None = None, threads: int | None = None, resume: bool = False,
+              overwrite: bool = False, model: GaussianMixture | None = None,
+              feature_extractor: FeatureExtractor | None = None, shared_model: bool = False,
+              per_image: int | None = DEFAULT_PER_IMAGE, thumbnails: bool = True,
+              progress: Callable[[BatchProgress], None] | None = None) -> BatchReport:
     """Segment many inputs, each in isolation, and write the batch summary.
 
     For every item, ``gmmseg.segment(path, **segment_kwargs)`` then
@@ -83,118 +72,83 @@ def run_batch(
     items : sequence of BatchItem
         From :func:`find_inputs` or :func:`items_from_files`.
     out_dir : path
-        Created if needed.  Nothing is written outside it: output folders
-        that resolve elsewhere (symbolic links) are refused, and so is an
-        output that would replace an input.
+        Created if needed.  Nothing is written outside it (output folders
+        that resolve elsewhere are refused) and no input is ever replaced.
     segment_kwargs : mapping, optional
         Keyword arguments of :func:`gmmseg.segment` (``n_components``,
-        ``features``, ``random_state``, ...).  ``n_jobs`` defaults to the
-        per-worker thread count.
+        ``features``, ...); ``n_jobs`` defaults to ``threads``.
     save_kwargs : mapping, optional
         ``proba``, ``log_likelihood``, ``alpha`` of :meth:`Segmentation.save`.
     read_kwargs : mapping, optional
         Passed to :func:`gmmseg.read_image` (``bands``, ``nodata``, ...).
     jobs : int, optional
-        Worker processes (local) or Dask workers (``scheduler="local"``);
-        default: all cores.  ``1`` runs in this process.
+        Worker processes or local Dask workers (default: all cores; 1: here).
     scheduler : str, optional
         None: local processes; ``"local"``: a ``distributed.LocalCluster`` of
-        ``jobs`` single-threaded worker processes; an address such as
-        ``"tcp://host:8786"``: an existing Dask cluster (the inputs and
-        ``out_dir`` must be reachable at the same paths from its workers).
+        ``jobs`` single-threaded workers; an address (``"tcp://host:8786"``):
+        a Dask cluster that sees the inputs and ``out_dir`` at the same paths.
     threads : int, optional
-        Threads per worker for EM (``n_jobs``) and OpenCV; BLAS is always
-        single-threaded in a batch.  Default: cores // jobs locally (so the
-        machine is not oversubscribed), 1 on a remote cluster.  The same
-        seed and threads give byte-identical label maps, locally and on
-        Dask.
+        Threads per worker for EM (``n_jobs``) and OpenCV (BLAS: one).
+        Default: cores // jobs locally, 1 on a remote cluster.  The same seed
+        and threads give byte-identical label maps, locally and on Dask.
     resume : bool, default=False
-        Skip inputs whose outputs are complete: the report JSON (written
-        last, atomically) parses and every output exists; the others are
-        (re)done, replacing any part an interrupted run left.  Every file is
-        written to a temporary name and renamed, so an interrupted run leaves
-        nothing that looks complete; the temporaries a killed run left
-        (``.{name}.tmp-XXXXXXXX``) are deleted.
+        Skip inputs whose outputs are complete (the report, written last,
+        parses and every output exists); redo the others, replacing what an
+        interrupted run left, and delete a killed run's temporaries
+        (``.{name}.tmp-XXXXXXXX``; every file is written to one and renamed).
     overwrite : bool, default=False
         Replace existing outputs (else such an input fails, "output exists").
     model, feature_extractor : optional
         Apply this fitted mixture (and extractor; default: the one in
-        ``model.metadata_``) to every input instead of fitting one per
-        image.  Inputs it does not fit fail with e.g. "model expects 3
-        channels, image has 6".
+        ``model.metadata_``) to every input.  Inputs it does not fit fail
+        ("model expects 3 channels, image has 6").
     shared_model : bool, default=False
         Fit one mixture on up to ``per_image`` pixels of every input
-        (:func:`fit_shared_model`, with the fitting entries of
-        ``segment_kwargs``), save it as ``out_dir/shared_model.npz`` and
-        apply it to every input.  With ``resume`` an existing model file is
-        reused.
+        (:func:`gmmseg.pipeline.fit_shared_model`), save it as
+        ``out_dir/shared_model.npz`` (reused by ``resume``), apply it to all.
     per_image : int or None, default=20000
         Pixels drawn from each image for the shared model.
     thumbnails : bool, default=True
         Write gallery thumbnails under ``out_dir/thumbs/``.
     progress : callable, optional
-        ``progress(BatchProgress)``, called in this process; see
-        :class:`BatchProgress`.
+        ``progress(BatchProgress)``, called in this process.
 
     Returns
     -------
     BatchReport
-        Its rows are in the order of ``items``; ``batch_summary.csv``,
-        ``batch_summary.json`` and ``index.html`` are written (atomically)
-        into ``out_dir``.
+        Rows in the order of ``items``; ``batch_summary.csv``,
+        ``batch_summary.json`` and ``index.html`` are written into ``out_dir``.
 
     Raises
     ------
     BatchInterrupted
         On Ctrl-C or an exception from ``progress``: pending inputs are
-        cancelled, running ones finish, the summary (rows of unprocessed
-        inputs have status ``"cancelled"``) is written, then this is raised
-        with ``.report``.
+        cancelled (status ``"cancelled"``), running ones finish, the summary
+        is written, then this is raised with ``.report``.
     GmmsegError
-        The shared model cannot be fitted, the model file exists (without
-        ``resume``/``overwrite``), or the Dask scheduler cannot be reached.
+        The shared model cannot be fitted or exists (without ``resume`` or
+        ``overwrite``), or the Dask scheduler cannot be reached.
     """
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    items = list(items)
-    out_dir = Path(out_dir)
+    items, out_dir = list(items), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    segment_kwargs = dict(segment_kwargs or {})
-    save_kwargs = dict(save_kwargs or {})
-    read_kwargs = dict(read_kwargs or {})
-    if jobs is not None and (isinstance(jobs, bool) or int(jobs) < 1):
-        raise ValueError(f"jobs must be a positive number of workers, got {jobs!r}")
-    jobs = int(jobs) if jobs else available_cpus()
-    if threads is None:
-        threads = segment_kwargs.get("n_jobs") or (
-            1 if scheduler not in (None, "local") else max(1, available_cpus() // jobs))
-    threads = int(threads)
-
+    segment_kwargs, save_kwargs, read_kwargs = (
+        dict(segment_kwargs or {}), dict(save_kwargs or {}), dict(read_kwargs or {}))
+    jobs, threads = _workers(jobs, threads, scheduler, segment_kwargs)
     rows = _rows_of_duplicate_names(items)
-    model_file = None
-    if shared_model and model is None:
-        model_file = out_dir / SHARED_MODEL
-        paths = [item.path for i, item in enumerate(items) if rows[i] is None]
+    model_file = out_dir / SHARED_MODEL if shared_model and model is None else None
+    if model_file is not None:
         model, feature_extractor = _shared_model(
-            model_file, paths, segment_kwargs, read_kwargs, per_image=per_image,
-            resume=resume, overwrite=overwrite, progress=progress)
-    if model is not None and feature_extractor is None:
+            model_file, [item.path for i, item in enumerate(items) if rows[i] is None],
+            segment_kwargs, read_kwargs, per_image=per_image, resume=resume,
+            overwrite=overwrite, progress=progress)
+    elif model is not None and feature_extractor is None:
         feature_extractor = stored_feature_extractor(model)
-
-    n_components = (None if model is not None else
-                    segment_kwargs.get("n_components", _SEGMENT_DEFAULTS["n_components"]))
-    if not isinstance(n_components, (int, np.integer)):
-        n_components = None  # "auto" or a list of K: any chosen K is complete
     if resume:
-        _remove_stale_temporaries(out_dir, items)
-    if resume and not overwrite:
-        for i, item in enumerate(items):
-            if rows[i] is not None:
-                continue
-            row = rows[i] = _completed_row(item, out_dir, save_kwargs, n_components)
-            if row and row["status"] == "skipped" and thumbnails and not row["thumbnails"]:
-                _restore_thumbnails(row, item, out_dir, read_kwargs)
-
+        _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnails,
+                n_components=None if model is not None else segment_kwargs.get(
+                    "n_components", _SEGMENT_DEFAULTS["n_components"]))
     # With resume, what is left to do has no complete outputs: a part written
     # before an interruption is replaced.
     task = _Task(str(out_dir), segment_kwargs, save_kwargs, read_kwargs, overwrite or resume,
@@ -216,6 +170,33 @@ def run_batch(
         _finish(*summary, interrupted=True)
         raise
     return _finish(*summary, interrupted=False)
+
+
+def _workers(jobs, threads, scheduler, segment_kwargs):
+    """``(jobs, threads)``: worker processes and threads in each, not oversubscribing cores."""
+    if jobs is not None and (isinstance(jobs, bool) or int(jobs) < 1):
+        raise ValueError(f"jobs must be a positive number of workers, got {jobs!r}")
+    jobs = int(jobs) if jobs else available_cpus()
+    if threads is None:
+        threads = segment_kwargs.get("n_jobs") or (
+            1 if scheduler not in (None, "local") else max(1, available_cpus() // jobs))
+    return jobs, int(threads)
+
+
+def _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnails,
+            n_components):
+    """Remove a killed run's temporaries; unless ``overwrite``, fill complete inputs' rows."""
+    _remove_stale_temporaries(out_dir, items)
+    if overwrite:
+        return
+    if not isinstance(n_components, (int, np.integer)):
+        n_components = None  # a model given, "auto" or a list of K: any K is complete
+    for i, item in enumerate(items):
+        if rows[i] is not None:
+            continue
+        row = rows[i] = _completed_row(item, out_dir, save_kwargs, n_components)
+        if row and row["status"] == "skipped" and thumbnails and not row["thumbnails"]:
+            _restore_thumbnails(row, item, out_dir, read_kwargs)
 
 
 def _rows_of_duplicate_names(items):

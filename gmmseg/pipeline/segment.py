@@ -8,6 +8,7 @@ command-line option.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import time
@@ -32,30 +33,11 @@ DEFAULT_MAX_FIT_SAMPLES = 150_000
 DEFAULT_K_RANGE = (1, 10)
 
 
-def segment(
-    image,
-    n_components=4,
-    *,
-    features="auto",
-    covariance_type="full",
-    random_state=0,
-    max_fit_samples=DEFAULT_MAX_FIT_SAMPLES,
-    mask=None,
-    model=None,
-    feature_extractor=None,
-    standardize=True,
-    pca=None,
-    min_region_size=0,
-    smoothing=0.0,
-    connectivity=None,
-    init_params="k-means++",
-    n_init=1,
-    max_iter=100,
-    tol=1e-3,
-    reg_covar=1e-6,
-    n_jobs=None,
-    criterion="bic",
-):
+def segment(image, n_components=4, *, features="auto", covariance_type="full", random_state=0,
+            max_fit_samples=DEFAULT_MAX_FIT_SAMPLES, mask=None, model=None,
+            feature_extractor=None, standardize=True, pca=None, min_region_size=0,
+            smoothing=0.0, connectivity=None, init_params="k-means++", n_init=1, max_iter=100,
+            tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion="bic"):
     """Segment an image with a Gaussian mixture over per-pixel features.
 
     Parameters
@@ -64,22 +46,20 @@ def segment(
         ``(H, W)``, ``(H, W, C)`` or an :class:`~gmmseg.io.Image` (volumes
         ``(Z, H, W, C)`` too), or a file path.  Never modified.
     n_components : int, "auto" or sequence of int, default=4
-        Number of segments K.  "auto" chooses K in 1..10 by ``criterion``
-        (one mixture per K on the fit sample, as :func:`select_k` does); a
-        sequence of ints chooses among those.  The choice and the criterion
-        curve go into ``info["model_selection"]`` and the report.  Ignored
-        when ``model`` is given.
+        Number of segments K.  "auto" chooses K in 1..10 by ``criterion`` (as
+        :func:`select_k` does), a sequence of ints among those; the choice and
+        the curve go into ``info["model_selection"]`` and the report.
+        Ignored when ``model`` is given.
     features : str, callable or list, default="auto"
-        Feature spec (``"lab,position:0.5"``), callables
-        ``f(image) -> (..., d)``, or a list of both; "auto" picks ``lab,position`` for
-        RGB photos, ``gray`` for grey images and ``bands`` otherwise.
+        Feature spec (``"lab,position:0.5"``), callables ``f(image) -> (..., d)``,
+        or a list of both; "auto": ``lab,position`` for RGB photos, ``gray``
+        for grey images and ``bands`` otherwise.
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
     random_state : int or None, default=0
-        Seeds the subsample and the initialisation: the same seed gives the
-        same labels.
+        Seeds the subsample and the initialisation: same seed, same labels.
     max_fit_samples : int or None, default=150000
-        Fit on at most this many randomly chosen valid pixels (None: all);
-        every pixel is labelled afterwards.
+        Fit on at most this many random valid pixels (None: all); every pixel
+        is labelled.
     mask : bool ndarray of the image's spatial shape, optional
         Pixels to segment; combined with the image's own validity mask.
     model : GaussianMixture, optional
@@ -91,15 +71,12 @@ def segment(
     standardize, pca :
         Passed to :class:`~gmmseg.features.FeatureExtractor`.
     min_region_size : int, default=0
-        Merge connected regions smaller than this many pixels into their
-        neighbour.
+        Merge connected regions of fewer pixels into their neighbour.
     smoothing : float, default=0
-        Strength ``beta`` of a Potts prior on the label field, inferred by
-        mean field inside EM (:mod:`gmmseg.mrf`): neighbouring pixels tend to
-        share a segment, which removes speckle from noisy images.  0 is the
-        plain per-pixel mixture; about 1 suits noisy images.  With ``model``
-        given, the model's parameters are kept and only the labels are
-        smoothed.
+        Strength ``beta`` of a Potts prior on the label field, inferred by mean
+        field inside EM (:mod:`gmmseg.mrf`): neighbours tend to share a segment,
+        which removes speckle.  0: the plain mixture; about 1 suits noisy
+        images.  With ``model`` given, only the labels are smoothed.
     connectivity : int, optional
         Neighbourhood of the prior: 4 or 8 (default) in 2-D, 6 or 26
         (default) in 3-D, weighted by the physical pixel spacing.
@@ -131,54 +108,41 @@ def segment(
     timings["read"] = time.perf_counter() - t0
     where = where_of(img)
     valid, n_valid = valid_pixels(img, mask, where)
-
-    t = time.perf_counter()
-    if model is not None:
-        if feature_extractor is None:
-            feature_extractor = stored_feature_extractor(model)
-        X = feature_extractor.transform(img, valid=valid)
-    else:
-        feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
-        X = feature_extractor.fit_transform(img, valid=valid, random_state=random_state)
-    timings["features"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     pretrained = model is not None
+    with _stopwatch(timings, "features"):
+        if pretrained:
+            if feature_extractor is None:
+                feature_extractor = stored_feature_extractor(model)
+            X = feature_extractor.transform(img, valid=valid)
+        else:
+            feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
+            X = feature_extractor.fit_transform(img, valid=valid, random_state=random_state)
     fit_samples = selection = None
-    if not pretrained:
-        params = dict(covariance_type=covariance_type, random_state=random_state,
-                      init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
-                      reg_covar=reg_covar, n_jobs=n_jobs)
-        model, fit_samples, selection = _fit_for_segment(
-            X, valid, img.spacing, n_components, k_values, smoothing, where, criterion,
-            params, max_fit_samples)
-    timings["fit"] = time.perf_counter() - t
-
-    energies = None
-    if smoothing:
-        t = time.perf_counter()
-        q, energies = mrf.hmrf_em(model, X, valid, float(smoothing), connectivity=connectivity,
-                                  spacing=img.spacing, tol=tol, update_model=not pretrained)
+    with _stopwatch(timings, "fit"):
         if not pretrained:
-            q = q[model.sort_components()]
-        timings["smoothing"] = time.perf_counter() - t
-    else:
-        q = None
-
-    t = time.perf_counter()
-    labels, proba, log_lik, mean_ll = _label(model, X, valid, q, min_region_size)
-    del X, q
-    timings["predict"] = time.perf_counter() - t
+            params = dict(covariance_type=covariance_type, random_state=random_state,
+                          init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                          reg_covar=reg_covar, n_jobs=n_jobs)
+            model, fit_samples, selection = _fit_for_segment(
+                X, valid, img.spacing, n_components, k_values, smoothing, where, criterion,
+                params, max_fit_samples)
+    q = energies = None
+    if smoothing:
+        with _stopwatch(timings, "smoothing"):
+            q, energies = mrf.hmrf_em(model, X, valid, float(smoothing),
+                                      connectivity=connectivity, spacing=img.spacing, tol=tol,
+                                      update_model=not pretrained)
+            if not pretrained:
+                q = q[model.sort_components()]
+    with _stopwatch(timings, "predict"):
+        labels, proba, log_lik, mean_ll = _label(model, X, valid, q, min_region_size)
+        del X, q
     timings["total"] = time.perf_counter() - t0
     info = {
-        "n_valid": n_valid,
-        "mean_log_likelihood": mean_ll,
-        "fit_samples": fit_samples,
+        "n_valid": n_valid, "mean_log_likelihood": mean_ll, "fit_samples": fit_samples,
         "random_state": random_state if isinstance(random_state, (int, type(None))) else None,
-        "pretrained": pretrained,
-        "min_region_size": int(min_region_size or 0),
-        "smoothing": float(smoothing or 0.0),
-        "smoothing_energies": energies,
+        "pretrained": pretrained, "min_region_size": int(min_region_size or 0),
+        "smoothing": float(smoothing or 0.0), "smoothing_energies": energies,
         # hmrf_em records the start, each EM iteration and a final sweep.
         "smoothing_iterations": len(energies) - 2 if smoothing else 0,
         "model_selection": None if selection is None else selection.summary(),
@@ -189,6 +153,16 @@ def segment(
     logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
                 where, n_valid, model.n_components, timings["total"])
     return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
+
+
+@contextlib.contextmanager
+def _stopwatch(timings, name):
+    """Add the seconds the block takes to ``timings[name]``."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = time.perf_counter() - t
 
 
 def _fit_for_segment(X, valid, spacing, n_components, k_values, smoothing, where, criterion,
