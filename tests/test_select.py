@@ -10,7 +10,8 @@ from scipy import ndimage
 import gmmseg
 from gmmseg import postprocess
 from gmmseg.errors import ConvergenceWarning, GmmsegError, OutputExistsError
-from gmmseg.mixture import GaussianMixture, _grown_starts, select_k
+from gmmseg.mixture import GaussianMixture, select_k
+from gmmseg.mixture.selection import _grown_starts
 from gmmseg.pipeline import segment
 
 

@@ -18,6 +18,7 @@ Modules:
 - `geo`: GeoTIFF and other GDAL rasters (rasterio; the ``geo`` extra);
 - `read`: `read_image`, which picks the reader from the content, and `as_image`;
 - `writers`: atomic PNG, TIFF, ``.npy`` and JSON writers;
+- `model_file`: saved models (``.npz`` or JSON, checksummed, never pickled);
 - `results`: result maps in the input's geometry (`result_suffix`,
   `write_result_map`) and `describe`.
 

@@ -1,0 +1,131 @@
+"""Model files: named float64 arrays plus JSON metadata, checksummed, never pickled.
+
+This module owns the container of saved models: the ``.npz`` and ``.json``
+layouts, the format name and version, the SHA-256 checksum over the metadata
+and the arrays, the atomic write, loading without pickle, and the
+`ModelFileError` messages (each names the file).  It works on plain data, a
+dict of arrays and a JSON-able ``info`` dict, and knows nothing of what they
+mean: :meth:`gmmseg.mixture.GaussianMixture.save` and ``load`` turn the
+estimator's state into this payload and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelFileError
+from .writers import atomic_output
+
+# Every model file carries these; a reader refuses other names and versions.
+FORMAT_NAME = "gmmseg.GaussianMixture"
+FORMAT_VERSION = 1
+
+
+def write_model_file(path, arrays, info):
+    """Write ``arrays`` and ``info`` to ``.npz`` (default) or ``.json``; never pickle.
+
+    The file is written atomically and replaces an existing one.
+
+    Parameters
+    ----------
+    path : str or Path
+        The suffix chooses the format: ``.json`` writes JSON, anything else
+        ``.npz``.
+    arrays : dict of str to array-like
+        Stored as float64, in this order.
+    info : dict
+        JSON-serialisable metadata.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "model.json"
+    >>> write_model_file(path, {"means_": np.zeros((2, 1))}, {"n": 2})
+    >>> arrays, info = read_model_file(path, ["means_"])
+    >>> arrays["means_"].shape, info
+    ((2, 1), {'n': 2})
+    """
+    path = Path(path)
+    arrays = {name: np.asarray(a, dtype=np.float64) for name, a in arrays.items()}
+    header = json.dumps(info, sort_keys=True)
+    checksum = _checksum(header, arrays)
+    # atomic_output's temporaries are the ones batch --resume cleans up
+    # after a killed run.
+    with atomic_output(path, overwrite=True) as tmp:
+        if path.suffix.lower() == ".json":
+            doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                   "info": info, "checksum": checksum,
+                   "arrays": {name: a.tolist() for name, a in arrays.items()}}
+            tmp.write_text(json.dumps(doc, indent=1))
+        else:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, format=np.array(FORMAT_NAME),
+                         format_version=np.array(FORMAT_VERSION),
+                         info=np.array(header), checksum=np.array(checksum), **arrays)
+
+
+def read_model_file(path, array_names):
+    """Read a file written by :func:`write_model_file`, checking it thoroughly.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.json`` is read as JSON, anything else as ``.npz`` (without pickle).
+    array_names : iterable of str
+        The arrays to read; a missing one makes the file unreadable.
+
+    Returns
+    -------
+    arrays : dict of str to float64 ndarray
+    info : dict
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, not a gmmseg model file, of an unknown format
+        version, or its contents were altered (checksum mismatch).
+    """
+    path = Path(path)
+
+    def fail(problem):
+        return ModelFileError(f"{path}: {problem}")
+
+    try:
+        if path.suffix.lower() == ".json":
+            doc = json.loads(path.read_text())
+            fmt, version = doc["format"], doc["format_version"]
+            info, checksum = doc["info"], doc["checksum"]
+            header = json.dumps(info, sort_keys=True)
+            arrays = {n: np.asarray(doc["arrays"][n], dtype=np.float64) for n in array_names}
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                fmt = str(npz["format"])
+                version = int(npz["format_version"])
+                header = str(npz["info"])
+                checksum = str(npz["checksum"])
+                arrays = {n: np.asarray(npz[n], dtype=np.float64) for n in array_names}
+            info = json.loads(header)
+    except FileNotFoundError as err:
+        raise fail("no such file") from err
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+        raise fail(f"not a readable gmmseg model file ({type(err).__name__}: {err})") from err
+    if fmt != FORMAT_NAME:
+        raise fail(f"not a gmmseg model file (format {fmt!r})")
+    if version != FORMAT_VERSION:
+        raise fail(f"model format version {version} is not supported "
+                   f"(this gmmseg reads version {FORMAT_VERSION})")
+    if checksum != _checksum(header, arrays):
+        raise fail("checksum mismatch: the file was modified or corrupted")
+    return arrays, info
+
+
+def _checksum(header, arrays):
+    digest = hashlib.sha256(header.encode())
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name], dtype="<f8").tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,451 @@
+"""Model selection: one mixture per K (and covariance type), the best by BIC or AIC.
+
+This module owns the K sweep, `select_k` and its `SelectKResult`, and the
+work the sweep shares between K: one subsample and one set of k-means++
+seeds for the short screening runs, and starts grown from the fitted K - 1
+mixture.  It fits through :class:`GaussianMixture` and adds no EM of its
+own; it touches no files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..errors import TooFewDistinctRowsError, one_line
+from ._gaussian_mixture import GaussianMixture
+from ._init import (
+    _TRIAL_ITER,
+    _has_n_distinct_rows,
+    _kmeans_plusplus,
+    _lloyd,
+    _moments,
+    _n_distinct_rows,
+    _nearest,
+    _one_hot,
+    _too_few_distinct,
+    _trial_subsample,
+)
+from ._parameters import _finish_covariances, _n_parameters, _precisions_from_cholesky
+from ._validation import (
+    COVARIANCE_TYPES,
+    _check_sample_weight,
+    check_covariance_type,
+    check_criterion,
+    check_k_values,
+)
+
+# Extra screening starts for K grown from the fitted (K - 1)-component mixture.
+_GROWN_TRIALS = 3
+# Parameters select_k sets for every fit itself.
+_PER_FIT_PARAMS = ("n_components", "covariance_type", "weights_init", "means_init",
+                   "precisions_init", "warm_start")
+
+
+@dataclass(eq=False, repr=False)
+class SelectKResult:
+    """What :func:`select_k` found: one row per fitted K, the choice, the models.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per (covariance type, K), in the order fitted (covariance type
+        first, then K).  Keys: ``n_components``, ``covariance_type``,
+        ``n_parameters``, ``log_likelihood`` (total over the fit rows,
+        weighted), ``mean_log_likelihood``, ``bic``, ``aic``, ``n_iter``,
+        ``converged``, ``start`` (which screening start won: ``"fresh"``
+        seeding or ``"grown"`` from the K - 1 fit), ``seconds``, ``warnings``
+        (messages of the warnings the fit raised, recorded rather than
+        re-raised) and ``error`` (why K could not be fitted, else None; the
+        numbers are then None).
+    criterion : {"bic", "aic"}
+    n_components : int
+        The chosen K.
+    covariance_type : str
+        The chosen covariance type.
+    model : GaussianMixture
+        The chosen fitted mixture.
+    n_samples : float
+        Number of fit rows (sum of the weights) the criteria are computed on.
+    models : dict
+        ``(covariance_type, K) -> GaussianMixture`` for every row without error.
+    info : dict
+        Timings and details of the shared work (``trial_rows``,
+        ``seeding_seconds``, ``seconds``).
+    features : FeatureExtractor or None
+        Set by :func:`gmmseg.select_k`: the fitted extractor of the features.
+    """
+
+    rows: list
+    criterion: str
+    n_components: int
+    covariance_type: str
+    model: GaussianMixture
+    n_samples: float
+    models: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    features: object = None
+    _warnings: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        return (f"SelectKResult(criterion={self.criterion!r}, n_components={self.n_components}, "
+                f"covariance_type={self.covariance_type!r}, rows={len(self.rows)})")
+
+    @property
+    def best_row(self):
+        """The row of the chosen model."""
+        return next(r for r in self.rows if r["n_components"] == self.n_components
+                    and r["covariance_type"] == self.covariance_type)
+
+    def curve(self, covariance_type=None):
+        """K values and criteria of one covariance type (default: the chosen one).
+
+        Returns
+        -------
+        dict
+            ``k_values``, ``bic``, ``aic``, ``log_likelihood`` as lists of the
+            same length; None where a K could not be fitted.
+        """
+        ctype = self.covariance_type if covariance_type is None else covariance_type
+        rows = [r for r in self.rows if r["covariance_type"] == ctype]
+        if not rows:
+            raise ValueError(f"no fits with covariance_type={ctype!r}")
+        return {
+            "k_values": [r["n_components"] for r in rows],
+            "bic": [r["bic"] for r in rows],
+            "aic": [r["aic"] for r in rows],
+            "log_likelihood": [r["log_likelihood"] for r in rows],
+        }
+
+    def summary(self):
+        """The choice and the criterion curve(s), JSON-ready (for reports)."""
+        n = self.n_samples
+        out = {
+            "criterion": self.criterion,
+            "chosen": int(self.n_components),
+            "covariance_type": self.covariance_type,
+            "computed_on": "fit sample",
+            "fit_samples": int(n) if float(n).is_integer() else float(n),
+            **self.curve(),
+        }
+        ctypes = list(dict.fromkeys(r["covariance_type"] for r in self.rows))
+        if len(ctypes) > 1:
+            out["curves"] = {ctype: self.curve(ctype) for ctype in ctypes}
+        return out
+
+    def reemit_warnings(self):
+        """Raise again the warnings the chosen fit recorded (for callers that use it)."""
+        for caught in self._warnings.get((self.covariance_type, self.n_components), ()):
+            warnings.warn(caught.message, caught.category, stacklevel=2)
+
+
+def select_k(X, k_values, *, criterion="bic", covariance_types=("full",), sample_weight=None,
+             random_state=0, **mixture_params):
+    """Fit a mixture for every K (and covariance type); keep the best by BIC or AIC.
+
+    The criteria are computed on the rows given (with ``sample_weight``,
+    weighted: ``n`` is the sum of the weights), so pass the same subsample
+    the mixture would be fitted on.  Lower is better:
+    ``BIC = -2 log L + p log n``, ``AIC = -2 log L + 2 p``.
+
+    Each K is initialised like :class:`GaussianMixture` ("small EM": the most
+    likely of ``init_trials`` short EM runs on one random subsample of at
+    most 20,000 rows, then full EM from it), with work shared between K:
+
+    * the short runs of every K use the same subsample, and their k-means++
+      seeds are the first K centres of ``init_trials`` k-means++ runs made
+      once with the largest K (greedy k-means++ picks centres one by one, so
+      a prefix is itself a k-means++ seeding);
+    * K also screens ``_GROWN_TRIALS`` starts grown from the fitted K - 1
+      mixture plus one new component on badly explained rows (the worst,
+      and rows drawn in proportion to their log-likelihood deficit); a
+      grown start wins only if its short run is more likely than every
+      fresh one;
+    * BLAS is pinned to one thread for the whole sweep (the small matrix
+      products of seeding are much slower multithreaded).
+
+    Parameters
+    ----------
+    X : (N, D) array-like
+    k_values : iterable of int
+        Candidate numbers of components, each >= 1 (sorted, duplicates dropped).
+    criterion : {"bic", "aic"}, default="bic"
+    covariance_types : str or sequence of str, default=("full",)
+        Covariance types to try; every one is fitted for every K.
+    sample_weight : (N,) array-like, optional
+        Row weights, as in :meth:`GaussianMixture.fit`.
+    random_state : int or None, default=0
+        Seeds the subsample of the short runs, the seeding and the grown starts.
+    **mixture_params
+        Other :class:`GaussianMixture` parameters (``tol``, ``reg_covar``,
+        ``max_iter``, ``init_params``, ``init_trials``, ``n_jobs``, ...).
+        With ``n_init`` > 1, full EM runs from that many of the best
+        screened starts.  ``init_params`` other than "k-means++" and
+        "kmeans" are drawn per K without sharing.
+
+    Returns
+    -------
+    SelectKResult
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, or no K could be fitted (every K has more
+        components than ``X`` has distinct rows, or every fit failed).
+        A K that cannot be fitted while others can is recorded in its row.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(m, 1, (300, 2)) for m in (0, 10, 20)])
+    >>> result = select_k(X, range(1, 6), random_state=0)
+    >>> result.n_components, result.model.n_components
+    (3, 3)
+    """
+    t_start = time.perf_counter()
+    k_values = check_k_values(k_values)
+    criterion = check_criterion(criterion)
+    covariance_types = _check_covariance_types(covariance_types)
+    template = _template(random_state, mixture_params)
+    X = template._validate_X(X, fitting=True)
+    w = _check_sample_weight(sample_weight, len(X))
+    n_samples = float(len(X) if w is None else w.sum())
+    rng = np.random.default_rng(random_state)
+    rows, models, recorded, first_failure = [], {}, {}, None
+    with threadpool_limits(limits=1, user_api="blas"):
+        t = time.perf_counter()
+        screen = _Screen(X, w, template, max(k_values), rng)
+        info = {"trial_rows": len(screen.x), "seeding_seconds": time.perf_counter() - t}
+        for ctype in covariance_types:
+            previous = None
+            for k in k_values:
+                row, model, caught, error = _fit_row(X, w, k, ctype, template, screen, previous,
+                                                     rng, n_samples)
+                rows.append(row)
+                recorded[(ctype, k)] = caught
+                if model is not None:
+                    models[(ctype, k)] = model
+                elif first_failure is None:
+                    first_failure = error
+                previous = model
+    fitted = [r for r in rows if r["error"] is None]
+    if not fitted:
+        kind = (TooFewDistinctRowsError
+                if isinstance(first_failure, TooFewDistinctRowsError) else ValueError)
+        raise kind(f"no K in {k_values} could be fitted: {rows[0]['error']}")
+    best = min(fitted, key=lambda r: (r[criterion], r["n_components"]))
+    info["seconds"] = time.perf_counter() - t_start
+    return SelectKResult(
+        rows=rows,
+        criterion=criterion,
+        n_components=best["n_components"],
+        covariance_type=best["covariance_type"],
+        model=models[(best["covariance_type"], best["n_components"])],
+        n_samples=n_samples,
+        models=models,
+        info=info,
+        _warnings=recorded,
+    )
+
+
+def _check_covariance_types(covariance_types):
+    """A str or sequence of covariance types as a list, duplicates dropped."""
+    expected = f"covariance_types must be a non-empty selection of {COVARIANCE_TYPES}"
+    if isinstance(covariance_types, str):
+        covariance_types = (covariance_types,)
+    ctypes = list(dict.fromkeys(covariance_types))
+    if not ctypes:
+        raise ValueError(f"{expected}, got {covariance_types!r}")
+    try:
+        return [check_covariance_type(c) for c in ctypes]
+    except ValueError as err:
+        raise ValueError(f"{expected}, got {covariance_types!r}") from err
+
+
+def _template(random_state, mixture_params):
+    """The mixture every fit of the sweep copies its other parameters from, checked."""
+    fixed = sorted(set(mixture_params) & set(_PER_FIT_PARAMS))
+    if fixed:
+        raise ValueError(f"select_k sets {', '.join(fixed)} for every fit itself; do not pass it")
+    unknown = sorted(set(mixture_params) - set(GaussianMixture._param_names()))
+    if unknown:
+        raise ValueError(f"invalid parameter {unknown[0]!r} for GaussianMixture")
+    template = GaussianMixture(random_state=random_state, **mixture_params)
+    template._check_params()
+    return template
+
+
+def _fit_row(X, w, k, ctype, template, screen, previous, rng, n_samples):
+    """One row of the sweep: fit K components, with criteria, time and warnings.
+
+    Returns ``(row, model, caught warnings, error)``: ``model`` is None and
+    ``error`` the exception when K could not be fitted, else ``error`` is None.
+    """
+    t = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model, start = _fit_for_selection(X, w, k, ctype, template, screen, previous, rng)
+            error = None
+            log_lik = _total_log_likelihood(model, X, w)
+        except ValueError as err:
+            model, start, error = None, None, err
+    row = _selection_row(model, k, ctype, X.shape[1], n_samples, log_lik
+                         if model is not None else None, start,
+                         None if error is None else one_line(error))
+    row["seconds"] = time.perf_counter() - t
+    row["warnings"] = [f"{c.category.__name__}: {c.message}" for c in caught]
+    return row, model, list(caught), error
+
+
+def _selection_row(model, k, ctype, n_features, n_samples, log_lik, start, error):
+    n_params = _n_parameters(ctype, k, n_features)
+    row = {"n_components": k, "covariance_type": ctype, "n_parameters": n_params,
+           "log_likelihood": None, "mean_log_likelihood": None, "bic": None, "aic": None,
+           "n_iter": None, "converged": None, "start": start, "error": error}
+    if model is not None:
+        row.update(
+            log_likelihood=log_lik,
+            mean_log_likelihood=log_lik / n_samples,
+            bic=-2.0 * log_lik + n_params * math.log(n_samples),
+            aic=-2.0 * log_lik + 2.0 * n_params,
+            n_iter=int(model.n_iter_),
+            converged=bool(model.converged_),
+        )
+    return row
+
+
+def _total_log_likelihood(model, X, w):
+    """``sum_n w_n log p(x_n)`` at the fitted parameters, float64."""
+    log_p = model.score_samples(X).astype(np.float64)
+    return float(log_p.sum() if w is None else log_p @ w)
+
+
+class _Screen:
+    """The subsample and k-means++ seeds that the short runs of every K share.
+
+    The subsample is `_trial_subsample`, as
+    :meth:`GaussianMixture._screened_initialize` draws it.  With "k-means++" or "kmeans" initialisation, ``init_trials``
+    k-means++ runs with the largest K are made once; K uses their first K
+    centres.
+    """
+
+    def __init__(self, X, w, template, k_max, rng):
+        self.X, self.w_all = X, w
+        self.init_params = template.init_params
+        self.n_trials = template.init_trials
+        self.x, self.w = _trial_subsample(X, w, rng)
+        self.seeds = []
+        if self.init_params in ("k-means++", "kmeans"):
+            k_seed = min(k_max, _n_distinct_rows(self.x, self.w))
+            self.seeds = [_kmeans_plusplus(self.x, self.w, k_seed, rng)
+                          for _ in range(self.n_trials)]
+
+    def fresh_starts(self, k, covariance_type, reg_covar):
+        """Rows and ``init_trials`` starts for K: ``(weights, means, covariances)``.
+
+        A start is None where the model is to initialise itself (other
+        ``init_params``, or K larger than the distinct rows of the subsample:
+        then all rows are used, as ``_screened_initialize`` does).
+        """
+        if self.seeds and k <= len(self.seeds[0]):
+            x, w = self.x, self.w
+            starts = []
+            for seed in self.seeds:
+                if self.init_params == "kmeans":
+                    _, labels = _lloyd(x, w, seed[:k])
+                else:
+                    labels, _ = _nearest(x, seed[:k])
+                weights, means, cov_k, nk = _moments(
+                    x, w, _one_hot(labels, k), k, covariance_type in ("diag", "spherical"))
+                starts.append(
+                    (weights, means, _finish_covariances(cov_k, nk, covariance_type, reg_covar)))
+            return x, w, starts
+        x, w = self.x, self.w
+        if not _has_n_distinct_rows(x, w, k):
+            x, w = self.X, self.w_all
+        return x, w, [None] * self.n_trials
+
+
+def _grown_starts(previous, x, w, rng, n_starts=_GROWN_TRIALS):
+    """Starts with one more component than ``previous``, on badly explained rows.
+
+    The fitted parameters are kept; the new component gets weight 1/K, the
+    weight-averaged covariance, and as its mean the row with the lowest
+    log-likelihood or rows drawn with probability proportional to their
+    deficit ``max log p - log p`` (the likelihood analogue of k-means++).
+    """
+    k = previous.n_components + 1
+    log_p = previous.score_samples(x).astype(np.float64)
+    usable = np.ones(len(x), bool) if w is None else w > 0
+    rows = [int(np.argmin(np.where(usable, log_p, np.inf)))]
+    deficit = np.where(usable, log_p[usable].max() - log_p, 0.0)
+    if w is not None:
+        deficit *= w
+    deficit[rows[0]] = 0.0
+    n_draw = min(n_starts - 1, np.count_nonzero(deficit))
+    if n_draw > 0:
+        rows += rng.choice(len(x), size=n_draw, replace=False,
+                           p=deficit / deficit.sum()).tolist()
+    weights = np.append(previous.weights_ * (1.0 - 1.0 / k), 1.0 / k)
+    covariances = previous.covariances_
+    if previous.covariance_type != "tied":
+        average = np.tensordot(previous.weights_, covariances, axes=1)
+        covariances = np.concatenate([covariances, average[None]])
+    return [(weights.copy(), np.vstack([previous.means_, x[r].astype(np.float64)]),
+             covariances.copy()) for r in rows]
+
+
+def _short_em(params, x, w, rng, start):
+    """One "small EM" trial: a start, then at most 50 EM iterations on ``x``."""
+    model = GaussianMixture(**params)
+    model.n_features_in_ = x.shape[1]
+    model.reg_covar_ = float(model.reg_covar)
+    if start is None:
+        model._initialize(x, w, rng, {})
+    else:
+        model._set_params_from_covariances(*start)
+    lower_bound, _, _ = model._em(x, w, max_iter=min(_TRIAL_ITER, model.max_iter))
+    return lower_bound, model._fitted_state()
+
+
+def _fit_for_selection(X, w, k, ctype, template, screen, previous, rng):
+    """Screen the starts of one K, run full EM from the best; ``(model, start kind)``."""
+    if len(X) < k or not _has_n_distinct_rows(X, w, k):
+        raise _too_few_distinct(k)
+    params = template.get_params() | {"n_components": k, "covariance_type": ctype}
+    x, xw, fresh = screen.fresh_starts(k, ctype, float(template.reg_covar))
+    starts = [("fresh", s) for s in fresh]
+    if previous is not None and previous.n_components == k - 1 and x is screen.x:
+        starts += [("grown", s) for s in _grown_starts(previous, x, xw, rng)]
+    screened, failure = [], None
+    for kind, start in starts:
+        try:
+            lower_bound, state = _short_em(params, x, xw, rng, start)
+        except ValueError as err:
+            failure = err
+            continue
+        screened.append((-np.inf if np.isnan(lower_bound) else lower_bound, kind, state))
+    if not screened:
+        raise failure
+    screened.sort(key=lambda s: s[0], reverse=True)  # stable: fresh starts win ties
+    best = None
+    for _, kind, state in screened[: params["n_init"]]:
+        model = GaussianMixture(**(params | {
+            "n_init": 1,
+            "weights_init": state["weights_"],
+            "means_init": state["means_"],
+            "precisions_init": _precisions_from_cholesky(state["precisions_cholesky_"], ctype),
+        }))
+        model.fit(X, sample_weight=w)
+        if best is None or model.lower_bound_ > best[0].lower_bound_:
+            best = (model, kind)
+    model, kind = best
+    model.set_params(n_init=params["n_init"], weights_init=None, means_init=None,
+                     precisions_init=None)
+    return model, kind
