@@ -295,26 +295,30 @@ def read_image(
             image = read_raster(path, max_pixels=max_pixels, bands=bands, nodata=nodata)
             logger.debug("read %s: %s", path, image)
             return image
-        if kind == "dicom":
-            from .medical import read_dicom
-
-            image = read_dicom(path, max_pixels=max_pixels)
-        elif kind == "nifti":
-            from .medical import read_nifti
-
-            image = read_nifti(path, max_pixels=max_pixels, volume=volume)
-        elif kind == "npy":
-            image = _read_npy(path, max_pixels)
-        elif kind == "tiff":
-            image = _read_tiff(path, max_pixels)
-        elif kind == "png" and _is_16bit_colour_png(head):
-            image = _read_png_16bit_colour(path, head, max_pixels)
-        else:
-            image = _read_pillow(path, kind, max_pixels)
+        image = _read_file(path, kind, head, max_pixels, volume)
     image = _select_bands(image, bands)
     image = _apply_nodata(image, nodata)
     logger.debug("read %s: %s", path, image)
     return image
+
+
+def _read_file(path: Path, kind: str, head: bytes, max_pixels: int, volume: int | None) -> Image:
+    """A file of a recognised ``kind`` other than a raster, as it is stored."""
+    if kind == "dicom":
+        from .medical import read_dicom
+
+        return read_dicom(path, max_pixels=max_pixels)
+    if kind == "nifti":
+        from .medical import read_nifti
+
+        return read_nifti(path, max_pixels=max_pixels, volume=volume)
+    if kind == "npy":
+        return _read_npy(path, max_pixels)
+    if kind == "tiff":
+        return _read_tiff(path, max_pixels)
+    if kind == "png" and _is_16bit_colour_png(head):
+        return _read_png_16bit_colour(path, head, max_pixels)
+    return _read_pillow(path, kind, max_pixels)
 
 
 def _select_bands(image: Image, bands: tuple[int, ...] | None) -> Image:
