@@ -12,6 +12,7 @@ import contextlib
 import logging
 import numbers
 import time
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from .. import mrf, postprocess
 from ..errors import GmmsegError, TooFewDistinctRowsError
 from ..features import FeatureExtractor
 from ..io import as_image
-from ..mixture import GaussianMixture, check_n_components
+from ..mixture import GaussianMixture, check_k_values
 from ..mixture import select_k as select_k_arrays
 from .result import Segmentation
 
@@ -252,37 +253,24 @@ def candidate_ks(n_components):
     """None for a fixed K, else the sorted candidate K to choose from.
 
     The one reading of ``segment``'s ``n_components``: an integer K (checked
-    by :func:`gmmseg.mixture.check_n_components`), ``"auto"`` (K in
-    :data:`DEFAULT_K_RANGE`) or a sequence of candidate K.
+    by :func:`gmmseg.mixture.check_n_components` when the mixture is made),
+    ``"auto"`` (K in :data:`DEFAULT_K_RANGE`) or a sequence of candidate K
+    (:func:`gmmseg.mixture.check_k_values`).
 
     Examples
     --------
     >>> candidate_ks(3) is None, candidate_ks("auto")[-1], candidate_ks([4, 2, 4])
     (True, 10, [2, 4])
     """
-    if isinstance(n_components, str):
-        if n_components != "auto":
-            raise ValueError(
-                f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
-                f"got {n_components!r}")
-        return list(range(DEFAULT_K_RANGE[0], DEFAULT_K_RANGE[1] + 1))
     if isinstance(n_components, numbers.Integral):
         return None  # GaussianMixture checks it
-    try:
-        values = sorted(set(n_components))
-    except TypeError as err:
+    if isinstance(n_components, str) and n_components == "auto":
+        return list(range(DEFAULT_K_RANGE[0], DEFAULT_K_RANGE[1] + 1))
+    if isinstance(n_components, str) or not isinstance(n_components, Iterable):
         raise ValueError(
             f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
-            f"got {n_components!r}") from err
-    try:
-        if not values:
-            raise ValueError("no candidate")
-        for k in values:
-            check_n_components(k)
-    except ValueError as err:
-        raise ValueError(
-            f"candidate n_components must be integers >= 1, got {n_components!r}") from err
-    return values
+            f"got {n_components!r}")
+    return check_k_values(n_components, name="candidate n_components")
 
 
 def stored_feature_extractor(model):
