@@ -105,10 +105,7 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     k_values = None if model is not None else candidate_ks(n_components)
     timings = {}
     t0 = time.perf_counter()
-    img = as_image(image)
-    timings["read"] = time.perf_counter() - t0
-    where = where_of(img)
-    valid, n_valid = valid_pixels(img, mask, where)
+    img, where, valid, n_valid = read_valid(image, mask, timings)
     pretrained = model is not None
     with _stopwatch(timings, "features"):
         if pretrained:
@@ -241,12 +238,20 @@ def where_of(img):
     return f"{img.path}: " if img.path else ""
 
 
-def valid_pixels(img, mask, where):
+def read_valid(image, mask, timings):
+    """The image, its ``"path: "`` prefix for messages, its valid pixels and their count.
+
+    Refuses an image with no valid pixel; ``timings["read"]`` gets the read's seconds.
+    """
+    t = time.perf_counter()
+    img = as_image(image)
+    timings["read"] = time.perf_counter() - t
+    where = where_of(img)
     valid = combined_mask(img, mask)
     n_valid = int(np.count_nonzero(valid))
     if n_valid == 0:
         raise GmmsegError(f"{where}no valid pixels to segment (all masked, NaN or nodata)")
-    return valid, n_valid
+    return img, where, valid, n_valid
 
 
 def candidate_ks(n_components):

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from ..features import FeatureExtractor
-from ..io import as_image, atomic_output
+from ..io import atomic_output
 from ..mixture import check_n_components
-from .segment import DEFAULT_MAX_FIT_SAMPLES, select_on_fit_sample, valid_pixels, where_of
+from .segment import DEFAULT_MAX_FIT_SAMPLES, read_valid, select_on_fit_sample
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,7 @@ def select_k(
         raise ValueError(f"k_max must be >= k_min, got k_min={k_min}, k_max={k_max}")
     timings = {}
     t0 = time.perf_counter()
-    img = as_image(image)
-    timings["read"] = time.perf_counter() - t0
-    where = where_of(img)
-    valid, n_valid = valid_pixels(img, mask, where)
+    img, where, valid, n_valid = read_valid(image, mask, timings)
     t = time.perf_counter()
     extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
     X = extractor.fit_transform(img, valid=valid, random_state=random_state)
