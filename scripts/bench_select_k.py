@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 import gmmseg
 from gmmseg.features import FeatureExtractor
-from gmmseg.pipeline import DEFAULT_MAX_FIT_SAMPLES, fit_sample
+from gmmseg.pipeline.segment import DEFAULT_MAX_FIT_SAMPLES, fit_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 K_VALUES = range(1, 11)

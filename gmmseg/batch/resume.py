@@ -18,8 +18,8 @@ import cv2
 from .. import postprocess
 from ..errors import GmmsegError, one_line
 from ..io import read_image, remove_stale_temporaries
-from ..pipeline import Segmentation, regions_request
-from ..pipeline.outputs import OUTPUT_KINDS, find_output
+from ..pipeline import Segmentation
+from ..pipeline.outputs import OUTPUT_KINDS, find_output, regions_request
 from .gallery import THUMBS_DIR, _thumb_paths, write_thumbnails
 from .inputs import BatchItem, _inside, _output_folder, _rel
 from .summary import _blank_row, _fill_from_report

@@ -21,7 +21,8 @@ from ..errors import GmmsegError, OutputExistsError
 from ..features import FeatureExtractor
 from ..mixture import GaussianMixture
 from ..pipeline import (DEFAULT_PER_IMAGE, MODEL_OPTIONS, fit_shared_model, load_shared_model,
-                        save_shared_model, segment, stored_feature_extractor)
+                        save_shared_model, segment)
+from ..pipeline.segment import stored_feature_extractor
 from .executors import _run_dask, _run_in_process, _run_processes
 from .inputs import BatchItem, _rel
 from .progress import BatchProgress, _Tracker

@@ -5,18 +5,15 @@ segments), ``fit_shared_model`` (one model for many images) and the output
 files of a segmentation (:mod:`gmmseg.pipeline.outputs`).  Glues io,
 features, mixture, mrf and postprocess together; parses no command-line
 option.
+
+Modules: ``segment`` (image to labels, the defaults), ``result``
+(:class:`Segmentation`), ``outputs`` (file names, the written set, the
+report), ``selection`` (K sweep on an image, its plot), ``shared`` (one
+model for many images).
 """
 
-from .outputs import output_paths, regions_request
 from .result import Segmentation
-from .segment import (
-    DEFAULT_K_RANGE,
-    DEFAULT_MAX_FIT_SAMPLES,
-    candidate_ks,
-    fit_sample,
-    segment,
-    stored_feature_extractor,
-)
+from .segment import DEFAULT_K_RANGE, DEFAULT_MAX_FIT_SAMPLES, segment
 from .selection import plot_selection, select_k
 from .shared import (
     DEFAULT_PER_IMAGE,
@@ -33,16 +30,11 @@ __all__ = [
     "DEFAULT_PER_IMAGE",
     "MODEL_OPTIONS",
     "Segmentation",
-    "candidate_ks",
     "check_model_input",
-    "fit_sample",
     "fit_shared_model",
     "load_shared_model",
-    "output_paths",
     "plot_selection",
-    "regions_request",
     "save_shared_model",
     "segment",
     "select_k",
-    "stored_feature_extractor",
 ]
