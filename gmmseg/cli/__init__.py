@@ -17,12 +17,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import one_line
-from .batch import DEFAULT_PER_IMAGE
-from .pipeline import Segmentation
-from .pipeline import segment as _segment_api
-from .pipeline import select_k as _select_k_api
+from .. import __version__
+from ..errors import one_line
+from ..batch import DEFAULT_PER_IMAGE
+from ..pipeline import Segmentation
+from ..pipeline import segment as _segment_api
+from ..pipeline import select_k as _select_k_api
 
 # The API's defaults, read from its signatures so that the CLI cannot drift
 # from them (importing the package has loaded these modules anyway).
@@ -38,7 +38,7 @@ logger = logging.getLogger("gmmseg")
 # --------------------------------------------------------------------------
 
 def _check_features(ctx, param, value):
-    from .features import parse_feature_spec
+    from ..features import parse_feature_spec
 
     try:
         parse_feature_spec(value)
@@ -65,7 +65,7 @@ def _check_pca(ctx, param, value):
 def _check_bands(ctx, param, value):
     if value is None:
         return None
-    from .io import parse_bands
+    from ..io import parse_bands
 
     try:
         return parse_bands(value)
@@ -312,7 +312,7 @@ def verbosity_options(fn):
 
 def _report_failure(path, err):
     """One line on stderr; the traceback only with -v."""
-    from .errors import GmmsegError
+    from ..errors import GmmsegError
 
     expected = isinstance(err, (GmmsegError, ValueError, OSError, MemoryError))
     message = one_line(err)
@@ -355,8 +355,8 @@ def segment(images, bands, nodata, volume, series, out_dir, n_components, featur
     --overwrite is given.  With -k auto, K is chosen for each image and the
     criterion curve goes into the report.
     """
-    from .io import file_stem, read_image
-    from .pipeline import segment as run_segment
+    from ..io import file_stem, read_image
+    from ..pipeline import segment as run_segment
 
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     failed = 0
@@ -484,9 +484,9 @@ def select_k(image, bands, nodata, volume, series, k_min, k_max, criterion, cova
             click.echo(f"error: {plot}: output exists (use --overwrite)", err=True)
             sys.exit(1)
 
-    from .io import read_image
-    from .pipeline import plot_selection
-    from .pipeline import select_k as run_select_k
+    from ..io import read_image
+    from ..pipeline import plot_selection
+    from ..pipeline import select_k as run_select_k
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -547,7 +547,7 @@ def _selection_table(result):
 
 def _progress_printer():
     """A progress callback for batch.run_batch: a tqdm bar on a terminal, else log lines."""
-    from .batch import format_progress
+    from ..batch import format_progress
 
     ctx = click.get_current_context()
     if ctx.meta["gmmseg.quiet"]:
@@ -582,8 +582,8 @@ def _progress_printer():
 
 def _run_batch_command(items, out_dir, **kwargs):
     """Run a batch, print failures and a summary, exit 0/1 (130 when interrupted)."""
-    from .batch import BatchInterrupted, run_batch
-    from .errors import GmmsegError
+    from ..batch import BatchInterrupted, run_batch
+    from ..errors import GmmsegError
 
     progress, close = _progress_printer()
     try:
@@ -657,8 +657,8 @@ def batch(input_dir, recursive, include, exclude, bands, nodata, volume, series,
     input is listed with its reason and the others go on; the exit code is 1
     if any input failed.
     """
-    from .batch import find_inputs
-    from .errors import GmmsegError
+    from ..batch import find_inputs
+    from ..errors import GmmsegError
 
     if shared_model and not isinstance(n_components, int):
         raise click.UsageError("--shared-model needs a fixed -k; choose it with select-k first")
@@ -708,8 +708,8 @@ def fit(inputs, output, bands, nodata, volume, series, n_components, covariance_
     The model file records its feature specification, so `apply` computes
     the same features and refuses inputs they do not fit.
     """
-    from .batch import fit_shared_model, save_shared_model
-    from .errors import GmmsegError
+    from ..batch import fit_shared_model, save_shared_model
+    from ..errors import GmmsegError
 
     if output.suffix.lower() not in (".npz", ".json"):
         raise click.BadParameter(f"{output}: a model file ends in .npz or .json",
@@ -754,8 +754,8 @@ def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba
           region_scale, alpha, overwrite, jobs, scheduler, resume, min_region_size, smoothing,
           connectivity, threads):
     """Segment INPUTS with a model saved by `fit` (same labels, same classes)."""
-    from .batch import items_from_files, load_shared_model
-    from .errors import GmmsegError
+    from ..batch import items_from_files, load_shared_model
+    from ..errors import GmmsegError
 
     try:
         model, extractor = load_shared_model(model_file)
@@ -779,7 +779,7 @@ def apply(model_file, inputs, bands, nodata, volume, series, out_dir, save_proba
 @verbosity_options
 def info(files, bands, nodata, volume, series):
     """Print what gmmseg reads from FILES: shape, type, channels, geometry, valid pixels."""
-    from .io import describe, read_image
+    from ..io import describe, read_image
 
     failed = 0
     for path in files:
