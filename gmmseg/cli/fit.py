@@ -4,7 +4,8 @@
 ``apply`` segments inputs with that file, so label k means the same class
 in all of them.  Owns the model file's checks made before any work (its
 suffix, refusing to overwrite) and what the two commands print.  It must
-not fit, save, load or segment itself: that is :mod:`gmmseg.batch`.
+not fit, save, load or segment itself: the library's ``fit_shared_model``,
+``save_shared_model``, ``load_shared_model`` and ``run_batch`` do.
 """
 
 from __future__ import annotations
