@@ -1,0 +1,32 @@
+"""The ``gmmseg`` command line: thin commands over :mod:`gmmseg.pipeline`.
+
+Exit codes: 0 all good, 1 a runtime failure (any input that failed), 2 bad
+usage.  Option defaults are read from the API's signatures.
+
+Layout, as rasterio's ``rio/``: :mod:`.options` defines every option that
+more than one command takes, once; :mod:`._errors` reports a failed input;
+each command has its own module (``segment``, ``select_k``, ``batch``,
+``fit`` with ``apply``, ``info``).  This module only holds the group
+:func:`main` (the ``gmmseg`` console script) and registers the commands.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from . import batch, fit, info, segment, select_k
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gmmseg")
+def main():
+    """Gaussian-mixture image segmentation."""
+
+
+for _command in (segment.segment, select_k.select_k, batch.batch, fit.fit, fit.apply,
+                 info.info):
+    main.add_command(_command)
+del _command

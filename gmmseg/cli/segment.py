@@ -1,0 +1,124 @@
+"""``gmmseg segment``: segment images one by one and write their outputs.
+
+Owns the per-file loop (one bad input must not stop the others), the
+refusal to write two inputs to one name or over an input, and the one line
+printed per image.  It must not segment or write files itself: that is
+:func:`gmmseg.pipeline.segment` and :meth:`gmmseg.Segmentation.save`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from ..errors import one_line
+from ._errors import report_failure
+from .options import model_options, output_options, reader_options, verbosity_options
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@reader_options
+@model_options
+@output_options
+@verbosity_options
+def segment(images, read_kwargs, out_dir, n_components, features, covariance_type, pca, seed,
+            max_fit_samples, min_region_size, smoothing, connectivity, criterion, init_params,
+            n_init, max_iter, tol, threads, save_proba, save_loglik, save_uncertainty,
+            save_anomaly, anomaly_quantile, anomaly_threshold, regions, region_scale, alpha,
+            overwrite):
+    """Segment IMAGES into K segments.
+
+    For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
+    canonical order), STEM_overlay.png and STEM_report.json into OUT_DIR;
+    for colour photos also STEM_regions.png and STEM_regions_overlay.png
+    (connected regions, see --regions).  Existing outputs are kept unless
+    --overwrite is given.  With -k auto, K is chosen for each image and the
+    criterion curve goes into the report.
+    """
+    from ..io import file_stem, read_image
+    from ..pipeline import segment as run_segment
+
+    quiet = click.get_current_context().meta["gmmseg.quiet"]
+    failed = 0
+    seen_stems = {}
+    inputs = {p.resolve() for p in images}
+    for path in images:
+        try:
+            stem = file_stem(path)
+            if stem in seen_stems:
+                raise click.ClickException(
+                    f"{path}: same output name as {seen_stems[stem]}; segment them into "
+                    "different --out-dir folders")
+            seen_stems[stem] = path
+            t0 = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                image = read_image(path, **read_kwargs)
+                seg = run_segment(
+                    image, n_components, features=features, covariance_type=covariance_type,
+                    random_state=seed, max_fit_samples=max_fit_samples, pca=pca,
+                    min_region_size=min_region_size, smoothing=smoothing,
+                    connectivity=connectivity, init_params=init_params, n_init=n_init,
+                    max_iter=max_iter, tol=tol, n_jobs=threads, criterion=criterion)
+                maps = dict(proba=save_proba, log_likelihood=save_loglik,
+                            uncertainty=save_uncertainty, anomaly=save_anomaly, regions=regions,
+                            region_scale=region_scale)
+                targets = seg.output_paths(out_dir, stem, **maps, anomaly_mask=(
+                    anomaly_quantile is not None or anomaly_threshold is not None))
+                clash = [t for t in targets.values() if t.resolve() in inputs]
+                if clash:
+                    raise click.ClickException(f"{clash[0]}: output would replace an input file")
+                seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
+                         anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
+            for w in caught:
+                click.echo(f"warning: {path}: {one_line(w.message)}", err=True)
+            if not quiet:
+                m = seg.model
+                click.echo(
+                    f"{path}: {m.n_components} segments{_selection_note(seg)}, "
+                    f"{m.n_iter_} EM iterations"
+                    f"{'' if m.converged_ else ' (not converged)'}"
+                    f"{_smoothing_note(seg)}"
+                    f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}"
+                    f"{_regions_note(seg)}, "
+                    f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
+        except click.ClickException as err:
+            click.echo(f"error: {err.format_message()}", err=True)
+            failed += 1
+        except Exception as err:  # one bad input must not stop the others
+            report_failure(path, err)
+            failed += 1
+    if failed:
+        if len(images) > 1:
+            click.echo(f"{failed} of {len(images)} inputs failed", err=True)
+        sys.exit(1)
+
+
+def _regions_note(seg) -> str:
+    n = (seg.info.get("regions") or {}).get("n_regions")
+    return f", {n} connected regions" if n is not None else ""
+
+
+def _selection_note(seg):
+    chosen = seg.info.get("model_selection")
+    if not chosen:
+        return ""
+    ks = chosen["k_values"]
+    return f" (chosen by {chosen['criterion'].upper()} among K = {ks[0]}..{ks[-1]})"
+
+
+def _smoothing_note(seg) -> str:
+    n = seg.info.get("smoothing_iterations", 0)
+    return f" + {n} with the Potts prior" if n else ""
+
+
+def _anomaly_note(seg, quantile, threshold):
+    if quantile is None and threshold is None:
+        return ""
+    share = seg.anomaly_mask(quantile, threshold=threshold).sum() / seg.info["n_valid"]
+    return f", anomalous {share:.3%}"

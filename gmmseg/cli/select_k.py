@@ -1,0 +1,129 @@
+"""``gmmseg select-k``: fit a range of K to one image and print the criteria.
+
+Owns the table it prints (one row per K and covariance type, the choice
+marked) and the ``--plot`` checks made before any fitting.  It must not fit
+or draw itself: that is :func:`gmmseg.pipeline.select_k` and
+:func:`gmmseg.pipeline.plot_selection`.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from ..errors import one_line
+from ._errors import report_failure
+from .options import (
+    SELECT_K_DEFAULTS,
+    covariance_option,
+    criterion_option,
+    em_options,
+    feature_fit_options,
+    overwrite_option,
+    reader_options,
+    verbosity_options,
+)
+
+
+@click.command("select-k")
+@click.argument("image", type=click.Path(path_type=Path))
+@reader_options
+@click.option("--k-min", type=click.IntRange(1), default=SELECT_K_DEFAULTS["k_min"],
+              show_default=True, help="Smallest K tried.")
+@click.option("--k-max", type=click.IntRange(1), default=SELECT_K_DEFAULTS["k_max"],
+              show_default=True, help="Largest K tried.")
+@criterion_option
+@covariance_option(several=True)
+@feature_fit_options
+@em_options
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw BIC and AIC against K, the choice marked, into this file "
+                   "(.png, .pdf, .svg; needs matplotlib).")
+@overwrite_option("an existing --plot file")
+@verbosity_options
+def select_k(image, read_kwargs, k_min, k_max, criterion, covariance_types,
+             features, pca, seed, max_fit_samples, init_params, n_init, max_iter, tol, threads,
+             plot, overwrite):
+    """How many segments: fit K = K_MIN..K_MAX to IMAGE, pick the lowest BIC (or AIC).
+
+    Prints one row per K (and covariance type): mean log-likelihood per fit
+    pixel, BIC, AIC, EM iterations and seconds; '*' marks the choice.  The
+    criteria are computed on the fit sample (--max-fit-samples random valid
+    pixels): the pixels that 'segment -k auto' fits on with the same options.
+    """
+    import importlib.util
+
+    if k_max < k_min:
+        raise click.BadParameter(f"{k_max} is smaller than --k-min {k_min}",
+                                 param_hint="'--k-max'")
+    if plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            click.echo("error: --plot needs matplotlib; install it with: "
+                       "pip install 'gmmseg[plot]'", err=True)
+            sys.exit(1)
+        if plot.exists() and not overwrite:
+            click.echo(f"error: {plot}: output exists (use --overwrite)", err=True)
+            sys.exit(1)
+
+    from ..io import read_image
+    from ..pipeline import plot_selection
+    from ..pipeline import select_k as run_select_k
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            img = read_image(image, **read_kwargs)
+            result = run_select_k(
+                img, k_min, k_max, criterion=criterion, covariance_types=covariance_types,
+                features=features, pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
+                init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                n_jobs=threads)
+        for w in caught:
+            click.echo(f"warning: {image}: {one_line(w.message)}", err=True)
+        for line in _selection_table(result):
+            click.echo(line)
+        if plot is not None:
+            plot_selection(result, plot, overwrite=overwrite)
+            if not click.get_current_context().meta["gmmseg.quiet"]:
+                click.echo(f"plot -> {plot}")
+    except Exception as err:
+        report_failure(image, err)
+        sys.exit(1)
+
+
+def _selection_table(result):
+    """The lines select-k prints: an aligned table, the chosen row marked '*'."""
+    several = len({r["covariance_type"] for r in result.rows}) > 1
+    header = ["", "K"] + (["covariance"] if several else []) + [
+        "mean loglik", "BIC", "AIC", "iter", "seconds", ""]
+    table = [header]
+    for r in result.rows:
+        chosen = (r["n_components"] == result.n_components
+                  and r["covariance_type"] == result.covariance_type)
+        cells = ["*" if chosen else "", str(r["n_components"])]
+        cells += [r["covariance_type"]] if several else []
+        if r["error"] is not None:
+            cells += ["-", "-", "-", "-", f"{r['seconds']:.2f}", r["error"]]
+        else:
+            cells += [f"{r['mean_log_likelihood']:.4f}", f"{r['bic']:.1f}", f"{r['aic']:.1f}",
+                      str(r["n_iter"]), f"{r['seconds']:.2f}",
+                      "" if r["converged"] else "not converged"]
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    left = {0, len(header) - 1} | ({2} if several else set())
+    lines = [" ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+             for row in table]
+    lines.append(
+        f"chosen: K = {result.n_components}"
+        + (f" ({result.covariance_type})" if several else "")
+        + f" by {result.criterion.upper()} on {result.n_samples:,.0f} fit pixels "
+          f"({result.info['timings']['total']:.2f} s)")
+    ks = sorted({r["n_components"] for r in result.rows})
+    if len(ks) > 1 and result.n_components == ks[-1]:
+        lines.append(f"note: the largest K tried was chosen; the {result.criterion.upper()} "
+                     "may fall further with a larger --k-max")
+    return lines
