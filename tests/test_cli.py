@@ -128,7 +128,7 @@ def test_bad_inputs_get_one_line_errors_and_leave_no_output(runner, photo, tmp_p
     "args, message",
     [
         (["segment"], "Missing argument"),
-        (["segment", "x.png", "-k", "0"], "0 is not in the range"),
+        (["segment", "x.png", "-k", "0"], "must be an integer >= 1, got 0"),
         (["segment", "x.png", "--features", "bogus"], "unknown feature 'bogus'"),
         (["segment", "x.png", "--pca", "-3"], "--pca"),
         (["segment", "x.png", "--covariance-type", "wide"], "wide"),
@@ -327,7 +327,7 @@ def test_select_k_plot_without_matplotlib(runner, photo, tmp_path, monkeypatch):
         (["select-k", "x.png", "--k-min", "5", "--k-max", "3"], "smaller than --k-min"),
         (["select-k", "x.png", "--criterion", "mdl"], "mdl"),
         (["segment", "x.png", "-k", "many"], "expected an integer >= 1 or 'auto'"),
-        (["segment", "x.png", "-k", "-2"], "-2 is not in the range"),
+        (["segment", "x.png", "-k", "-2"], "must be an integer >= 1, got -2"),
         (["segment", "x.png", "--anomaly-quantile", "1.5"], "--anomaly-quantile"),
         (["segment", "x.png", "--anomaly-quantile", "0.1", "--anomaly-threshold", "-3"],
          "exclude each other"),
@@ -464,3 +464,68 @@ def test_fit_checks_its_output_before_working(runner, folder, tmp_path):
     result = runner.invoke(main, ["fit", str(folder / "photo.png"), "-k", "2", "-o", str(target)])
     assert result.exit_code == 0, result.output
     assert json.loads(target.read_text())["format"] == "gmmseg.GaussianMixture"
+
+
+# --- one owner per value: the CLI's message for a bad value is the library's -------------
+
+
+def _library_message(check, value, flag):
+    with pytest.raises(ValueError) as info:
+        check(value, flag)
+    return str(info.value).removeprefix(f"{flag} ")
+
+
+@pytest.mark.parametrize(
+    "check, value, flag, args",
+    [
+        ("n_components", "0", "-k", ["segment", "x.png", "-k", "0"]),
+        ("n_components", "0", "--k-max", ["select-k", "x.png", "--k-max", "0"]),
+        ("n_components", "0", "-k", ["fit", "x.png", "-k", "0", "-o", "m.npz"]),
+        ("n_components", "0", "-k", ["batch", "x", "-o", "out", "-k", "0"]),
+        ("covariance_type", "wide", "--covariance-type",
+         ["segment", "x.png", "--covariance-type", "wide"]),
+        ("covariance_type", "wide", "--covariance-type",
+         ["select-k", "x.png", "--covariance-type", "wide"]),
+        ("criterion", "mdl", "--criterion", ["segment", "x.png", "--criterion", "mdl"]),
+        ("region_mode", "many", "--regions", ["segment", "x.png", "--regions", "many"]),
+        ("region_mode", "0", "--regions",
+         ["apply", "m.npz", "x.png", "-o", "out", "--regions", "0"]),
+        ("region_scale", "2", "--region-scale", ["segment", "x.png", "--region-scale", "2"]),
+    ],
+)
+def test_bad_value_messages_come_from_the_librarys_one_check(runner, check, value, flag, args):
+    import gmmseg.cli.options as options
+    from gmmseg import mixture, postprocess
+
+    function = getattr(mixture, f"check_{check}", None) or getattr(postprocess, f"check_{check}")
+    # The CLI holds no check of its own: it calls the very function the library uses ...
+    assert getattr(options, f"check_{check}") is function
+    # ... after turning the string into a number where the value is one.
+    typed = int(value) if value.isdigit() and check != "region_scale" else (
+        float(value) if check == "region_scale" else value)
+    expected = _library_message(function, typed, flag)
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert f"Invalid value for '{flag}'" in result.output or flag in result.output
+    assert expected in " ".join(result.output.split())
+
+
+def test_bad_feature_names_are_judged_by_the_feature_spec(runner):
+    from gmmseg.features import parse_feature_spec
+
+    with pytest.raises(ValueError) as info:
+        parse_feature_spec("lab,bogus")
+    for command in (["segment", "x.png"], ["select-k", "x.png"], ["batch", "x", "-o", "out"],
+                    ["fit", "x.png", "-o", "m.npz"]):
+        result = runner.invoke(main, [*command, "--features", "lab,bogus"])
+        assert result.exit_code == 2
+        assert str(info.value) in " ".join(result.output.split())
+
+
+def test_library_hints_reach_the_terminal_as_flags(runner, photo, tmp_path):
+    out = tmp_path / "out"
+    assert runner.invoke(main, ["segment", str(photo), "-k", "2", "-o", str(out)]).exit_code == 0
+    result = runner.invoke(main, ["segment", str(photo), "-k", "2", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "output exists (use --overwrite)" in result.stderr
+    assert "overwrite=True" not in result.stderr

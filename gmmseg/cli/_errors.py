@@ -1,7 +1,9 @@
-"""How a command reports an input that failed: one line on stderr.
+"""How a command reports what went wrong: one line on stderr, in the CLI's words.
 
-Owns the wording of that line and which exceptions count as expected (the
-traceback of an unexpected one says "internal error", and comes with ``-v``).
+Owns the wording of that line, which exceptions count as expected (the
+traceback of an unexpected one says "internal error", and comes with ``-v``),
+and the translation of the library's hints, which name API parameters
+(``overwrite=True``), into the flags a shell user types (``--overwrite``).
 It must not decide exit codes or catch anything: the commands do both.
 """
 
@@ -11,17 +13,40 @@ import logging
 
 import click
 
-from ..errors import GmmsegError, one_line
+from ..errors import failure_reason, one_line
 
 logger = logging.getLogger("gmmseg")
+
+# The library's hints in API words, and the same hint on the command line.
+_API_TO_FLAGS = (
+    ("a smaller n_components", "a smaller -k"),
+    ("overwrite=True", "--overwrite"),
+    ("resume=True", "--resume"),
+    ("use exclude=", "use --exclude"),
+)
+
+
+def in_flags(text):
+    """A library message with its hints in command-line flags.
+
+    Examples
+    --------
+    >>> in_flags("a.png_report.json: output exists (use overwrite=True)")
+    'a.png_report.json: output exists (use --overwrite)'
+    """
+    for api, flag in _API_TO_FLAGS:
+        text = text.replace(api, flag)
+    return text
+
+
+def cli_text(err):
+    """An exception (or warning) as one line for the terminal."""
+    return in_flags(one_line(err))
 
 
 def report_failure(path, err):
     """One line on stderr; the traceback only with -v."""
-    expected = isinstance(err, (GmmsegError, ValueError, OSError, MemoryError))
-    message = one_line(err)
-    if not expected:
-        message = f"internal error ({type(err).__name__}: {message})"
+    message = in_flags(failure_reason(err))
     if str(path) not in message:
         message = f"{path}: {message}"
     click.echo(f"error: {message}", err=True)

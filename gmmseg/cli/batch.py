@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import GmmsegError, one_line
+from ..errors import GmmsegError
+from ._errors import cli_text, in_flags
 from .options import (
     batch_options,
     model_options,
@@ -57,7 +58,7 @@ def batch(input_dir, recursive, include, exclude, read_kwargs, n_components, fea
         items = find_inputs(input_dir, recursive=recursive, include=include or None,
                             exclude=exclude or None, out_dir=run["out_dir"])
     except GmmsegError as err:
-        raise click.ClickException(one_line(err)) from err
+        raise click.ClickException(cli_text(err)) from err
     if not items:
         raise click.UsageError(f"{input_dir}: no input images found"
                                + ("" if recursive else " (use --recursive for subfolders)"))
@@ -80,7 +81,7 @@ def run_batch_command(items, out_dir, **kwargs):
     try:
         report = run_batch(items, out_dir, progress=progress, **kwargs)
     except GmmsegError as err:  # the batch as a whole cannot start (shared model, ...)
-        raise click.ClickException(one_line(err)) from err
+        raise click.ClickException(cli_text(err)) from err
     except BatchInterrupted as err:
         report = err.report
         click.echo(f"interrupted: {report.n_ok} done, {report.n_cancelled} not started; "
@@ -92,7 +93,7 @@ def run_batch_command(items, out_dir, **kwargs):
         for w in row.get("warnings") or []:
             click.echo(f"warning: {row['input']}: {w}", err=True)
         if row["status"] == "failed":
-            click.echo(f"error: {row['input']}: {row['error']}", err=True)
+            click.echo(f"error: {row['input']}: {in_flags(row['error'])}", err=True)
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     if report.exit_code != 0 or not quiet:
         click.echo(f"{len(report.rows)} inputs: {report.n_ok} segmented, {report.n_skipped} "

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import GmmsegError, one_line
+from ..errors import GmmsegError
+from ._errors import cli_text
 from .batch import run_batch_command
 from .options import (
     batch_options,
@@ -72,9 +73,9 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
                 read_kwargs=read_kwargs)
             save_shared_model(output, model, extractor, overwrite=overwrite)
     except (GmmsegError, ValueError, OSError) as err:
-        raise click.ClickException(one_line(err)) from err
+        raise click.ClickException(cli_text(err)) from err
     for w in caught:
-        click.echo(f"warning: {one_line(w.message)}", err=True)
+        click.echo(f"warning: {cli_text(w.message)}", err=True)
     skipped = model.metadata_.get("shared_fit", {}).get("skipped", [])
     for path, reason in skipped:
         click.echo(f"error: {path}: {reason}", err=True)
@@ -103,7 +104,7 @@ def apply(model_file, inputs, read_kwargs, run, min_region_size, smoothing, conn
         model, extractor = load_shared_model(model_file)
         items = items_from_files(inputs)
     except (GmmsegError, ValueError, OSError) as err:
-        raise click.ClickException(one_line(err)) from err
+        raise click.ClickException(cli_text(err)) from err
     run_batch_command(
         items, **run, threads=threads, read_kwargs=read_kwargs, model=model,
         feature_extractor=extractor,

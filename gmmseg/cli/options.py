@@ -18,18 +18,19 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 from pathlib import Path
 
 import click
 
 # These imports add nothing to ``--help``'s start-up: ``import gmmseg`` loads
 # all of them already.
-from ..pipeline import DEFAULT_PER_IMAGE
 from ..features import FEATURE_BUILDERS, parse_feature_spec
-from ..mixture import COVARIANCE_TYPES, CRITERIA, INIT_METHODS
+from ..mixture import (COVARIANCE_TYPES, CRITERIA, INIT_METHODS, check_covariance_type,
+                       check_criterion, check_n_components)
 from ..mrf import CONNECTIVITIES
-from ..pipeline import DEFAULT_K_RANGE, Segmentation, segment, select_k
+from ..pipeline import DEFAULT_K_RANGE, DEFAULT_PER_IMAGE, Segmentation, segment, select_k
+from ..postprocess import check_region_mode, check_region_scale
+from ._errors import in_flags
 
 # The API's defaults, read from its signatures so that the CLI cannot drift
 # from them.
@@ -100,48 +101,68 @@ def _check_anomaly(ctx, param, value):
     return value
 
 
-def _check_not_nan(ctx, param, value):
-    if value is not None and math.isnan(value):
-        raise click.BadParameter("must be a number, not nan", ctx, param)
-    return value
-
-
 class ComponentsType(click.ParamType):
-    """``-k``: a number of segments >= 1, or ``auto`` (chosen by a criterion)."""
+    """``-k``: a number of segments >= 1 (:func:`gmmseg.mixture.check_n_components`),
+    or ``auto`` (chosen by a criterion) where ``auto`` is allowed."""
 
-    name = "K|auto"
+    def __init__(self, *, auto=True):
+        self.auto = auto
+        self.name = "K|auto" if auto else "K"
 
     def convert(self, value, param, ctx):
+        if self.auto and str(value).strip().lower() == "auto":
+            return "auto"
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif str(value).strip().lower() == "auto":
-            return "auto"
         else:
             try:
                 number = int(str(value).strip())
             except ValueError:
-                self.fail(f"expected an integer >= 1 or 'auto', got {value!r}", param, ctx)
-        if number < 1:
-            self.fail(f"{number} is not in the range x>=1 (or use 'auto')", param, ctx)
-        return number
+                expected = "an integer >= 1 or 'auto'" if self.auto else "an integer >= 1"
+                self.fail(f"expected {expected}, got {value!r}", param, ctx)
+        return _library_check(check_n_components, number, param, ctx)
+
+
+class _LibraryChoice(click.Choice):
+    """A choice among the library's constants, checked by the library's own function."""
+
+    def __init__(self, choices, check):
+        super().__init__(choices)
+        self.check = check
+
+    def convert(self, value, param, ctx):
+        return _library_check(self.check, value, param, ctx)
 
 
 class _RegionsType(click.ParamType):
-    """``--regions``: 'auto', 'scale', 'off' or a number of regions >= 1."""
+    """``--regions``: 'auto', 'scale', 'off' or a number of regions >= 1.
+
+    A string of digits becomes a number; the rest is
+    :func:`gmmseg.postprocess.check_region_mode`'s to judge.
+    """
 
     name = "auto|scale|off|N"
 
     def convert(self, value, param, ctx):
-        if value is None or isinstance(value, int) and not isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("auto", "scale"):
-            return text
-        if text in ("off", "none"):
-            return None
-        if text.isascii() and text.isdigit() and int(text) >= 1:
-            return int(text)
-        self.fail(f"{value!r} is not 'auto', 'scale', 'off' or a number >= 1", param, ctx)
+        text = value.strip() if isinstance(value, str) else value
+        if isinstance(text, str) and text.isascii() and text.isdigit():
+            text = int(text)
+        return _library_check(check_region_mode, text, param, ctx)
+
+
+def _library_check(check, value, param, ctx):
+    """``check(value, name)``, its ``ValueError`` turned into click's usage error."""
+    name = param.opts[0] if param is not None and param.opts else None
+    try:
+        return check(value, name) if name else check(value)
+    except ValueError as err:
+        # click names the option already: "Invalid value for '-k': must be ..."
+        text = str(err).removeprefix(f"{name} ") if name else str(err)
+        raise click.BadParameter(in_flags(text), ctx, param) from err
+
+
+def _check_region_scale(ctx, param, value):
+    return None if value is None else _library_check(check_region_scale, value, param, ctx)
 
 
 # --------------------------------------------------------------------------
@@ -180,7 +201,7 @@ def n_components_option(*, auto=True):
         text = (f"Number of segments, or 'auto': the K in {k_min}..{k_max} with the lowest "
                 "--criterion (see select-k).")
     else:
-        kind, text = click.IntRange(1), "Number of segments."
+        kind, text = ComponentsType(auto=False), "Number of segments."
     return click.option("-k", "--n-components", type=kind,
                         default=SEGMENT_DEFAULTS["n_components"], show_default=True, help=text)
 
@@ -191,15 +212,18 @@ def covariance_option(*, several=False):
         return click.option(
             "--covariance-type", "covariance_types", multiple=True,
             default=SELECT_K_DEFAULTS["covariance_types"], show_default=True,
-            type=click.Choice(COVARIANCE_TYPES),
+            type=_LibraryChoice(COVARIANCE_TYPES, check_covariance_type),
             help="Covariance type to fit; repeat the option to compare several.")
     return click.option(
-        "--covariance-type", type=click.Choice(COVARIANCE_TYPES),
-        default=SEGMENT_DEFAULTS["covariance_type"], show_default=True)
+        "--covariance-type", type=_LibraryChoice(COVARIANCE_TYPES, check_covariance_type),
+        default=SEGMENT_DEFAULTS["covariance_type"], show_default=True,
+        help="Form of each segment's covariance: full, shared by all (tied), diagonal, or "
+             "one variance (spherical).")
 
 
 criterion_option = click.option(
-    "--criterion", type=click.Choice(CRITERIA), default=SEGMENT_DEFAULTS["criterion"],
+    "--criterion", type=_LibraryChoice(CRITERIA, check_criterion),
+    default=SEGMENT_DEFAULTS["criterion"],
     show_default=True,
     help="How K is chosen by select-k and -k auto: the lowest BIC or AIC on the fit sample.")
 
@@ -238,7 +262,8 @@ def em_options(fn):
                      show_default=True,
                      help="Initialisations to try; the most likely fit is kept."),
         click.option("--max-iter", type=click.IntRange(1),
-                     default=SEGMENT_DEFAULTS["max_iter"], show_default=True),
+                     default=SEGMENT_DEFAULTS["max_iter"], show_default=True,
+                     help="Most EM iterations per fit (a warning says when it stops there)."),
         click.option("--tol", type=click.FloatRange(0), default=SEGMENT_DEFAULTS["tol"],
                      show_default=True,
                      help="Stop when the mean log-likelihood improves by less than this."),
@@ -328,8 +353,8 @@ _analysis_options = [
                       "connected pieces and merged most alike first.  'auto': colour "
                       "photos only, merged up to --region-scale; 'scale': every image so; "
                       "a number N: N regions; 'off': none."),
-    click.option("--region-scale", type=click.FloatRange(0, 1),
-                 default=SAVE_DEFAULTS["region_scale"], callback=_check_not_nan,
+    click.option("--region-scale", type=float,
+                 default=SAVE_DEFAULTS["region_scale"], callback=_check_region_scale,
                  show_default=True,
                  help="Where region merging stops, as a share of the costliest merge, "
                       "0..1 (larger: fewer, bigger regions; 1 merges all)."),

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import one_line
-from ._errors import report_failure
+from ._errors import cli_text, report_failure
 from .options import model_options, output_options, reader_options, verbosity_options
 
 
@@ -76,7 +75,7 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
                 seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
                          anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
             for w in caught:
-                click.echo(f"warning: {path}: {one_line(w.message)}", err=True)
+                click.echo(f"warning: {path}: {cli_text(w.message)}", err=True)
             if not quiet:
                 m = seg.model
                 click.echo(

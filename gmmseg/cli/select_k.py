@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import one_line
-from ._errors import report_failure
+from ._errors import cli_text, report_failure
 from .options import (
     SELECT_K_DEFAULTS,
+    ComponentsType,
     covariance_option,
     criterion_option,
     em_options,
@@ -31,10 +31,10 @@ from .options import (
 @click.command("select-k")
 @click.argument("image", type=click.Path(path_type=Path))
 @reader_options
-@click.option("--k-min", type=click.IntRange(1), default=SELECT_K_DEFAULTS["k_min"],
-              show_default=True, help="Smallest K tried.")
-@click.option("--k-max", type=click.IntRange(1), default=SELECT_K_DEFAULTS["k_max"],
-              show_default=True, help="Largest K tried.")
+@click.option("--k-min", type=ComponentsType(auto=False),
+              default=SELECT_K_DEFAULTS["k_min"], show_default=True, help="Smallest K tried.")
+@click.option("--k-max", type=ComponentsType(auto=False),
+              default=SELECT_K_DEFAULTS["k_max"], show_default=True, help="Largest K tried.")
 @criterion_option
 @covariance_option(several=True)
 @feature_fit_options
@@ -82,7 +82,7 @@ def select_k(image, read_kwargs, k_min, k_max, criterion, covariance_types,
                 init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                 n_jobs=threads)
         for w in caught:
-            click.echo(f"warning: {image}: {one_line(w.message)}", err=True)
+            click.echo(f"warning: {image}: {cli_text(w.message)}", err=True)
         for line in _selection_table(result):
             click.echo(line)
         if plot is not None:

@@ -58,7 +58,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     """
     path = Path(path)
     if not overwrite and os.path.lexists(path):
-        raise OutputExistsError(f"{path}: output file exists (use overwrite to replace it)")
+        raise OutputExistsError(f"{path}: output file exists (use overwrite=True to replace it)")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: output directory does not exist")
     tmp = _create_temp(path)
@@ -130,11 +130,11 @@ def _move_into_place(tmp: Path, path: Path, *, overwrite: bool) -> None:
         # A hard link fails if `path` appeared meanwhile, where a rename would replace it.
         os.link(tmp, path)
     except FileExistsError as err:
-        raise OutputExistsError(f"{path}: output file exists (use overwrite to replace it)") from err
+        raise OutputExistsError(f"{path}: output file exists (use overwrite=True to replace it)") from err
     except OSError:
         # File systems without hard links (FAT, some network shares).
         if os.path.lexists(path):
-            raise OutputExistsError(f"{path}: output file exists (use overwrite to replace it)") from None
+            raise OutputExistsError(f"{path}: output file exists (use overwrite=True to replace it)") from None
         os.replace(tmp, path)
 
 

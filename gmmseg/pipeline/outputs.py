@@ -266,7 +266,7 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
         existing = [str(p) for p in paths.values() if p.exists()]
         if existing:
             raise OutputExistsError(
-                f"{existing[0]}: output exists (use --overwrite / overwrite=True)")
+                f"{existing[0]}: output exists (use overwrite=True)")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     stale = _stale_outputs(seg.image, paths, out_dir, stem) if overwrite else []
     # The report is written last and is what marks a complete set (batch

@@ -202,7 +202,7 @@ def save_shared_model(path, model: GaussianMixture, extractor: FeatureExtractor,
     """
     path = Path(path)
     if not overwrite and os.path.lexists(path):
-        raise OutputExistsError(f"{path}: model file exists (use --overwrite / overwrite=True)")
+        raise OutputExistsError(f"{path}: model file exists (use overwrite=True)")
     metadata = dict(getattr(model, "metadata_", None) or {})
     metadata["features"] = extractor.to_dict()
     model.save(path, metadata=metadata)
