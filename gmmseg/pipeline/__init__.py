@@ -6,10 +6,11 @@ files of a segmentation (:mod:`gmmseg.pipeline.outputs`).  Glues io,
 features, mixture, mrf and postprocess together; parses no command-line
 option.
 
-Modules: ``segment`` (image to labels, the defaults), ``result``
-(:class:`Segmentation`), ``outputs`` (file names, the written set, the
-report), ``selection`` (K sweep on an image, its plot), ``shared`` (one
-model for many images).
+Modules: ``segment`` (image to labels, the defaults, the K choice),
+``appearance`` (what segments are counted on: the pixels' appearance,
+de-quantised), ``result`` (:class:`Segmentation`), ``outputs`` (file names,
+the written set, the report), ``selection`` (K sweep on an image, its
+plot), ``shared`` (one model for many images).
 """
 
 from .result import Segmentation
