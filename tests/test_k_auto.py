@@ -292,4 +292,4 @@ def test_plot_shows_the_density_criteria_and_icl(tmp_path):
     assert {line.get_label() for line in bottom.get_lines()} >= {"ICL", "chosen: K = 3"}
     assert "K = 3: the count of clear clusters" in fig.get_suptitle()
     title = bottom.get_title(loc="left")
-    assert "ICL on gray, de-quantised" in title and "(clear: <= 0.1)" in title
+    assert "ICL on gray, de-quantised" in title and "(clear; clear at <= 0.1)" in title

@@ -243,7 +243,7 @@ def _count_title(count, details):
     return (f"count: ICL{f' on {on}' if on else ''}"
             + (", de-quantised" if details.get("dequantized") else "")
             + f"; mean entropy at K = {k}: {row['entropy'] / count.n_samples:.3f} nats "
-              f"({'clear' if count.clear else 'not clear'}: <= {CLEAR_ENTROPY:g})")
+              f"({'clear' if count.clear else 'not clear'}; clear at <= {CLEAR_ENTROPY:g})")
 
 
 def _plot_title(result, count, decided_by):
