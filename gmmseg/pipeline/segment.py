@@ -38,14 +38,16 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
             max_fit_samples=DEFAULT_MAX_FIT_SAMPLES, mask=None, model=None,
             feature_extractor=None, standardize=True, pca=None, min_region_size=0,
             smoothing=0.0, connectivity=None, init_params="k-means++", n_init=1, max_iter=100,
-            tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion="bic"):
+            tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion="bic", channel_axis=-1,
+            spacing=None):
     """Segment an image with a Gaussian mixture over per-pixel features.
 
     Parameters
     ----------
     image : Image, ndarray or path
-        ``(H, W)``, ``(H, W, C)`` or an :class:`~gmmseg.io.Image` (volumes
-        ``(Z, H, W, C)`` too), or a file path.  Never modified.
+        An :class:`~gmmseg.io.Image`, a file path, or an array read as
+        :func:`gmmseg.io.as_image` reads it with ``channel_axis`` (None: a
+        ``(Z, H, W)`` volume) and ``spacing``.  Never modified.
     n_components : int, "auto" or sequence of int, default=4
         Number of segments K.  "auto" chooses K in 1..10 by ``criterion`` (as
         :func:`select_k` does), a sequence of ints among those; the choice and
@@ -69,8 +71,6 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         ``metadata_["features"]`` (as stored by a saved gmmseg model).
     feature_extractor : FeatureExtractor, optional
         A fitted extractor to reuse (with ``model``).
-    standardize, pca :
-        Passed to :class:`~gmmseg.features.FeatureExtractor`.
     min_region_size : int, default=0
         Merge connected regions of fewer pixels into their neighbour.
     smoothing : float, default=0
@@ -81,8 +81,9 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     connectivity : int, optional
         Neighbourhood of the prior: 4 or 8 (default) in 2-D, 6 or 26
         (default) in 3-D, weighted by the physical pixel spacing.
-    init_params, n_init, max_iter, tol, reg_covar, n_jobs :
-        Passed to :class:`~gmmseg.mixture.GaussianMixture`.
+    standardize, pca, init_params, n_init, max_iter, tol, reg_covar, n_jobs :
+        Passed to :class:`~gmmseg.features.FeatureExtractor` and
+        :class:`~gmmseg.mixture.GaussianMixture`.
     criterion : {"bic", "aic"}, default="bic"
         How ``n_components="auto"`` chooses K.
 
@@ -105,7 +106,8 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     k_values = None if model is not None else candidate_ks(n_components)
     timings = {}
     t0 = time.perf_counter()
-    img, where, valid, n_valid = read_valid(image, mask, timings)
+    img, where, valid, n_valid = read_valid(image, mask, timings, channel_axis=channel_axis,
+                                            spacing=spacing)
     pretrained = model is not None
     with _stopwatch(timings, "features"):
         if pretrained:
@@ -238,13 +240,14 @@ def where_of(img):
     return f"{img.path}: " if img.path else ""
 
 
-def read_valid(image, mask, timings):
+def read_valid(image, mask, timings, **array_options):
     """The image, its ``"path: "`` prefix for messages, its valid pixels and their count.
 
     Refuses an image with no valid pixel; ``timings["read"]`` gets the read's seconds.
+    ``array_options`` (``channel_axis``, ``spacing``) go to :func:`gmmseg.io.as_image`.
     """
     t = time.perf_counter()
-    img = as_image(image)
+    img = as_image(image, **array_options)
     timings["read"] = time.perf_counter() - t
     where = where_of(img)
     valid = combined_mask(img, mask)
