@@ -529,3 +529,31 @@ def test_library_hints_reach_the_terminal_as_flags(runner, photo, tmp_path):
     assert result.exit_code == 1
     assert "output exists (use --overwrite)" in result.stderr
     assert "overwrite=True" not in result.stderr
+
+
+# --- --help --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["segment", "select-k", "batch", "fit", "apply", "info"])
+def test_help_groups_every_option_with_a_text_and_ends_with_examples(runner, command):
+    result = runner.invoke(main, [command, "--help"], terminal_width=100)
+    assert result.exit_code == 0
+    text = result.output
+    assert "Input options:" in text and "Other options:" in text
+    assert text.rstrip().split("Examples:")[-1].strip().startswith(f"gmmseg {command}")
+    # Every option of the command has a help text (no bare "--max-iter INTEGER" line).
+    for param in main.commands[command].params:
+        if param.param_type_name == "option":
+            assert param.help, f"{command} {param.opts[0]} has no help text"
+    sections = [line for line in text.splitlines() if line.endswith("options:")]
+    order = ["Input", "Model", "Output", "Regions and maps", "Performance", "Other"]
+    assert [s.split(" options:")[0] for s in sections] == [
+        o for o in order if f"{o} options:" in text]
+
+
+def test_command_list_shows_each_first_sentence_in_full(runner):
+    result = runner.invoke(main, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    commands = result.output.split("Commands:")[1]
+    assert "..." not in commands and "same classes)." in commands
+    assert "same classes)." in result.output and "_GMMSEG_COMPLETE=bash_source" in result.output

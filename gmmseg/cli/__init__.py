@@ -16,14 +16,20 @@ import click
 
 from .. import __version__
 from . import batch, fit, info, segment, select_k
+from ._help import CommandList
 
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandList, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gmmseg")
 def main():
-    """Gaussian-mixture image segmentation."""
+    """Gaussian-mixture image segmentation.
+
+    Each command has its own help: gmmseg COMMAND --help.  Shell completion
+    for bash: eval "$(_GMMSEG_COMPLETE=bash_source gmmseg)" (zsh_source,
+    fish_source for zsh and fish).
+    """
 
 
 for _command in (segment.segment, select_k.select_k, batch.batch, fit.fit, fit.apply,

@@ -16,6 +16,7 @@ import click
 
 from ..errors import GmmsegError
 from ._errors import cli_text, in_flags
+from ._help import GroupedCommand
 from .options import (
     batch_options,
     model_options,
@@ -24,8 +25,16 @@ from .options import (
     verbosity_options,
 )
 
+EXAMPLES = """
+gmmseg batch scenes/ -o results/ -k 4 --recursive -j 2
+gmmseg batch scenes/ -o results/ -k 4 --include '*.tif' --exclude 'raw/*'
+gmmseg batch scenes/ -o results/ -k 4 --resume          # after Ctrl-C or a crash
+gmmseg batch scenes/ -o results/ -k 5 --shared-model    # one model, same classes everywhere
+gmmseg batch scenes/ -o results/ -k 4 --scheduler local # on a local Dask cluster
+"""
 
-@click.command()
+
+@click.command(cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-r", "--recursive", is_flag=True, help="Also segment images in subfolders.")
 @click.option("--include", multiple=True,

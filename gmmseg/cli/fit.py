@@ -18,6 +18,7 @@ import click
 
 from ..errors import GmmsegError
 from ._errors import cli_text
+from ._help import GroupedCommand
 from .batch import run_batch_command
 from .options import (
     batch_options,
@@ -33,8 +34,17 @@ from .options import (
     verbosity_options,
 )
 
+FIT_EXAMPLES = """
+gmmseg fit day1/*.tif day2/*.tif -k 6 -o landcover.npz
+gmmseg fit coffee.png astronaut.png -k 5 --per-image 50000 -o photos.npz
+"""
+APPLY_EXAMPLES = """
+gmmseg apply landcover.npz day3/*.tif -o results/
+gmmseg apply photos.npz coffee.png -o out --regions off
+"""
 
-@click.command()
+
+@click.command(cls=GroupedCommand, epilog=FIT_EXAMPLES)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Model file to write (.npz or .json).")
@@ -86,7 +96,7 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
         sys.exit(1)
 
 
-@click.command()
+@click.command(cls=GroupedCommand, epilog=APPLY_EXAMPLES)
 @click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @reader_options

@@ -25,10 +25,22 @@ import click
 # These imports add nothing to ``--help``'s start-up: ``import gmmseg`` loads
 # all of them already.
 from ..features import FEATURE_BUILDERS, parse_feature_spec
-from ..mixture import (COVARIANCE_TYPES, CRITERIA, INIT_METHODS, check_covariance_type,
-                       check_criterion, check_n_components)
+from ..mixture import (
+    COVARIANCE_TYPES,
+    CRITERIA,
+    INIT_METHODS,
+    check_covariance_type,
+    check_criterion,
+    check_n_components,
+)
 from ..mrf import CONNECTIVITIES
-from ..pipeline import DEFAULT_K_RANGE, DEFAULT_PER_IMAGE, Segmentation, segment, select_k
+from ..pipeline import (
+    DEFAULT_K_RANGE,
+    DEFAULT_PER_IMAGE,
+    Segmentation,
+    segment,
+    select_k,
+)
 from ..postprocess import check_region_mode, check_region_scale
 from ._errors import in_flags
 

@@ -16,10 +16,19 @@ from pathlib import Path
 import click
 
 from ._errors import cli_text, report_failure
+from ._help import GroupedCommand
 from .options import model_options, output_options, reader_options, verbosity_options
 
+EXAMPLES = """
+gmmseg segment photo.jpg -k 4 -o out
+gmmseg segment photo.jpg -k auto -o out               # K chosen by BIC
+gmmseg segment scan.nii.gz -k 3 --smooth 1 -o out     # a volume, with the Potts prior
+gmmseg segment scene.tif --bands 4,3,2 -k 5 --save-proba -o out
+gmmseg segment cells.tif -k 2 --features contrast --smooth 1 -o out
+"""
 
-@click.command()
+
+@click.command(cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @reader_options
 @model_options

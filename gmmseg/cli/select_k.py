@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from ._errors import cli_text, report_failure
+from ._help import GroupedCommand
 from .options import (
     SELECT_K_DEFAULTS,
     ComponentsType,
@@ -27,8 +28,14 @@ from .options import (
     verbosity_options,
 )
 
+EXAMPLES = """
+gmmseg select-k photo.jpg
+gmmseg select-k photo.jpg --k-max 15 --criterion aic --plot bic.png
+gmmseg select-k scene.tif --covariance-type full --covariance-type diag
+"""
 
-@click.command("select-k")
+
+@click.command("select-k", cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("image", type=click.Path(path_type=Path))
 @reader_options
 @click.option("--k-min", type=ComponentsType(auto=False),
