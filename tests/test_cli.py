@@ -556,3 +556,13 @@ def test_command_list_shows_each_first_sentence_in_full(runner):
     assert result.exit_code == 0
     commands = " ".join(result.output.split("Commands:")[1].split())
     assert "..." not in commands and "(same labels, same classes)." in commands and "_GMMSEG_COMPLETE=bash_source" in result.output
+
+
+def test_shell_completion_offers_options_and_the_librarys_choices(runner):
+    env = {"_GMMSEG_COMPLETE": "bash_complete", "COMP_WORDS": "gmmseg segment x.png --covariance-type ",
+           "COMP_CWORD": "4"}
+    result = runner.invoke(main, [], prog_name="gmmseg", env=env)
+    assert result.output.split() == ["plain,full", "plain,tied", "plain,diag", "plain,spherical"]
+    env.update(COMP_WORDS="gmmseg segment x.png --save-unc", COMP_CWORD="3")
+    assert runner.invoke(main, [], prog_name="gmmseg", env=env).output.split() == [
+        "plain,--save-uncertainty"]
