@@ -21,6 +21,15 @@ class TooFewDistinctRowsError(GmmsegError, ValueError):
     """A mixture was asked for more components than the data has distinct rows."""
 
 
+class NotFittedError(GmmsegError, ValueError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``.
+
+    A ``ValueError`` and an ``AttributeError``, as scikit-learn's
+    ``NotFittedError`` is, so that code written for either library catches it
+    (and ``hasattr`` on a fitted-only property is ``False``).
+    """
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood converged."""
 

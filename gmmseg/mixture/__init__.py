@@ -9,6 +9,8 @@ Modules, each with one concern (dependencies point down this list, never up):
 - `selection`: the K sweep, `select_k` and `SelectKResult`;
 - `_gaussian_mixture`: the `GaussianMixture` estimator (parameters, fitted
   state, the EM loop, (de)serialising its state for model files);
+- `_estimator`: scikit-learn's estimator protocol without scikit-learn
+  (parameters by name, repr, tags, fitted state, training columns, pickling);
 - `_init`: seeding and the first responsibilities;
 - `_validation`: the allowed values and the one check of each
   (`check_n_components`, `check_covariance_type`, `check_criterion`, ...);
