@@ -16,6 +16,7 @@ from .errors import (
     GmmsegError,
     ImageReadError,
     ModelFileError,
+    NotFittedError,
     OutputExistsError,
 )
 from .features import FeatureExtractor
@@ -31,6 +32,7 @@ __all__ = [
     "Image",
     "ImageReadError",
     "ModelFileError",
+    "NotFittedError",
     "OutputExistsError",
     "Segmentation",
     "SelectKResult",
