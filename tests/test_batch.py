@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
@@ -39,8 +39,8 @@ COLOURS = np.array([(200, 30, 30), (40, 170, 60), (30, 40, 200)], np.float64)
 CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
-    "seconds", "labels", "overlay", "regions", "regions_overlay", "report", "proba",
-    "log_likelihood",
+    "size_units", "valid_size", "segment_sizes", "seconds", "labels", "overlay", "regions",
+    "regions_overlay", "report", "proba", "log_likelihood",
 ]
 
 
@@ -219,7 +219,12 @@ def test_summary_csv_json_and_gallery(tree, tmp_path):
     for row in report.failures:
         assert html.escape(row["error"]) in page
     sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(sources) == 2 * report.n_ok
+    # Colour photos: the input, its segments and its connected regions.
+    assert len(sources) == 3 * report.n_ok
+    for row in report.rows:
+        if row["status"] == "ok":
+            assert sorted(row["thumbnails"]) == ["input", "overlay", "regions_overlay"]
+            assert html.escape(quote(row["thumbnails"]["regions_overlay"], safe="/")) in page
     for src in sources:
         assert not src.startswith(("/", "file:", "http")) and ".." not in src
         assert (out / unquote(html.unescape(src))).is_file()
@@ -687,4 +692,4 @@ def test_gallery_renders_in_headless_chromium(tree, tmp_path):
          "--screenshot", str(shot), "--require"],
         capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 images, 0 not loaded" in result.stdout and shot.is_file()
+    assert "9 images, 0 not loaded" in result.stdout and shot.is_file()

@@ -98,8 +98,9 @@ def test_nodata_geotiff_through_the_cli_keeps_geometry_and_nodata(runner, tmp_pa
     out = tmp_path / "out"
     result = runner.invoke(main, ["segment", str(RGB_NODATA), "-k", "3", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert _files(out) == ["landsat7_rgb_nodata_labels.tif", "landsat7_rgb_nodata_overlay.png",
-                           "landsat7_rgb_nodata_report.json"]
+    assert _files(out) == ["landsat7_rgb_nodata_labels.tif",
+                           "landsat7_rgb_nodata_labels.tif.aux.xml",
+                           "landsat7_rgb_nodata_overlay.png", "landsat7_rgb_nodata_report.json"]
     with rasterio.open(RGB_NODATA) as src:
         pixels = src.read()
         crs, transform, size, nodata = src.crs, src.transform, (src.width, src.height), src.nodata
@@ -328,15 +329,23 @@ def test_nested_ellipsoid_phantom_is_segmented_as_a_volume(tmp_path):
 
 
 def test_describe_says_what_the_reader_sees():
+    # Axes named, in the order of the format's own tools: gdalinfo "Size is 791, 718" and
+    # "Pixel Size = (300.04, -300.04)"; fslinfo / nibabel x, y, z; DICOM Rows, Columns.
     text = describe(read_image(RGB_NODATA))
-    assert text.startswith("image 718 x 791, 3 channel(s) R,G,B, uint8")
-    assert "crs EPSG:32618" in text and "pixel 300 x 300 metre" in text and "nodata 0" in text
+    assert text.startswith("raster 791 x 718 pixels (width x height), pixel size 300 x 300 "
+                           "metre (x, y), 3 channel(s) R,G,B, uint8")
+    assert "crs EPSG:32618" in text and "nodata 0" in text
     assert re.search(r"valid \d+\.\d%", text) and text.endswith("format geotiff")
     text = describe(read_image(ANATOMICAL))
-    assert text.startswith("volume 25 x 41 x 33") and "spacing 2 x 2 x 2 mm (z, y, x)" in text
+    assert text.startswith("volume 33 x 41 x 25 voxels (x, y, z), 2 x 2 x 2 mm,")
     text = describe(read_image(CT))
+    assert text.startswith("image 128 x 128 (rows x columns), pixel spacing 0.6615 x 0.6615 mm "
+                           "(rows, columns),")
     assert "range -" in text and "HU" in text and "CT" in text and "format dicom" in text
     assert "\n" not in text
+    text = describe(read_image(MR_SERIES))
+    assert text.startswith("volume 256 x 256 x 2 (rows x columns x slices), pixel spacing "
+                           "1.797 x 1.797 mm (rows, columns), slices 3 mm apart,")
 
 
 @pytest.mark.parametrize(
