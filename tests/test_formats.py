@@ -458,7 +458,8 @@ def _gdal():
         ("GDALGetGeoTransform", ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_double * 6)]),
         ("GDALGetRasterCategoryNames", ctypes.POINTER(cp), [vp]),
         ("GDALGetDefaultRAT", vp, [vp]), ("GDALRATGetRowCount", ctypes.c_int, [vp]),
-        ("GDALRATGetColumnCount", ctypes.c_int, [vp]), ("GDALRATGetNameOfCol", cp, [vp, ctypes.c_int]),
+        ("GDALRATGetColumnCount", ctypes.c_int, [vp]),
+        ("GDALRATGetNameOfCol", cp, [vp, ctypes.c_int]),
         ("GDALRATGetValueAsString", cp, [vp, ctypes.c_int, ctypes.c_int]),
         ("GDALClose", None, [vp])]:
         getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
@@ -567,8 +568,8 @@ def test_nifti_labels_come_with_itksnap_and_fsleyes_label_files(tmp_path):
             if line.strip() and not line.startswith("#")]
     assert len(rows) == 3
     for k, line in enumerate(rows):
-        match = re.fullmatch(r'\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([01])\s+([01])\s+"(.*)"',
-                             line)
+        match = re.fullmatch(
+            r'\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([01])\s+([01])\s+"(.*)"', line)
         assert match, line
         assert [int(v) for v in match.groups()[:4]] == [k, *colours[k]]
         assert float(match[5]) == 1.0 and match[6] == "1" and match[8] == names[k]
@@ -589,7 +590,7 @@ def test_nifti_labels_come_with_itksnap_and_fsleyes_label_files(tmp_path):
 
 
 def _nifti_phantom(path, affine, shape, inside):
-    """Save a volume that is 1 where ``inside(x, y, z)`` (world mm, RAS) holds, else 0, plus noise."""
+    """Save a volume: 1 where ``inside(x, y, z)`` (world mm, RAS) holds, else 0, plus noise."""
     i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     world = affine[:3, :3] @ np.stack([i.ravel(), j.ravel(), k.ravel()]) + affine[:3, 3:]
     mask = inside(*world).reshape(shape)

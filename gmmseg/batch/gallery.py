@@ -124,7 +124,8 @@ def _shares_cell(row, palette) -> str:
     units = row.get("size_units") or ""
     lines = []
     for k, share in enumerate(row["shares"] or []):
-        size = f" · {sizes[k]:.4g} {units}" if k < len(sizes) and sizes[k] is not None else ""
+        known = k < len(sizes) and sizes[k] is not None
+        size = f" · {postprocess.format_quantity(sizes[k])} {units}" if known else ""
         lines.append(f'<span class="swatch" style="background:rgb'
                      f'{tuple(int(c) for c in palette[k])}"></span>{k}: {100 * share:.1f}%'
                      f"{html.escape(size)}")
@@ -134,8 +135,8 @@ def _shares_cell(row, palette) -> str:
 def _fit_cell(row) -> str:
     ll, seconds = row["mean_log_likelihood"], row["seconds"]
     warn = "".join(f'<br><span class="failed">{html.escape(w)}</span>' for w in row["warnings"])
-    lines = [f"K = {row['n_components']}",
-             f"{row['n_iter']} EM iterations, {'converged' if row['converged'] else 'not converged'}"]
+    converged = "converged" if row["converged"] else "not converged"
+    lines = [f"K = {row['n_components']}", f"{row['n_iter']} EM iterations, {converged}"]
     if ll is not None:
         lines.append(f"mean log-lik. {ll:.3f}")
     if row.get("n_regions") is not None:

@@ -25,7 +25,7 @@ _VOXEL_AXES = ("z", "y", "x")  # image axes (slice, row, column) as NIfTI voxel 
 
 
 def segment_names(seg, *, invalid_as_zero=False):
-    """A name for each label of ``seg``: ``"segment 0 (darkest)"``, ..., ``"segment 2 (brightest)"``.
+    """A name for each label of ``seg``: ``"segment 0 (darkest)"`` .. ``"segment 2 (brightest)"``.
 
     Labels are in canonical order, sorted by the first feature's mean, so
     the ends are named after it: darkest and brightest for ``lab`` and
@@ -57,11 +57,11 @@ def _sizes_text(counts, image):
         text = f"{100.0 * n / total:.1f}%"
         if size is not None:
             if "millilitres_per_pixel" in size:
-                text += f", {n * size['millilitres_per_pixel']:.4g} mL"
+                text += f", {postprocess.format_quantity(n * size['millilitres_per_pixel'])} mL"
             elif "hectares_per_pixel" in size:
-                text += f", {n * size['hectares_per_pixel']:.4g} ha"
+                text += f", {postprocess.format_quantity(n * size['hectares_per_pixel'])} ha"
             else:
-                text += f", {n * size['per_pixel']:.4g} {size['units']}"
+                text += f", {postprocess.format_quantity(n * size['per_pixel'])} {size['units']}"
         texts.append(text)
     return texts
 
@@ -139,7 +139,7 @@ def overlay_picture(image, labels, *, alpha=0.5, boundaries=True, bands=None, co
 
 def volume_montage(render, view, *, n_slices=postprocess.N_SLICES, planes="auto",
                    tile_size=postprocess.TILE_SIZE):
-    """:func:`gmmseg.postprocess.volume_montage` of a turned volume, with its captions and letters."""
+    """:func:`gmmseg.postprocess.volume_montage` of a turned volume, captioned and lettered."""
     return postprocess.volume_montage(
         render, view.shape, spacing=view.spacing, n_slices=n_slices, planes=planes,
         tile_size=tile_size, caption=view.caption, letters=view.letters, reverse=view.flip)

@@ -102,7 +102,12 @@ def output_paths(image, out_dir, stem, *, proba=False, log_likelihood=False,
 
 
 def find_output(folder, stem, kind):
-    """The existing file of output ``kind`` for ``stem`` in ``folder`` (any of its suffixes), or None."""
+    """The existing file of output ``kind`` for ``stem`` in ``folder``, or None.
+
+    A map kind may have any of its formats' suffixes (``.png``, ``.tif``,
+    ``.nii.gz``); the side files beside it (``.txt``, ``.lut``,
+    ``.tif.aux.xml``) are other kinds.
+    """
     tag, suffix = OUTPUT_KINDS[kind]
     if suffix.startswith("table:"):
         suffixes = (suffix[len("table:"):],)

@@ -24,7 +24,15 @@ and ``display`` use ``_graph``; ``montage`` uses ``annotate``, which uses
 ``display``; each uses ``_arrays``, which uses none.
 """
 
-from .annotate import MIN_KEY_WIDTH, colorbar, draw_text, legend, nice_ticks, stack
+from .annotate import (
+    MIN_KEY_WIDTH,
+    colorbar,
+    draw_text,
+    format_quantity,
+    legend,
+    nice_ticks,
+    stack,
+)
 from .display import (
     boundaries,
     colormap,
@@ -77,6 +85,7 @@ __all__ = [
     "display_ranges",
     "display_rgb",
     "draw_text",
+    "format_quantity",
     "heat_map",
     "labels_from_proba",
     "legend",

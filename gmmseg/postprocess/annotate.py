@@ -79,6 +79,20 @@ def draw_text(picture, text, org, scale, color=(0, 0, 0), *, align="left", outli
     return picture
 
 
+def format_quantity(value):
+    """A measured size as people write it: thousands grouped, no exponents.
+
+    Examples
+    --------
+    >>> [format_quantity(v) for v in (1427312.6, 76.53, 0.6821)]
+    ['1,427,313', '76.5', '0.682']
+    """
+    value = float(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
 def nice_ticks(low, high, n=5):
     """Round tick values between ``low`` and ``high``: steps of 1, 2, 2.5 or 5 x 10^k.
 

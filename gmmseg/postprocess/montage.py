@@ -92,7 +92,7 @@ def volume_slice(volume, axis, index):
 
 
 def resize_nearest(array, shape):
-    """``array`` resampled to ``shape`` (rows, columns) by nearest neighbour (labels stay labels)."""
+    """``array`` resampled to ``shape`` (rows, columns), nearest neighbour: labels stay labels."""
     h, w = shape
     rows = np.minimum(((np.arange(h) + 0.5) * array.shape[0] / h).astype(np.intp),
                       array.shape[0] - 1)
