@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
@@ -39,8 +39,8 @@ COLOURS = np.array([(200, 30, 30), (40, 170, 60), (30, 40, 200)], np.float64)
 CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
-    "seconds", "labels", "overlay", "regions", "regions_overlay", "report", "proba",
-    "log_likelihood",
+    "size_units", "valid_size", "segment_sizes", "seconds", "labels", "overlay", "regions",
+    "regions_overlay", "report", "proba", "log_likelihood",
 ]
 
 
@@ -219,7 +219,12 @@ def test_summary_csv_json_and_gallery(tree, tmp_path):
     for row in report.failures:
         assert html.escape(row["error"]) in page
     sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(sources) == 2 * report.n_ok
+    # Colour photos: the input, its segments and its connected regions.
+    assert len(sources) == 3 * report.n_ok
+    for row in report.rows:
+        if row["status"] == "ok":
+            assert sorted(row["thumbnails"]) == ["input", "overlay", "regions_overlay"]
+            assert html.escape(quote(row["thumbnails"]["regions_overlay"], safe="/")) in page
     for src in sources:
         assert not src.startswith(("/", "file:", "http")) and ".." not in src
         assert (out / unquote(html.unescape(src))).is_file()
@@ -687,4 +692,54 @@ def test_gallery_renders_in_headless_chromium(tree, tmp_path):
          "--screenshot", str(shot), "--require"],
         capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 images, 0 not loaded" in result.stdout and shot.is_file()
+    assert "9 images, 0 not loaded" in result.stdout and shot.is_file()
+
+
+# --- physical units, side files, volumes -------------------------------------------
+
+
+def test_summary_gives_physical_sizes_and_resume_finds_maps_beside_their_side_files(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    nib = pytest.importorskip("nibabel")
+    src = tmp_path / "in"
+    src.mkdir()
+    scene = three_colours("columns", 4).transpose(2, 0, 1)
+    with rasterio.open(src / "scene.tif", "w", driver="GTiff", width=64, height=64, count=3,
+                       dtype="uint8", crs="EPSG:32618",
+                       transform=rasterio.Affine(30.0, 0, 500000, 0, -30.0, 4000000)) as dst:
+        dst.write(scene)
+    z, y, x = np.mgrid[0:16, 0:24, 0:20]
+    volume = np.where((z - 8) ** 2 + (y - 12) ** 2 + (x - 10) ** 2 < 36, 100.0, 10.0)
+    volume += np.random.default_rng(0).normal(0, 2, volume.shape)
+    nib.save(nib.Nifti1Image(volume.astype(np.float32).transpose(2, 1, 0), np.diag([2, 2, 2, 1])),
+             src / "ball.nii.gz")
+    out = tmp_path / "out"
+    report = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1)
+    rows = by_input(report)
+    geo, ball = rows["scene.tif"], rows["ball.nii.gz"]
+    # 30 m pixels: 0.09 ha each; 2 mm voxels: 0.008 mL each.
+    assert geo["size_units"] == "ha" and ball["size_units"] == "mL"
+    assert sum(geo["segment_sizes"]) == pytest.approx(64 * 64 * 0.09)
+    assert geo["valid_size"] == pytest.approx(64 * 64 * 0.09)
+    assert sum(ball["segment_sizes"]) == pytest.approx(16 * 24 * 20 * 0.008)
+    assert [round(s / 0.09) for s in geo["segment_sizes"]] == [
+        round(share * 64 * 64) for share in geo["shares"]]
+    with open(out / "batch_summary.csv", newline="") as fh:
+        csv_rows = {r["input"]: r for r in csv.DictReader(fh)}
+    assert csv_rows["scene.tif"]["size_units"] == "ha"
+    assert [float(v) for v in csv_rows["scene.tif"]["segment_sizes"].split(";")] == \
+        geo["segment_sizes"]
+    # The side files that name the labels are listed; the gallery shows sizes, and no
+    # regions column without a photo.
+    assert geo["outputs"]["labels_aux"] == "scene_labels.tif.aux.xml"
+    assert (ball["outputs"]["labels_itksnap"], ball["outputs"]["labels_lut"]) == (
+        "ball_labels.txt", "ball_labels.lut")
+    page = (out / "index.html").read_text()
+    assert "connected regions" not in page and " ha" in page and " mL" in page
+    assert sorted(ball["thumbnails"]) == ["input", "overlay"]
+    # Resume finds the label maps themselves, not the side files beside them.
+    resumed = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1, resume=True)
+    assert [r["status"] for r in resumed.rows] == ["skipped", "skipped"]
+    assert by_input(resumed)["ball.nii.gz"]["outputs"]["labels"] == "ball_labels.nii.gz"
+    assert by_input(resumed)["scene.tif"]["outputs"]["labels"] == "scene_labels.tif"
+    assert by_input(resumed)["ball.nii.gz"]["segment_sizes"] == ball["segment_sizes"]

@@ -181,7 +181,7 @@ def test_nuclei_sample_end_to_end(runner, tmp_path, options, min_dice):
 def test_info(runner, photo, tmp_path):
     result = runner.invoke(main, ["info", str(photo), str(tmp_path / "nope.png")])
     assert result.exit_code == 1
-    assert "image 48 x 64, 3 channel(s) R,G,B, uint8" in result.stdout
+    assert "image 64 x 48 pixels (width x height), 3 channel(s) R,G,B, uint8" in result.stdout
     assert "nope.png" in result.stderr
 
 

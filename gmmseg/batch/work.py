@@ -79,8 +79,7 @@ def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
     result = {"outputs": {kind: _rel(p, out_dir) for kind, p in paths.items()}}
     if task.thumbnails:
         try:
-            overlay_rgb = seg.overlay(task.save_kwargs.get("alpha", 0.5))
-            result["thumbnails"] = write_thumbnails(out_dir, item, seg.image, overlay_rgb)
+            result["thumbnails"] = write_thumbnails(out_dir, item, seg.image, paths)
         except Exception as err:  # a missing thumbnail must not fail the input
             warnings.warn(f"no gallery thumbnail: {one_line(err)}", RuntimeWarning,
                           stacklevel=1)

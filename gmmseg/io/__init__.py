@@ -20,7 +20,9 @@ Modules:
 - `writers`: atomic PNG, TIFF, ``.npy`` and JSON writers;
 - `model_file`: saved models (``.npz`` or JSON, checksummed, never pickled);
 - `results`: result maps in the input's geometry (`result_suffix`,
-  `write_result_map`) and `describe`.
+  `write_result_map`), the files that name and colour their labels
+  (`write_label_table`), the physical size of a pixel (`pixel_size`) and
+  `describe`.
 
 Writers are atomic: they write a hidden temporary file next to the target and
 rename it into place, so an interrupted run never leaves a partial output, and
@@ -29,7 +31,14 @@ they refuse to replace an existing file unless ``overwrite=True``.
 
 from .image import DEFAULT_MAX_PIXELS, Image, file_stem
 from .read import SUPPORTED_SUFFIXES, as_image, parse_bands, read_image
-from .results import describe, result_suffix, write_result_map
+from .results import (
+    describe,
+    label_table_suffixes,
+    pixel_size,
+    result_suffix,
+    write_label_table,
+    write_result_map,
+)
 from .writers import (
     atomic_output,
     label_dtype,
@@ -49,11 +58,14 @@ __all__ = [
     "describe",
     "file_stem",
     "label_dtype",
+    "label_table_suffixes",
     "parse_bands",
+    "pixel_size",
     "read_image",
     "remove_stale_temporaries",
     "result_suffix",
     "write_json",
+    "write_label_table",
     "write_npy",
     "write_png",
     "write_result_map",

@@ -659,3 +659,120 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, image: Image, *,
         data = gzip.compress(data, compresslevel=6, mtime=0)
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
+
+
+# --------------------------------------------------------------------------
+# Label descriptions for viewers, and the viewing orientation
+
+
+def _label_rows(colors, names) -> list[tuple[int, tuple[int, int, int], str]]:
+    colors = np.asarray(colors)
+    if colors.ndim != 2 or colors.shape[1] != 3 or len(names) != colors.shape[0]:
+        raise ValueError(f"need one RGB colour per name, got colours of shape {colors.shape} "
+                         f"and {len(names)} name(s)")
+    rows = []
+    for k, (rgb, name) in enumerate(zip(colors, names)):
+        text = " ".join(str(name).replace('"', "'").split())  # one line, no quotes
+        rows.append((k, tuple(int(c) for c in rgb), text))
+    return rows
+
+
+def write_itksnap_labels(path: str | os.PathLike, colors, names, *,
+                         overwrite: bool = False) -> None:
+    """Write an ITK-SNAP label description file: a colour and a name per label.
+
+    ITK-SNAP loads it with Segmentation > Import Label Descriptions; lines
+    are ``IDX -R- -G- -B- -A-- VIS MSH "LABEL"`` (colours 0..255, opacity
+    0..1, visible, shown in 3-D), label ``k`` on line ``k``.  (ITK-SNAP
+    always draws label 0 as its clear label.)
+
+    Parameters
+    ----------
+    path : path
+    colors : (K, 3) array of int in 0..255
+        Colour of label ``k``, as in the overlay.
+    names : sequence of K str
+    overwrite : bool, default False
+    """
+    lines = [
+        "################################################",
+        "# ITK-SnAP Label Description File (written by gmmseg)",
+        "# File format:",
+        "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
+        "# Fields:",
+        "#    IDX:   Zero-based index",
+        "#    -R-:   Red color component (0..255)",
+        "#    -G-:   Green color component (0..255)",
+        "#    -B-:   Blue color component (0..255)",
+        "#    -A-:   Label transparency (0.00 .. 1.00)",
+        "#    VIS:   Label visibility (0 or 1)",
+        "#    MSH:   Label mesh visibility (0 or 1)",
+        "#  LABEL:   Label description",
+        "################################################",
+    ]
+    for k, (r, g, b), name in _label_rows(colors, names):
+        lines.append(f"{k:5d} {r:5d} {g:4d} {b:4d} {1:8.2f} {1:2d} {1:2d}    \"{name}\"")
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_fsleyes_lut(path: str | os.PathLike, colors, names, *, overwrite: bool = False) -> None:
+    """Write an FSLeyes lookup table (``.lut``): ``value R G B name`` per label, colours 0..1.
+
+    FSLeyes loads it in the lookup table panel of a label overlay (FSLeyes
+    reads its own ``.lut`` format, not ITK-SNAP's); labels are in ascending
+    order as FSLeyes requires, without comment lines (which FSLeyes before
+    1.12.3 misread).
+    """
+    lines = [f"{k} {r / 255:.5f} {g / 255:.5f} {b / 255:.5f} {name}"
+             for k, (r, g, b), name in _label_rows(colors, names)]
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+#: Where the ends of each viewing axis lie: superior to inferior, anterior
+#: to posterior, right to left (the radiological convention of ITK-SNAP).
+VIEWING_LETTERS = (("S", "I"), ("A", "P"), ("R", "L"))
+
+
+def viewing_axes(image: Image) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
+    """How to turn a volume so that it is seen as radiologists see it.
+
+    Axis ``d`` of the turned volume is axis ``order[d]`` of ``image.data``,
+    reversed where ``flip[d]``: axis 0 runs from superior to inferior, axis 1
+    from anterior to posterior and axis 2 from the patient's right to left
+    (see `VIEWING_LETTERS`), so a slice across axis 0 is an axial view with
+    anterior up and the patient's right on the left, as ITK-SNAP shows it.
+    Each voxel axis goes to the patient axis it points along most (as
+    nibabel's ``io_orientation``), from ``meta["affine"]``.
+
+    Returns
+    -------
+    (order, flip) or None
+        None for 2-D images, and for volumes without an affine (built in
+        memory) or with a degenerate one.
+    """
+    affine = image.meta.get("affine")
+    if affine is None or image.ndim != 3:
+        return None
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    # image axis a (slice, row, column) is the NIfTI voxel axis 2 - a (k, j, i).
+    directions = columns[:, [2, 1, 0]].T
+    lengths = np.linalg.norm(directions, axis=1)
+    if not np.all(np.isfinite(directions)) or np.any(lengths <= 0):
+        return None
+    directions = directions / lengths[:, np.newaxis]
+    patient_of = {}
+    weight = np.abs(directions)
+    for _ in range(3):  # the strongest remaining (image axis, patient axis) pair first
+        a, p = np.unravel_index(np.argmax(weight), weight.shape)
+        patient_of[int(a)] = int(p)
+        weight[a, :] = -1.0
+        weight[:, p] = -1.0
+    order, flip = [], []
+    for d in range(3):
+        patient = 2 - d  # viewing axis 0 is S (RAS axis 2), 1 is A, 2 is R
+        a = next(a for a, p in patient_of.items() if p == patient)
+        order.append(a)
+        flip.append(bool(directions[a, patient] > 0))  # index 0 must be the S / A / R end
+    return tuple(order), tuple(flip)

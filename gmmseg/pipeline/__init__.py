@@ -8,8 +8,9 @@ option.
 
 Modules: ``segment`` (image to labels, the defaults), ``result``
 (:class:`Segmentation`), ``outputs`` (file names, the written set, the
-report), ``selection`` (K sweep on an image, its plot), ``shared`` (one
-model for many images).
+report), ``figures`` (the pictures: overlays, volume montages, heat maps
+with colour bars, label names), ``selection`` (K sweep on an image, its
+plot), ``shared`` (one model for many images).
 """
 
 from .result import Segmentation
