@@ -25,6 +25,23 @@ class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood converged."""
 
 
+def counted(n: int, noun: str, plural: str | None = None, *, grouped: bool = False) -> str:
+    """``n`` and ``noun``, the noun in the plural unless ``n`` is 1: messages never say "(s)".
+
+    ``plural`` defaults to ``noun + "s"``; ``grouped`` writes thousands
+    separators.
+
+    Examples
+    --------
+    >>> counted(1, "channel"), counted(3, "channel"), counted(0, "series", "series")
+    ('1 channel', '3 channels', '0 series')
+    >>> counted(150000, "fit pixel", grouped=True)
+    '150,000 fit pixels'
+    """
+    word = noun if n == 1 else (plural or noun + "s")
+    return f"{n:,} {word}" if grouped else f"{n} {word}"
+
+
 def one_line(err: BaseException, *, with_type: bool = False) -> str:
     """An exception's text on one line (its type's name if it has no text).
 

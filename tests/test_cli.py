@@ -99,7 +99,7 @@ def _bad_inputs(folder, photo):
         "notes.png": "not a supported image",
         "empty.png": "empty",
         "allnan.npy": "no valid pixels",
-        "flat.npy": "fewer distinct valid pixels than n_components=2",
+        "flat.npy": "fewer distinct valid pixels than -k 2; use a smaller -k",
         "missing.png": "not found",
     }
 
@@ -181,7 +181,7 @@ def test_nuclei_sample_end_to_end(runner, tmp_path, options, min_dice):
 def test_info(runner, photo, tmp_path):
     result = runner.invoke(main, ["info", str(photo), str(tmp_path / "nope.png")])
     assert result.exit_code == 1
-    assert "image 48 x 64, 3 channel(s) R,G,B, uint8" in result.stdout
+    assert "image 48 x 64, 3 channels R,G,B, uint8" in result.stdout
     assert "nope.png" in result.stderr
 
 
@@ -453,7 +453,7 @@ def test_shared_model_resume_refuses_other_options(runner, folder, tmp_path):
     assert runner.invoke(main, args + ["-k", "2"]).exit_code == 1  # broken.png fails
     result = runner.invoke(main, args + ["-k", "3", "--resume"])
     assert result.exit_code == 1
-    assert "shared model was fitted with n_components=2 (this run: 3)" in result.stderr
+    assert "shared model was fitted with -k 2 (this run: 3)" in result.stderr
     assert "Traceback" not in result.output
 
 

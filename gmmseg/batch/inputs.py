@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import GmmsegError
-from ..io import SUPPORTED_SUFFIXES, file_stem
+from ..io import SUPPORTED_SUFFIXES, file_stem, real_path
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,8 @@ def find_inputs(
     root = Path(input_dir)
     if not root.is_dir():
         raise GmmsegError(f"{root}: not a folder")
-    skip = Path(out_dir).resolve() if out_dir is not None else None
-    if skip is not None and skip == root.resolve():
+    skip = real_path(out_dir) if out_dir is not None else None
+    if skip is not None and skip == real_path(root):
         raise GmmsegError(
             f"{root}: the output folder is the input folder; write the outputs elsewhere")
     include = list(include) if include else None
@@ -129,7 +129,7 @@ def find_inputs(
             dirnames[:] = sorted(
                 d for d in dirnames
                 if not d.startswith(".") and not (here / d).is_symlink()
-                and (skip is None or (here / d).resolve() != skip))
+                and (skip is None or real_path(here / d) != skip))
         else:
             dirnames[:] = []
         for name in sorted(filenames):
@@ -157,9 +157,9 @@ def items_from_files(paths: Iterable[str | os.PathLike]) -> list[BatchItem]:
 
 def _inside(out_dir, rel_dir: str) -> Path:
     """``out_dir / rel_dir``, refused if it resolves outside ``out_dir`` (symlinks)."""
-    root = Path(out_dir).resolve()
+    root = real_path(out_dir)
     folder = Path(out_dir) / rel_dir
-    real = folder.resolve()
+    real = real_path(folder)
     if real != root and root not in real.parents:
         raise GmmsegError(
             f"output folder {folder} resolves to {real}, outside the output folder {root} "

@@ -19,6 +19,7 @@ import numpy as np
 from .._system import available_cpus
 from ..errors import GmmsegError, OutputExistsError
 from ..features import FeatureExtractor
+from ..io import real_path
 from ..mixture import GaussianMixture
 from ..pipeline import (DEFAULT_PER_IMAGE, MODEL_OPTIONS, fit_shared_model, load_shared_model,
                         save_shared_model, segment)
@@ -248,12 +249,12 @@ def _work_list(items, rows, out_dir):
     """
     inputs_by_folder: dict[Path, set[str]] = {}
     for item in items:
-        real = item.path.resolve()
+        real = real_path(item.path)
         inputs_by_folder.setdefault(real.parent, set()).add(str(real))
     work = []
     for i, item in enumerate(items):
         if rows[i] is None:
-            folder = (out_dir / item.rel_dir).resolve()
+            folder = real_path(out_dir / item.rel_dir)
             work.append((i, item, frozenset(inputs_by_folder.get(folder, ()))))
     return work
 

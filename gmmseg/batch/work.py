@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import GmmsegError, failure_reason, one_line
 from ..features import FeatureExtractor
-from ..io import read_image
+from ..io import read_image, real_path
 from ..mixture import GaussianMixture
 from ..pipeline import Segmentation, check_model_input, segment
 from .gallery import write_thumbnails
@@ -72,7 +72,7 @@ def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
     folder = _output_folder(task.out_dir, item)
     targets = seg.output_paths(folder, item.stem, **_path_options(task.save_kwargs))
     for target in targets.values():
-        if str(target.resolve()) in protected:
+        if str(real_path(target)) in protected:
             raise GmmsegError(f"{target}: output would replace an input file")
     paths = seg.save(folder, item.stem, overwrite=task.overwrite, **task.save_kwargs)
     out_dir = Path(task.out_dir)

@@ -2,14 +2,19 @@
 
 Owns the wording of that line, which exceptions count as expected (the
 traceback of an unexpected one says "internal error", and comes with ``-v``),
-and the translation of the library's hints, which name API parameters
-(``overwrite=True``), into the flags a shell user types (``--overwrite``).
-It must not decide exit codes or catch anything: the commands do both.
+the translation of the library's hints, which name API parameters
+(``overwrite=True``), into the flags a shell user types (``--overwrite``),
+and one style for every message: ``error:`` and ``warning:`` in lower case,
+as gmmseg's per-file lines, git and argparse write them, click's own usage
+errors included (:func:`in_cli_style`).  It must not decide exit codes or
+catch anything: the commands and the group do both.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import types
 
 import click
 
@@ -17,12 +22,24 @@ from ..errors import failure_reason, one_line
 
 logger = logging.getLogger("gmmseg")
 
-# The library's hints in API words, and the same hint on the command line.
+# The library's hints in API words, and the same hint on the command line;
+# longer phrases first where one contains another.
 _API_TO_FLAGS = (
     ("a smaller n_components", "a smaller -k"),
+    ("n_components='auto'", "-k auto"),
+    ("n_components=", "-k "),
+    ("covariance_type=", "--covariance-type "),
     ("overwrite=True", "--overwrite"),
     ("resume=True", "--resume"),
     ("use exclude=", "use --exclude"),
+    ("series=UID", "--series UID"),
+    ("a larger max_iter or tol", "a larger --max-iter or --tol"),
+    ("max_iter=", "--max-iter "),
+    ("max_fit_samples=", "--max-fit-samples "),
+    ("a smaller max_fit_samples", "a smaller --max-fit-samples"),
+    ("more than max_pixels=", "more than the limit of "),
+    ("gmmseg.batch.find_inputs and run_batch", "gmmseg batch"),
+    ("gmmseg.pipeline.select_k", "gmmseg select-k"),
 )
 
 
@@ -51,4 +68,24 @@ def report_failure(path, err):
         message = f"{path}: {message}"
     click.echo(f"error: {message}", err=True)
     if click.get_current_context().meta.get("gmmseg.verbose"):
-        logger.error("traceback", exc_info=err)
+        logger.info("traceback of the error above", exc_info=err)
+
+
+def in_cli_style(err):
+    """``err`` (a click exception) printing ``error:``, not click's ``Error:``.
+
+    The text is click's own (usage line, help hint, message); only the
+    prefix changes, so that every message of the CLI has one style.
+    """
+    def show(self, file=None):
+        buffer = io.StringIO()
+        type(self).show(self, buffer)
+        text = buffer.getvalue()
+        if text.startswith("Error: "):  # a ClickException: its message only
+            text = "error: " + text.removeprefix("Error: ")
+        else:  # a UsageError: the usage line, the help hint, then the message
+            text = text.replace("\nError: ", "\nerror: ", 1)
+        click.echo(text, file=file, err=file is None, nl=False)
+
+    err.show = types.MethodType(show, err)
+    return err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import GmmsegError
+from ..errors import GmmsegError, counted
 from ._errors import cli_text, in_flags
 from .options import (
     batch_options,
@@ -96,8 +96,8 @@ def run_batch_command(items, out_dir, **kwargs):
             click.echo(f"error: {row['input']}: {in_flags(row['error'])}", err=True)
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     if report.exit_code != 0 or not quiet:
-        click.echo(f"{len(report.rows)} inputs: {report.n_ok} segmented, {report.n_skipped} "
-                   f"already complete, {report.n_failed} failed; summary: "
+        click.echo(f"{counted(len(report.rows), 'input')}: {report.n_ok} segmented, "
+                   f"{report.n_skipped} already complete, {report.n_failed} failed; summary: "
                    f"{report.summary_csv}, gallery: {report.gallery}",
                    err=report.exit_code != 0)
     sys.exit(report.exit_code)

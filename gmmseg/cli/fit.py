@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import GmmsegError
-from ._errors import cli_text
+from ..errors import GmmsegError, counted, failure_reason
+from ._errors import cli_text, in_flags
 from .batch import run_batch_command
 from .options import (
     batch_options,
@@ -79,9 +79,9 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
     skipped = model.metadata_.get("shared_fit", {}).get("skipped", [])
     for path, reason in skipped:
         click.echo(f"error: {path}: {reason}", err=True)
-    click.echo(f"{output}: {model.n_components} components on features "
-               f"{extractor.spec_string!r} from {len(inputs) - len(skipped)} of {len(inputs)} "
-               f"inputs")
+    click.echo(f"{output}: {counted(model.n_components, 'component')} on features "
+               f"{extractor.spec_string!r} from {len(inputs) - len(skipped)} of "
+               f"{counted(len(inputs), 'input')}")
     if skipped:
         sys.exit(1)
 
@@ -103,8 +103,11 @@ def apply(model_file, inputs, read_kwargs, run, min_region_size, smoothing, conn
     try:
         model, extractor = load_shared_model(model_file)
         items = items_from_files(inputs)
-    except (GmmsegError, ValueError, OSError) as err:
-        raise click.ClickException(cli_text(err)) from err
+    except Exception as err:  # a model file of any kind of damage: one line, no traceback
+        message = in_flags(failure_reason(err))
+        if str(model_file) not in message:
+            message = f"{model_file}: {message}"
+        raise click.ClickException(message) from err
     run_batch_command(
         items, **run, threads=threads, read_kwargs=read_kwargs, model=model,
         feature_extractor=extractor,

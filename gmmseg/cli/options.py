@@ -24,6 +24,7 @@ import click
 
 # These imports add nothing to ``--help``'s start-up: ``import gmmseg`` loads
 # all of them already.
+from .._log import configure_logging
 from ..features import FEATURE_BUILDERS, parse_feature_spec
 from ..mixture import (COVARIANCE_TYPES, CRITERIA, INIT_METHODS, check_covariance_type,
                        check_criterion, check_n_components)
@@ -410,7 +411,7 @@ def verbosity_options(fn):
     def wrapper(*args, verbose, quiet, **kwargs):
         level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
             min(verbose, 2)]
-        logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+        configure_logging(level)
         ctx = click.get_current_context()
         ctx.meta["gmmseg.verbose"] = verbose
         ctx.meta["gmmseg.quiet"] = quiet

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import counted
 from ._errors import cli_text, report_failure
 from .options import model_options, output_options, reader_options, verbosity_options
 
@@ -39,13 +40,13 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
     --overwrite is given.  With -k auto, K is chosen for each image and the
     criterion curve goes into the report.
     """
-    from ..io import file_stem, read_image
+    from ..io import file_stem, read_image, real_path
     from ..pipeline import segment as run_segment
 
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     failed = 0
     seen_stems = {}
-    inputs = {p.resolve() for p in images}
+    inputs = {real_path(p) for p in images}
     for path in images:
         try:
             stem = file_stem(path)
@@ -69,7 +70,7 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
                             region_scale=region_scale)
                 targets = seg.output_paths(out_dir, stem, **maps, anomaly_mask=(
                     anomaly_quantile is not None or anomaly_threshold is not None))
-                clash = [t for t in targets.values() if t.resolve() in inputs]
+                clash = [t for t in targets.values() if real_path(t) in inputs]
                 if clash:
                     raise click.ClickException(f"{clash[0]}: output would replace an input file")
                 seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
@@ -79,8 +80,8 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
             if not quiet:
                 m = seg.model
                 click.echo(
-                    f"{path}: {m.n_components} segments{_selection_note(seg)}, "
-                    f"{m.n_iter_} EM iterations"
+                    f"{path}: {counted(m.n_components, 'segment')}{_selection_note(seg)}, "
+                    f"{counted(m.n_iter_, 'EM iteration')}"
                     f"{'' if m.converged_ else ' (not converged)'}"
                     f"{_smoothing_note(seg)}"
                     f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}"
@@ -100,7 +101,7 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
 
 def _regions_note(seg) -> str:
     n = (seg.info.get("regions") or {}).get("n_regions")
-    return f", {n} connected regions" if n is not None else ""
+    return f", {counted(n, 'connected region')}" if n is not None else ""
 
 
 def _selection_note(seg):

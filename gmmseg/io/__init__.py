@@ -27,7 +27,7 @@ rename it into place, so an interrupted run never leaves a partial output, and
 they refuse to replace an existing file unless ``overwrite=True``.
 """
 
-from .image import DEFAULT_MAX_PIXELS, Image, file_stem
+from .image import DEFAULT_MAX_PIXELS, Image, file_stem, real_path
 from .read import SUPPORTED_SUFFIXES, as_image, parse_bands, read_image
 from .results import describe, result_suffix, write_result_map
 from .writers import (
@@ -51,6 +51,7 @@ __all__ = [
     "label_dtype",
     "parse_bands",
     "read_image",
+    "real_path",
     "remove_stale_temporaries",
     "result_suffix",
     "write_json",

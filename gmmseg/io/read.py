@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageReadError, one_line
+from ..errors import ImageReadError, counted, one_line
 from .image import (
     DEFAULT_MAX_PIXELS,
     Image,
@@ -327,8 +327,8 @@ def _select_bands(image: Image, bands: tuple[int, ...] | None) -> Image:
     n = image.n_channels
     wrong = [b for b in bands if b > n]
     if wrong:
-        raise ImageReadError(f"{image.path}: band {wrong[0]} does not exist; the image has {n} "
-                             f"channel(s), numbered 1 to {n}")
+        raise ImageReadError(f"{image.path}: band {wrong[0]} does not exist; the image has "
+                             f"{counted(n, 'channel')}, numbered 1 to {n}")
     if bands == tuple(range(1, n + 1)):
         return image
     index = [b - 1 for b in bands]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import counted
 from .image import Image
 from .writers import label_dtype, write_png, write_tiff
 
@@ -148,7 +149,7 @@ def describe(image: Image) -> str:
     >>> img = Image(np.arange(12, dtype=np.uint8).reshape(3, 4, 1), np.ones((3, 4), bool),
     ...             channels=("gray",), meta={"format": "png"})
     >>> describe(img)
-    'image 3 x 4, 1 channel(s) gray, uint8, range 0..11, valid 100.0%, format png'
+    'image 3 x 4, 1 channel gray, uint8, range 0..11, valid 100.0%, format png'
     """
     meta = image.meta
     n_pixels = math.prod(image.spatial_shape)
@@ -157,7 +158,7 @@ def describe(image: Image) -> str:
     kind = "volume" if image.is_volume else "image"
     parts = [
         f"{kind} {' x '.join(map(str, image.spatial_shape))}",
-        f"{image.n_channels} channel(s) {','.join(image.channels) or '-'}",
+        f"{counted(image.n_channels, 'channel')} {','.join(image.channels) or '-'}",
         str(image.data.dtype),
         f"range {value_range}" + (f" {meta['units']}" if meta.get("units") else ""),
         f"valid {image.n_valid / max(1, n_pixels):.1%}",
