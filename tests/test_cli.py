@@ -151,15 +151,20 @@ def test_outputs_never_replace_an_input(runner, photo, tmp_path):
     assert digest(victim) == before
 
 
-def test_same_stem_twice_is_refused(runner, photo, tmp_path):
+def test_same_stem_twice_gets_distinct_output_names(runner, photo, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(photo, other / "photo.png")
+    PILImage.open(photo).convert("RGB").save(other / "photo.jpg", quality=95)
     out = tmp_path / "out"
-    result = runner.invoke(main, ["segment", str(photo), str(other / "photo.png"), "-o", str(out)])
-    assert result.exit_code == 1
-    assert "same output name" in result.stderr
-    assert (out / "photo_labels.png").exists()
+    result = runner.invoke(main, ["segment", str(photo), str(other / "photo.png"),
+                                  str(other / "photo.jpg"), str(photo), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    # The suffix joins the stem; the same name twice is numbered; a file given twice runs once.
+    assert result.stdout.count("segments") == 3
+    for stem in ("photo_png", "photo_png_2", "photo_jpg"):
+        assert (out / f"{stem}_labels.png").exists() and (out / f"{stem}_report.json").exists()
+    assert not (out / "photo_labels.png").exists()
 
 
 @pytest.mark.parametrize(("options", "min_dice"), [

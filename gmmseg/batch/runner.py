@@ -25,7 +25,7 @@ from ..pipeline import (DEFAULT_PER_IMAGE, MODEL_OPTIONS, fit_shared_model, load
                         save_shared_model, segment)
 from ..pipeline.segment import stored_feature_extractor
 from .executors import _run_dask, _run_in_process, _run_processes
-from .inputs import BatchItem, _rel
+from .inputs import BatchItem, _rel, distinct_stems
 from .progress import BatchProgress, _Tracker
 from .resume import _completed_row, _remove_stale_temporaries, _restore_thumbnails
 from .summary import BatchInterrupted, BatchReport, _blank_row, _jsonable, _write_summaries
@@ -72,7 +72,10 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     Parameters
     ----------
     items : sequence of BatchItem
-        From :func:`find_inputs` or :func:`items_from_files`.
+        From :func:`find_inputs` or :func:`items_from_files`.  Items whose
+        outputs would share names get distinct stems
+        (:func:`~gmmseg.batch.inputs.distinct_stems`: ``coffee_png``,
+        ``coffee_jpg``) instead of failing.
     out_dir : path
         Created if needed.  Nothing is written outside it (output folders
         that resolve elsewhere are refused) and no input is ever replaced.
@@ -138,7 +141,8 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     segment_kwargs, save_kwargs, read_kwargs = (
         dict(segment_kwargs or {}), dict(save_kwargs or {}), dict(read_kwargs or {}))
     jobs, threads = _workers(jobs, threads, scheduler, segment_kwargs)
-    rows = _rows_of_duplicate_names(items)
+    items = distinct_stems(items)
+    rows: list[dict | None] = [None] * len(items)
     model_file = out_dir / SHARED_MODEL if shared_model and model is None else None
     if model_file is not None:
         model, feature_extractor = _shared_model(
@@ -199,22 +203,6 @@ def _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnail
         row = rows[i] = _completed_row(item, out_dir, save_kwargs, n_components)
         if row and row["status"] == "skipped" and thumbnails and not row["thumbnails"]:
             _restore_thumbnails(row, item, out_dir, read_kwargs)
-
-
-def _rows_of_duplicate_names(items):
-    """Rows for the inputs whose output names an earlier input takes; None for the rest."""
-    rows: list[dict | None] = [None] * len(items)
-    first_of: dict[tuple[str, str], BatchItem] = {}
-    for i, item in enumerate(items):
-        key = (item.rel_dir, item.stem)
-        if key in first_of:
-            row = _blank_row(item)
-            row["error"] = (f"same output names as {first_of[key].name}; rename one of them "
-                            "or use exclude=")
-            rows[i] = row
-        else:
-            first_of[key] = item
-    return rows
 
 
 def _shared_model(model_file, paths, segment_kwargs, read_kwargs, *, per_image, resume,

@@ -1,8 +1,9 @@
 """``gmmseg segment``: segment images one by one and write their outputs.
 
 Owns the per-file loop (one bad input must not stop the others), the
-refusal to write two inputs to one name or over an input, and the one line
-printed per image.  It must not segment or write files itself: that is
+refusal to write over an input, and the one line printed per image.  Inputs
+whose outputs would share names get distinct ones as in a batch
+(:func:`gmmseg.batch.distinct_stems`: ``coffee_png``, ``coffee_jpg``).  It must not segment or write files itself: that is
 :func:`gmmseg.pipeline.segment` and :meth:`gmmseg.Segmentation.save`.
 """
 
@@ -40,21 +41,16 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
     --overwrite is given.  With -k auto, K is chosen for each image and the
     criterion curve goes into the report.
     """
-    from ..io import file_stem, read_image, real_path
+    from ..batch import items_from_files
+    from ..io import read_image, real_path
     from ..pipeline import segment as run_segment
 
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     failed = 0
-    seen_stems = {}
     inputs = {real_path(p) for p in images}
-    for path in images:
+    items = items_from_files(images)
+    for path, stem in ((item.path, item.stem) for item in items):
         try:
-            stem = file_stem(path)
-            if stem in seen_stems:
-                raise click.ClickException(
-                    f"{path}: same output name as {seen_stems[stem]}; segment them into "
-                    "different --out-dir folders")
-            seen_stems[stem] = path
             t0 = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -94,8 +90,8 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
             report_failure(path, err)
             failed += 1
     if failed:
-        if len(images) > 1:
-            click.echo(f"{failed} of {len(images)} inputs failed", err=True)
+        if len(items) > 1:
+            click.echo(f"{failed} of {len(items)} inputs failed", err=True)
         sys.exit(1)
 
 
