@@ -15,6 +15,7 @@ from .errors import (
     ConvergenceWarning,
     GmmsegError,
     ImageReadError,
+    LargeModelWarning,
     ModelFileError,
     OutputExistsError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "GmmsegError",
     "Image",
     "ImageReadError",
+    "LargeModelWarning",
     "ModelFileError",
     "OutputExistsError",
     "Segmentation",

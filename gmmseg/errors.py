@@ -21,6 +21,10 @@ class TooFewDistinctRowsError(GmmsegError, ValueError):
     """A mixture was asked for more components than the data has distinct rows."""
 
 
+class LargeModelWarning(UserWarning):
+    """n_components is beyond what the data support, or the fit will be slow; said before it."""
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood converged."""
 

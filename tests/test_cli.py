@@ -483,10 +483,13 @@ def _library_message(check, value, flag):
 @pytest.mark.parametrize(
     "check, value, flag, args",
     [
-        ("n_components", "0", "-k", ["segment", "x.png", "-k", "0"]),
-        ("n_components", "0", "--k-max", ["select-k", "x.png", "--k-max", "0"]),
-        ("n_components", "0", "-k", ["fit", "x.png", "-k", "0", "-o", "m.npz"]),
-        ("n_components", "0", "-k", ["batch", "x", "-o", "out", "-k", "0"]),
+        ("segment_count", "0", "-k", ["segment", "x.png", "-k", "0"]),
+        ("segment_count", "0", "--k-max", ["select-k", "x.png", "--k-max", "0"]),
+        ("segment_count", "0", "-k", ["fit", "x.png", "-k", "0", "-o", "m.npz"]),
+        ("segment_count", "0", "-k", ["batch", "x", "-o", "out", "-k", "0"]),
+        # Beyond what a uint16 label map holds: refused before any work.
+        ("segment_count", "65536", "-k", ["segment", "x.png", "-k", "65536"]),
+        ("segment_count", "70000", "-k", ["fit", "x.png", "-k", "70000", "-o", "m.npz"]),
         ("covariance_type", "wide", "--covariance-type",
          ["segment", "x.png", "--covariance-type", "wide"]),
         ("covariance_type", "wide", "--covariance-type",
@@ -500,9 +503,10 @@ def _library_message(check, value, flag):
 )
 def test_bad_value_messages_come_from_the_librarys_one_check(runner, check, value, flag, args):
     import gmmseg.cli.options as options
-    from gmmseg import mixture, postprocess
+    from gmmseg import mixture, pipeline, postprocess
 
-    function = getattr(mixture, f"check_{check}", None) or getattr(postprocess, f"check_{check}")
+    function = (getattr(mixture, f"check_{check}", None) or getattr(pipeline, f"check_{check}", None)
+                or getattr(postprocess, f"check_{check}"))
     # The CLI holds no check of its own: it calls the very function the library uses ...
     assert getattr(options, f"check_{check}") is function
     # ... after turning the string into a number where the value is one.

@@ -12,13 +12,15 @@ catch anything: the commands and the group do both.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import types
+import warnings
 
 import click
 
-from ..errors import failure_reason, one_line
+from ..errors import LargeModelWarning, failure_reason, one_line
 
 logger = logging.getLogger("gmmseg")
 
@@ -59,6 +61,43 @@ def in_flags(text):
 def cli_text(err):
     """An exception (or warning) as one line for the terminal."""
     return in_flags(one_line(err))
+
+
+@contextlib.contextmanager
+def held_warnings(path=None):
+    """Catch the warnings of a block: a list of their messages, to print after it succeeds.
+
+    A :class:`~gmmseg.errors.LargeModelWarning` is printed at once instead:
+    it announces a long fit before it starts.  A failing input prints its
+    one error line and none of its warnings.
+    """
+    held = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, LargeModelWarning):
+            click.echo(f"warning: {_named(path, cli_text(message))}", err=True)
+        else:
+            held.append(message)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield held
+
+
+def echo_warnings(held, path=None):
+    """Print warnings :func:`held_warnings` kept, one line each, repeats once."""
+    seen = set()
+    for message in held:
+        text = _named(path, cli_text(message))
+        if text not in seen:
+            seen.add(text)
+            click.echo(f"warning: {text}", err=True)
+
+
+def _named(path, text):
+    """``text`` starting with ``path: ``, unless it names the path already."""
+    return text if path is None or str(path) in text else f"{path}: {text}"
 
 
 def report_failure(path, err):

@@ -11,13 +11,12 @@ not fit, save, load or segment itself: the library's ``fit_shared_model``,
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import click
 
 from ..errors import GmmsegError, counted, failure_reason
-from ._errors import cli_text, in_flags
+from ._errors import cli_text, echo_warnings, held_warnings, in_flags
 from .batch import run_batch_command
 from .options import (
     batch_options,
@@ -63,8 +62,7 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
         raise click.ClickException(f"{output}: output exists (use --overwrite)")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with held_warnings() as caught:
             model, extractor = fit_shared_model(
                 inputs, n_components=n_components, features=features, per_image=per_image,
                 pca=pca, covariance_type=covariance_type, random_state=seed,
@@ -74,8 +72,7 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
             save_shared_model(output, model, extractor, overwrite=overwrite)
     except (GmmsegError, ValueError, OSError) as err:
         raise click.ClickException(cli_text(err)) from err
-    for w in caught:
-        click.echo(f"warning: {cli_text(w.message)}", err=True)
+    echo_warnings(caught)
     skipped = model.metadata_.get("shared_fit", {}).get("skipped", [])
     for path, reason in skipped:
         click.echo(f"error: {path}: {reason}", err=True)

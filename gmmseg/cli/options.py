@@ -27,9 +27,10 @@ import click
 from .._log import configure_logging
 from ..features import FEATURE_BUILDERS, parse_feature_spec
 from ..mixture import (COVARIANCE_TYPES, CRITERIA, INIT_METHODS, check_covariance_type,
-                       check_criterion, check_n_components)
+                       check_criterion)
 from ..mrf import CONNECTIVITIES
-from ..pipeline import DEFAULT_K_RANGE, DEFAULT_PER_IMAGE, Segmentation, segment, select_k
+from ..pipeline import (DEFAULT_K_RANGE, DEFAULT_PER_IMAGE, Segmentation, check_segment_count,
+                        segment, select_k)
 from ..postprocess import check_region_mode, check_region_scale
 from ._errors import in_flags
 
@@ -103,8 +104,9 @@ def _check_anomaly(ctx, param, value):
 
 
 class ComponentsType(click.ParamType):
-    """``-k``: a number of segments >= 1 (:func:`gmmseg.mixture.check_n_components`),
-    or ``auto`` (chosen by a criterion) where ``auto`` is allowed."""
+    """``-k``: a number of segments a label map holds
+    (:func:`gmmseg.pipeline.check_segment_count`), or ``auto`` (chosen by a
+    criterion) where ``auto`` is allowed."""
 
     def __init__(self, *, auto=True):
         self.auto = auto
@@ -121,7 +123,7 @@ class ComponentsType(click.ParamType):
             except ValueError:
                 expected = "an integer >= 1 or 'auto'" if self.auto else "an integer >= 1"
                 self.fail(f"expected {expected}, got {value!r}", param, ctx)
-        return _library_check(check_n_components, number, param, ctx)
+        return _library_check(check_segment_count, number, param, ctx)
 
 
 class _LibraryChoice(click.Choice):

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import click
 
 from ..errors import counted
-from ._errors import cli_text, report_failure
+from ._errors import echo_warnings, held_warnings, report_failure
 from .options import model_options, output_options, reader_options, verbosity_options
 
 
@@ -52,8 +51,7 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
     for path, stem in ((item.path, item.stem) for item in items):
         try:
             t0 = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with held_warnings(path) as caught:
                 image = read_image(path, **read_kwargs)
                 seg = run_segment(
                     image, n_components, features=features, covariance_type=covariance_type,
@@ -71,8 +69,7 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
                     raise click.ClickException(f"{clash[0]}: output would replace an input file")
                 seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
                          anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
-            for w in caught:
-                click.echo(f"warning: {path}: {cli_text(w.message)}", err=True)
+            echo_warnings(caught, path)
             if not quiet:
                 m = seg.model
                 click.echo(

@@ -31,6 +31,7 @@ from .image import DEFAULT_MAX_PIXELS, Image, file_stem, real_path
 from .read import SUPPORTED_SUFFIXES, as_image, parse_bands, read_image
 from .results import describe, result_suffix, write_result_map
 from .writers import (
+    MAX_LABELS,
     atomic_output,
     label_dtype,
     remove_stale_temporaries,
@@ -42,6 +43,7 @@ from .writers import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_LABELS",
     "SUPPORTED_SUFFIXES",
     "Image",
     "as_image",
