@@ -8,6 +8,7 @@ and writes the summary files, also when interrupted.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -158,7 +159,9 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     # With resume, what is left to do has no complete outputs: a part written
     # before an interruption is replaced.
     task = _Task(str(out_dir), segment_kwargs, save_kwargs, read_kwargs, overwrite or resume,
-                 threads, model, feature_extractor, thumbnails)
+                 threads, model, feature_extractor, thumbnails,
+                 log_level=(logging.getLogger("gmmseg").getEffectiveLevel()
+                            if scheduler in (None, "local") else None))
     options = {
         "segment": _jsonable(segment_kwargs), "save": _jsonable(save_kwargs),
         "read": _jsonable(read_kwargs), "jobs": jobs, "threads": threads,
@@ -265,7 +268,7 @@ def _execute(work, task, rows, scheduler, jobs, progress):
     if not work:
         return
     if scheduler is not None:
-        _run_dask(work, task, scheduler, jobs, record, harvest)
+        _run_dask(work, task, scheduler, jobs, record, harvest, connected=tracker.connected)
     elif jobs == 1 or len(work) == 1:
         _run_in_process(work, task, record)
     else:

@@ -110,8 +110,17 @@ def _progress_printer():
     ctx = click.get_current_context()
     if ctx.meta["gmmseg.quiet"]:
         return None, lambda: None
+    shown = set()
+
+    def dashboard(p, echo):
+        """The Dask dashboard's address, once; Dask's own log says more with -v."""
+        if p.dashboard and p.dashboard not in shown:
+            shown.add(p.dashboard)
+            echo(f"Dask dashboard: {p.dashboard}")
+
     if not sys.stderr.isatty():
         def plain(p):
+            dashboard(p, lambda text: click.echo(text, err=True))
             if p.row is not None:
                 click.echo(format_progress(p), err=True)
         return plain, lambda: None
@@ -121,6 +130,7 @@ def _progress_printer():
     bars = {}
 
     def bar(p):
+        dashboard(p, lambda text: tqdm.write(text, file=sys.stderr))
         current = bars.get(p.phase)
         if current is None:
             current = bars[p.phase] = tqdm(total=p.total, desc=p.phase, unit="file",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import numbers
 import os
@@ -361,8 +362,14 @@ def _read_head(path: Path) -> bytes:
     try:
         st = path.stat()
     except FileNotFoundError as err:
+        if path.is_symlink():
+            raise ImageReadError(f"{path}: broken symbolic link (its target "
+                                 f"{os.readlink(path)} does not exist)") from err
         raise ImageReadError(f"{path}: file not found") from err
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ImageReadError(f"{path}: symbolic link loop (the link leads back to "
+                                 "itself)") from err
         raise ImageReadError(f"{path}: cannot access file ({one_line(err, with_type=True)})") from err
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(f"{path}: is a directory, not an image file")
