@@ -60,7 +60,7 @@ class _Handler(logging.StreamHandler):
             return None  # Pillow's chunks, tifffile's parsing: never gmmseg's business
         try:
             text = record.getMessage()
-        except Exception:  # a broken record of another library must not stop gmmseg
+        except (TypeError, ValueError):  # a broken record of another library: its raw text
             text = str(record.msg)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         text = f"{record.name}: {lines[0] if lines else '(empty message)'}"

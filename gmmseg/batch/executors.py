@@ -85,7 +85,7 @@ def _dashboard(client, local):
         return None
     try:
         return client.dashboard_link
-    except Exception:  # a scheduler without an HTTP server
+    except (KeyError, AttributeError):  # a scheduler without an HTTP server
         return None
 
 

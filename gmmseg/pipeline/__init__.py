@@ -13,7 +13,12 @@ model for many images).
 """
 
 from .result import Segmentation
-from .segment import DEFAULT_K_RANGE, DEFAULT_MAX_FIT_SAMPLES, check_segment_count, segment
+from .segment import (
+    DEFAULT_K_RANGE,
+    DEFAULT_MAX_FIT_SAMPLES,
+    check_segment_count,
+    segment,
+)
 from .selection import plot_selection, select_k
 from .shared import (
     DEFAULT_PER_IMAGE,
