@@ -41,9 +41,17 @@ class _Handler(logging.StreamHandler):
 
     def __init__(self, stream, level: int):
         super().__init__(stream)
+        self.follow_stderr = stream is None
         self.threshold = level
         self._last_foreign = None
         self.setFormatter(_Formatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.follow_stderr:
+            # The stderr of now, not of when logging was set up: a test
+            # runner swaps it for each command it runs.
+            self.stream = sys.stderr
+        super().emit(record)
 
     def handle(self, record: logging.LogRecord) -> bool:
         if not _is_own(record.name):
@@ -98,12 +106,12 @@ def configure_logging(level: int = logging.WARNING, stream=None) -> None:
     level : int, default=logging.WARNING
         ``logging.DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     stream : file-like, optional
-        Default: ``sys.stderr`` as it is now (a test runner's capture).
+        Default: ``sys.stderr`` at the time of each record.
     """
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(handler)
-    root.addHandler(_Handler(sys.stderr if stream is None else stream, level))
+    root.addHandler(_Handler(stream, level))
     # Other libraries' DEBUG records are never shown: do not even make them
     # (Pillow makes one per PNG chunk).  Their INFO records are, with -v.
     root.setLevel(logging.INFO if level <= logging.INFO else logging.WARNING)

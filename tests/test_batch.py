@@ -676,7 +676,7 @@ def test_fit_apply_round_trip_and_band_check(layouts, tmp_path):
 def test_shared_model_needs_a_usable_input(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("no image")
-    with pytest.raises(GmmsegError, match="none of the 1 input.*bad.png"):
+    with pytest.raises(GmmsegError, match="the input cannot be used to fit a shared model: .*bad.png: not a supported"):
         fit_shared_model([bad], n_components=2)
 
 

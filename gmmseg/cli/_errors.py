@@ -20,7 +20,7 @@ import warnings
 
 import click
 
-from ..errors import LargeModelWarning, failure_reason, one_line
+from ..errors import GmmsegError, LargeModelWarning, failure_reason, one_line
 
 logger = logging.getLogger("gmmseg")
 
@@ -101,12 +101,14 @@ def _named(path, text):
 
 
 def report_failure(path, err):
-    """One line on stderr; the traceback only with -v."""
+    """One line on stderr; the traceback of an internal error with -v, of any with -vv."""
     message = in_flags(failure_reason(err))
     if str(path) not in message:
         message = f"{path}: {message}"
     click.echo(f"error: {message}", err=True)
-    if click.get_current_context().meta.get("gmmseg.verbose"):
+    verbose = click.get_current_context().meta.get("gmmseg.verbose", 0)
+    expected = isinstance(err, (GmmsegError, ValueError, OSError))
+    if verbose >= 2 or (verbose and not expected):
         logger.info("traceback of the error above", exc_info=err)
 
 

@@ -3,7 +3,8 @@
 Owns the per-file loop (one bad input must not stop the others), the
 refusal to write over an input, and the one line printed per image.  Inputs
 whose outputs would share names get distinct ones as in a batch
-(:func:`gmmseg.batch.distinct_stems`: ``coffee_png``, ``coffee_jpg``).  It must not segment or write files itself: that is
+(:func:`gmmseg.batch.distinct_stems`: ``coffee_png``, ``coffee_jpg``).  It
+must not segment or write files itself: that is
 :func:`gmmseg.pipeline.segment` and :meth:`gmmseg.Segmentation.save`.
 """
 

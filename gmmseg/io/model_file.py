@@ -140,27 +140,33 @@ def _read_npz(path, array_names, fail):
     archive holding object arrays is refused without NumPy's advice to load
     it with ``allow_pickle``.
     """
-    with open(path, "rb") as fh:
+    with open(path, "rb") as fh:  # ours to close, also when the archive is damaged
         if fh.read(4) not in _ZIP_MAGIC:
             raise fail("not a readable gmmseg model file (not an .npz archive)")
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [n for n in ("format", "format_version", "info", "checksum", *array_names)
-                   if n not in npz.files]
-        if "format" in missing:
-            held = ", ".join(npz.files[:5]) + (", ..." if len(npz.files) > 5 else "")
-            raise fail(f"not a readable gmmseg model file (an .npz archive of {held or 'nothing'}, "
-                       "without gmmseg's format entry)")
-        if missing:
-            raise fail(f"not a readable gmmseg model file (no {missing[0]!r} array)")
-        try:
-            return (str(npz["format"]), int(npz["format_version"]), str(npz["info"]),
-                    str(npz["checksum"]),
-                    {n: np.asarray(npz[n], dtype=np.float64) for n in array_names})
-        except ValueError as err:
-            if "pickle" in str(err):  # object arrays: gmmseg never unpickles
-                raise fail("not a readable gmmseg model file (it holds Python objects, "
-                           "which gmmseg never loads)") from err
-            raise
+        fh.seek(0)
+        with np.load(fh, allow_pickle=False) as npz:
+            return _npz_contents(npz, array_names, fail)
+
+
+def _npz_contents(npz, array_names, fail):
+    """The entries of an open model archive; object arrays refused, never loaded."""
+    missing = [n for n in ("format", "format_version", "info", "checksum", *array_names)
+               if n not in npz.files]
+    if "format" in missing:
+        held = ", ".join(npz.files[:5]) + (", ..." if len(npz.files) > 5 else "")
+        raise fail(f"not a readable gmmseg model file (an .npz archive of {held or 'nothing'}, "
+                   "without gmmseg's format entry)")
+    if missing:
+        raise fail(f"not a readable gmmseg model file (no {missing[0]!r} array)")
+    try:
+        arrays = {n: np.asarray(npz[n], dtype=np.float64) for n in array_names}
+        return (str(npz["format"]), int(npz["format_version"]), str(npz["info"]),
+                str(npz["checksum"]), arrays)
+    except ValueError as err:
+        if "pickle" in str(err):  # object arrays: gmmseg never unpickles
+            raise fail("not a readable gmmseg model file (it holds Python objects, "
+                       "which gmmseg never loads)") from err
+        raise
 
 
 def _reason(err):

@@ -315,12 +315,11 @@ def check_segment_count(value, name="n_components"):
     >>> check_segment_count(70000)
     Traceback (most recent call last):
     ...
-    ValueError: n_components must be at most 65535 (label maps are uint16 beyond 255 segments), got 70000
+    ValueError: n_components must be at most 65535 (label maps are uint16), got 70000
     """
     k = check_n_components(value, name)
     if k > MAX_LABELS:
-        raise ValueError(f"{name} must be at most {MAX_LABELS} (label maps are uint16 beyond 255 "
-                         f"segments), got {k}")
+        raise ValueError(f"{name} must be at most {MAX_LABELS} (label maps are uint16), got {k}")
     return k
 
 

@@ -137,9 +137,11 @@ def fit_shared_model(
         X = extractor.fit_many(images, per_image=per_image, random_state=opts["random_state"])
     except ValueError as err:
         if not used:
+            if len(paths) == 1:
+                raise GmmsegError(f"the input cannot be used to fit a shared model: "
+                                  f"{': '.join(skipped[0]) if skipped else one_line(err)}") from err
             raise GmmsegError(
-                (f"none of the {counted(len(paths), 'input')} can" if len(paths) > 1
-                 else "the input cannot") + " be used to fit a shared model"
+                f"none of the {counted(len(paths), 'input')} can be used to fit a shared model"
                 + (f" (first problem: {skipped[0][0]}: {skipped[0][1]})" if skipped else "")
             ) from err
         raise GmmsegError(f"shared model: {one_line(err)}") from err
