@@ -73,10 +73,8 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     Parameters
     ----------
     items : sequence of BatchItem
-        From :func:`find_inputs` or :func:`items_from_files`.  Items whose
-        outputs would share names get distinct stems
-        (:func:`~gmmseg.batch.inputs.distinct_stems`: ``coffee_png``,
-        ``coffee_jpg``) instead of failing.
+        From :func:`find_inputs` or :func:`items_from_files`; output names
+        that would clash are told apart (``distinct_stems``: ``coffee_png``).
     out_dir : path
         Created if needed.  Nothing is written outside it (output folders
         that resolve elsewhere are refused) and no input is ever replaced.
@@ -159,9 +157,7 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     # With resume, what is left to do has no complete outputs: a part written
     # before an interruption is replaced.
     task = _Task(str(out_dir), segment_kwargs, save_kwargs, read_kwargs, overwrite or resume,
-                 threads, model, feature_extractor, thumbnails,
-                 log_level=(logging.getLogger("gmmseg").getEffectiveLevel()
-                            if scheduler in (None, "local") else None))
+                 threads, model, feature_extractor, thumbnails, _workers_log_level(scheduler))
     options = {
         "segment": _jsonable(segment_kwargs), "save": _jsonable(save_kwargs),
         "read": _jsonable(read_kwargs), "jobs": jobs, "threads": threads,
@@ -190,6 +186,11 @@ def _workers(jobs, threads, scheduler, segment_kwargs):
         threads = segment_kwargs.get("n_jobs") or (
             1 if scheduler not in (None, "local") else max(1, available_cpus() // jobs))
     return jobs, int(threads)
+
+
+def _workers_log_level(scheduler):
+    """gmmseg's logging level here, for the workers a local run starts; None on a remote cluster."""
+    return logging.getLogger("gmmseg").getEffectiveLevel() if scheduler in (None, "local") else None
 
 
 def _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnails,
