@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -24,12 +25,13 @@ from gmmseg.batch import (
     BatchInterrupted,
     BatchItem,
     BatchProgress,
+    distinct_stems,
     find_inputs,
     format_progress,
     items_from_files,
     run_batch,
 )
-from gmmseg.io import read_image, write_png
+from gmmseg.io import file_stem, read_image, write_png
 from gmmseg.pipeline import (check_model_input, fit_shared_model, load_shared_model,
                              save_shared_model)
 
@@ -455,15 +457,53 @@ def test_existing_outputs_need_overwrite(tmp_path):
     assert forced.rows[0]["status"] == "ok"
 
 
-def test_same_output_names_in_one_folder(tmp_path):
-    src = tmp_path / "in"
+def test_same_output_names_in_one_folder_get_the_suffix_in_the_stem(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     write_png(src / "scene.png", three_colours("columns"))
     tifffile.imwrite(src / "scene.tif", three_colours("rows"))
-    report = run_batch(find_inputs(src), tmp_path / "out", segment_kwargs=KW, jobs=1)
+    write_png(src / "other.png", three_colours("rows"))
+    report = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1)
     rows = by_input(report)
-    assert rows["scene.png"]["status"] == "ok"
-    assert "same output names as scene.png" in rows["scene.tif"]["error"]
+    assert [r["status"] for r in report.rows] == ["ok", "ok", "ok"]
+    assert rows["scene.png"]["outputs"]["labels"] == "scene_png_labels.png"
+    assert rows["scene.tif"]["outputs"]["labels"] == "scene_tif_labels.png"
+    assert rows["other.png"]["outputs"]["labels"] == "other_labels.png"  # no clash: as documented
+    # Each label map is its own input's: columns in one, rows in the other.
+    columns = cv2.imread(str(out / "scene_png_labels.png"), cv2.IMREAD_UNCHANGED)
+    by_rows = cv2.imread(str(out / "scene_tif_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert (columns[0] != columns[0, 0]).any() and (columns[:, 0] == columns[0, 0]).all()
+    assert (by_rows[:, 0] != by_rows[0, 0]).any() and (by_rows[0] == by_rows[0, 0]).all()
+    # The same batch resumed finds both sets of outputs again.
+    again = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1, resume=True)
+    assert [r["status"] for r in again.rows] == ["skipped"] * 3
+
+
+def test_distinct_stems_resolve_every_clash_in_a_fixed_way():
+    def stems(names, rel_dirs=None):
+        items = [BatchItem(Path(n), (rel_dirs or {}).get(n, "."), file_stem(n), n)
+                 for n in names]
+        return [item.stem for item in distinct_stems(items)]
+
+    assert stems(["a.png", "b.png"]) == ["a", "b"]
+    assert stems(["scan.nii.gz", "scan.dcm"]) == ["scan_nii_gz", "scan_dcm"]
+    assert stems(["Coffee.PNG", "coffee.jpg"]) == ["Coffee_PNG", "coffee_jpg"]  # case-blind
+    # An input really named like a qualified stem keeps its name; the clash moves on.
+    assert stems(["coffee.png", "coffee.jpg", "coffee_png.tif"]) == [
+        "coffee_png_2", "coffee_jpg", "coffee_png"]
+    # The same name from two folders, given one by one: numbered.
+    assert stems(["a/x.png", "b/x.png"]) == ["x_png", "x_png_2"]
+    # Different output folders never clash.
+    assert stems(["s/x.png", "t/x.jpg"], {"s/x.png": "s", "t/x.jpg": "t"}) == ["x", "x"]
+    # Idempotent: what run_batch applies again changes nothing.
+    items = distinct_stems([BatchItem(Path(n), ".", file_stem(n), n) for n in ("c.png", "c.jpg")])
+    assert distinct_stems(items) == items
+
+
+def test_items_from_files_takes_a_file_given_twice_once(tmp_path):
+    items = items_from_files([tmp_path / "a.png", f"{tmp_path}/./a.png", tmp_path / "a.jpg"])
+    assert [(item.path.name, item.stem) for item in items] == [("a.png", "a_png"),
+                                                                ("a.jpg", "a_jpg")]
 
 
 # --- containment -------------------------------------------------------------------
@@ -641,7 +681,7 @@ def test_fit_apply_round_trip_and_band_check(layouts, tmp_path):
 def test_shared_model_needs_a_usable_input(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("no image")
-    with pytest.raises(GmmsegError, match="none of the 1 input.*bad.png"):
+    with pytest.raises(GmmsegError, match="the input cannot be used to fit a shared model: .*bad.png: not a supported"):
         fit_shared_model([bad], n_components=2)
 
 

@@ -225,8 +225,8 @@ def test_several_series_in_one_folder_need_a_choice(tmp_path):
     mr_uid = str(pydicom.dcmread(MR_SERIES / "0.dcm").SeriesInstanceUID)
     ct_uid = str(pydicom.dcmread(CT).SeriesInstanceUID)
     message = _one_line_error("holds 2 DICOM series", read_image, folder)
-    assert f"{mr_uid} (2 image(s)" in message and f"{ct_uid} (1 image(s)" in message
-    assert "--series" in message
+    assert f"{mr_uid} (2 images" in message and f"{ct_uid} (1 image," in message
+    assert "series=UID" in message and "--series" not in message  # the CLI says --series
     assert read_image(folder, series=mr_uid).data.shape == (2, 256, 256, 1)
     assert read_image(folder, series=ct_uid).data.shape == (128, 128, 1)
     _one_line_error("no DICOM series '1.2.3'", read_image, folder, series="1.2.3")
@@ -334,7 +334,7 @@ def test_describe_says_what_the_reader_sees():
     # "Pixel Size = (300.04, -300.04)"; fslinfo / nibabel x, y, z; DICOM Rows, Columns.
     text = describe(read_image(RGB_NODATA))
     assert text.startswith("raster 791 x 718 pixels (width x height), pixel size 300 x 300 "
-                           "metre (x, y), 3 channel(s) R,G,B, uint8")
+                           "metre (x, y), 3 channels R,G,B, uint8")
     assert "crs EPSG:32618" in text and "nodata 0" in text
     assert re.search(r"valid \d+\.\d%", text) and text.endswith("format geotiff")
     text = describe(read_image(ANATOMICAL))
@@ -381,7 +381,8 @@ def _bad_inputs(folder):
     with rasterio.open(folder / "all_nodata.tif", "w", **profile) as dst:
         dst.write(np.zeros((profile["count"], profile["height"], profile["width"]), np.uint8))
     return {
-        "empty_series": "no dicom images",
+        "empty_series": "no dicom image (among 1 file); for a folder of image files, use "
+                        "gmmseg batch",
         "corrupt.dcm": "truncated or corrupt",
         "broken.nii": "broken nifti header",
         "all_nodata.tif": "no valid pixels",
@@ -405,7 +406,8 @@ def test_bad_inputs_get_one_line_errors_exit_1_and_write_nothing(runner, tmp_pat
 def test_empty_folder_and_other_dicom_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error("empty: directory holds no files", read_image, empty)
+    _one_line_error("empty: a folder is read as one DICOM series, and this one holds no file",
+                    read_image, empty)
     garbage = tmp_path / "garbage.dcm"
     garbage.write_bytes(bytes(128) + b"DICM" + bytes(64))
     _one_line_error("garbage.dcm: truncated or corrupt DICOM", read_image, garbage)

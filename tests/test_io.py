@@ -451,7 +451,9 @@ def test_error_directory(tmp_path):
     # A directory is read as a DICOM series; an empty one says so.
     folder = tmp_path / "folder.png"
     folder.mkdir()
-    assert "directory holds no files" in _assert_read_error(folder)
+    message = _assert_read_error(folder)
+    assert "read as one DICOM series, and this one holds no file" in message
+    assert "find_inputs and run_batch" in message
 
 
 def test_error_empty_file(tmp_path):

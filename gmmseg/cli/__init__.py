@@ -17,11 +17,28 @@ import click
 from .. import __version__
 from . import batch, fit, info, segment, select_k
 from ._help import CommandList
+from ._errors import in_cli_style
 
 __all__ = ["main"]
 
 
-@click.group(cls=CommandList, context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(CommandList):
+    """The ``gmmseg`` group: click's usage errors in the CLI's style (``error:``)."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as err:
+            raise in_cli_style(err) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as err:
+            raise in_cli_style(err) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gmmseg")
 def main():
     """Gaussian-mixture image segmentation.

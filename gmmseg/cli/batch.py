@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import GmmsegError
+from ..errors import GmmsegError, counted
 from ._errors import cli_text, in_flags
 from ._help import GroupedCommand
 from .options import (
@@ -105,8 +105,8 @@ def run_batch_command(items, out_dir, **kwargs):
             click.echo(f"error: {row['input']}: {in_flags(row['error'])}", err=True)
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     if report.exit_code != 0 or not quiet:
-        click.echo(f"{len(report.rows)} inputs: {report.n_ok} segmented, {report.n_skipped} "
-                   f"already complete, {report.n_failed} failed; summary: "
+        click.echo(f"{counted(len(report.rows), 'input')}: {report.n_ok} segmented, "
+                   f"{report.n_skipped} already complete, {report.n_failed} failed; summary: "
                    f"{report.summary_csv}, gallery: {report.gallery}",
                    err=report.exit_code != 0)
     sys.exit(report.exit_code)
@@ -119,8 +119,17 @@ def _progress_printer():
     ctx = click.get_current_context()
     if ctx.meta["gmmseg.quiet"]:
         return None, lambda: None
+    shown = set()
+
+    def dashboard(p, echo):
+        """The Dask dashboard's address, once; Dask's own log says more with -v."""
+        if p.dashboard and p.dashboard not in shown:
+            shown.add(p.dashboard)
+            echo(f"Dask dashboard: {p.dashboard}")
+
     if not sys.stderr.isatty():
         def plain(p):
+            dashboard(p, lambda text: click.echo(text, err=True))
             if p.row is not None:
                 click.echo(format_progress(p), err=True)
         return plain, lambda: None
@@ -130,6 +139,7 @@ def _progress_printer():
     bars = {}
 
     def bar(p):
+        dashboard(p, lambda text: tqdm.write(text, file=sys.stderr))
         current = bars.get(p.phase)
         if current is None:
             current = bars[p.phase] = tqdm(total=p.total, desc=p.phase, unit="file",

@@ -11,13 +11,12 @@ not fit, save, load or segment itself: the library's ``fit_shared_model``,
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import click
 
-from ..errors import GmmsegError
-from ._errors import cli_text
+from ..errors import GmmsegError, counted, failure_reason
+from ._errors import cli_text, echo_warnings, held_warnings, in_flags
 from ._help import GroupedCommand
 from .batch import run_batch_command
 from .options import (
@@ -73,8 +72,7 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
         raise click.ClickException(f"{output}: output exists (use --overwrite)")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with held_warnings() as caught:
             model, extractor = fit_shared_model(
                 inputs, n_components=n_components, features=features, per_image=per_image,
                 pca=pca, covariance_type=covariance_type, random_state=seed,
@@ -84,14 +82,13 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
             save_shared_model(output, model, extractor, overwrite=overwrite)
     except (GmmsegError, ValueError, OSError) as err:
         raise click.ClickException(cli_text(err)) from err
-    for w in caught:
-        click.echo(f"warning: {cli_text(w.message)}", err=True)
+    echo_warnings(caught)
     skipped = model.metadata_.get("shared_fit", {}).get("skipped", [])
     for path, reason in skipped:
         click.echo(f"error: {path}: {reason}", err=True)
-    click.echo(f"{output}: {model.n_components} components on features "
-               f"{extractor.spec_string!r} from {len(inputs) - len(skipped)} of {len(inputs)} "
-               f"inputs")
+    click.echo(f"{output}: {counted(model.n_components, 'component')} on features "
+               f"{extractor.spec_string!r} from {len(inputs) - len(skipped)} of "
+               f"{counted(len(inputs), 'input')}")
     if skipped:
         sys.exit(1)
 
@@ -113,8 +110,11 @@ def apply(model_file, inputs, read_kwargs, run, min_region_size, smoothing, conn
     try:
         model, extractor = load_shared_model(model_file)
         items = items_from_files(inputs)
-    except (GmmsegError, ValueError, OSError) as err:
-        raise click.ClickException(cli_text(err)) from err
+    except Exception as err:  # a model file of any kind of damage: one line, no traceback
+        message = in_flags(failure_reason(err))
+        if str(model_file) not in message:
+            message = f"{model_file}: {message}"
+        raise click.ClickException(message) from err
     run_batch_command(
         items, **run, threads=threads, read_kwargs=read_kwargs, model=model,
         feature_extractor=extractor,

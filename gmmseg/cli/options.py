@@ -24,6 +24,7 @@ import click
 
 # These imports add nothing to ``--help``'s start-up: ``import gmmseg`` loads
 # all of them already.
+from .._log import configure_logging
 from ..features import FEATURE_BUILDERS, parse_feature_spec
 from ..mixture import (
     COVARIANCE_TYPES,
@@ -31,13 +32,13 @@ from ..mixture import (
     INIT_METHODS,
     check_covariance_type,
     check_criterion,
-    check_n_components,
 )
 from ..mrf import CONNECTIVITIES
 from ..pipeline import (
     DEFAULT_K_RANGE,
     DEFAULT_PER_IMAGE,
     Segmentation,
+    check_segment_count,
     segment,
     select_k,
 )
@@ -114,8 +115,9 @@ def _check_anomaly(ctx, param, value):
 
 
 class ComponentsType(click.ParamType):
-    """``-k``: a number of segments >= 1 (:func:`gmmseg.mixture.check_n_components`),
-    or ``auto`` (chosen by a criterion) where ``auto`` is allowed."""
+    """``-k``: a number of segments a label map holds
+    (:func:`gmmseg.pipeline.check_segment_count`), or ``auto`` (chosen by a
+    criterion) where ``auto`` is allowed."""
 
     def __init__(self, *, auto=True):
         self.auto = auto
@@ -132,7 +134,7 @@ class ComponentsType(click.ParamType):
             except ValueError:
                 expected = "an integer >= 1 or 'auto'" if self.auto else "an integer >= 1"
                 self.fail(f"expected {expected}, got {value!r}", param, ctx)
-        return _library_check(check_n_components, number, param, ctx)
+        return _library_check(check_segment_count, number, param, ctx)
 
 
 class _LibraryChoice(click.Choice):
@@ -422,7 +424,7 @@ def verbosity_options(fn):
     def wrapper(*args, verbose, quiet, **kwargs):
         level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
             min(verbose, 2)]
-        logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+        configure_logging(level)
         ctx = click.get_current_context()
         ctx.meta["gmmseg.verbose"] = verbose
         ctx.meta["gmmseg.quiet"] = quiet

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import counted
 from ._errors import cli_text, report_failure
 from ._help import GroupedCommand
 from .options import (
@@ -127,7 +128,8 @@ def _selection_table(result):
     lines.append(
         f"chosen: K = {result.n_components}"
         + (f" ({result.covariance_type})" if several else "")
-        + f" by {result.criterion.upper()} on {result.n_samples:,.0f} fit pixels "
+        + f" by {result.criterion.upper()} on "
+          f"{counted(round(result.n_samples), 'fit pixel', grouped=True)} "
           f"({result.info['timings']['total']:.2f} s)")
     ks = sorted({r["n_components"] for r in result.rows})
     if len(ks) > 1 and result.n_components == ks[-1]:

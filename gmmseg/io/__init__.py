@@ -29,7 +29,7 @@ rename it into place, so an interrupted run never leaves a partial output, and
 they refuse to replace an existing file unless ``overwrite=True``.
 """
 
-from .image import DEFAULT_MAX_PIXELS, Image, file_stem
+from .image import DEFAULT_MAX_PIXELS, Image, file_stem, real_path
 from .read import SUPPORTED_SUFFIXES, as_image, parse_bands, read_image
 from .results import (
     describe,
@@ -40,6 +40,7 @@ from .results import (
     write_result_map,
 )
 from .writers import (
+    MAX_LABELS,
     atomic_output,
     label_dtype,
     remove_stale_temporaries,
@@ -51,6 +52,7 @@ from .writers import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_LABELS",
     "SUPPORTED_SUFFIXES",
     "Image",
     "as_image",
@@ -62,6 +64,7 @@ __all__ = [
     "parse_bands",
     "pixel_size",
     "read_image",
+    "real_path",
     "remove_stale_temporaries",
     "result_suffix",
     "write_json",

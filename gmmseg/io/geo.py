@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GmmsegError, ImageReadError, one_line
+from ..errors import GmmsegError, ImageReadError, counted, one_line
 from .image import _RGB, Image, _check_pixels, logged_warnings, require
 from .writers import atomic_output
 
@@ -103,7 +103,7 @@ def read_raster(path: Path, *, max_pixels: int, bands: tuple[int, ...] | None = 
                 wrong = [b for b in bands if not 1 <= b <= count]
                 if wrong:
                     raise ImageReadError(
-                        f"{path}: band {wrong[0]} does not exist; the file has {count} band(s), "
+                        f"{path}: band {wrong[0]} does not exist; the file has {counted(count, 'band')}, "
                         f"numbered 1 to {count}")
                 indexes = tuple(bands)
             _check_pixels(path, (ds.height, ds.width), max_pixels)

@@ -35,11 +35,12 @@ import io
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import GmmsegError, ImageReadError, one_line
+from ..errors import GmmsegError, ImageReadError, counted, one_line
 from .image import (
     _RGB,
     Image,
@@ -73,6 +74,9 @@ _DECODER_HINTS = {
 }
 _DEFAULT_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or: pip install python-gdcm)"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# A folder read as an image is a DICOM series; said when it is not one, in the
+# API's words (the CLI says ``gmmseg batch``).
+FOLDER_HINT = "for a folder of image files, use gmmseg.batch.find_inputs and run_batch"
 
 # nibabel reports header problems to a logger; the faults we refuse become the
 # error message, and the minor ones it fixes are not worth a line.
@@ -289,8 +293,28 @@ def _decode(path: Path, ds, pydicom) -> np.ndarray:
         what = f"compressed ({ts.name}) " if ts.is_compressed else ""
         raise ImageReadError(
             f"{path}: cannot decode the {what}DICOM pixel data, truncated or corrupt file "
-            f"({one_line(err, with_type=True)})") from err
+            f"({_decoder_failure(err)})") from err
     return np.asarray(arr)
+
+
+# What pydicom says when every decoder plugin failed, before it lists them.
+_ALL_PLUGINS_FAILED = re.compile(r"^RuntimeError: Unable to decode as exceptions were raised by "
+                                 r"all available plugins: ")
+# "<_io.BytesIO object at 0x7f...>": a memory address that says nothing to the user.
+_OBJECT_REPR = re.compile(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _decoder_failure(err: BaseException) -> str:
+    """pydicom's decoding error in one line: each plugin and its reason, no object reprs.
+
+    Examples
+    --------
+    >>> _decoder_failure(RuntimeError("Unable to decode as exceptions were raised by all "
+    ...     "available plugins:\\n  pillow: cannot identify image file <_io.BytesIO object at 0x7f1>"))
+    'pillow: cannot identify image file'
+    """
+    text = _ALL_PLUGINS_FAILED.sub("", one_line(err, with_type=True))
+    return _OBJECT_REPR.sub("", text)
 
 
 def _dcmread(pydicom, path: Path, *, stop_before_pixels: bool = False):
@@ -440,8 +464,8 @@ def read_dicom_series(folder: Path, *, max_pixels: int, series: str | None = Non
     """
     files = _series_files(folder)
     if not files:
-        raise ImageReadError(
-            f"{folder}: directory holds no files (a directory is read as a DICOM series)")
+        raise ImageReadError(f"{folder}: a folder is read as one DICOM series, and this one holds "
+                             f"no file; {FOLDER_HINT}")
     pydicom = require("pydicom", what="reading a DICOM series (a directory)", path=folder)
     by_series: dict[str, list[tuple[Path, object]]] = {}
     with logged_warnings(folder):
@@ -456,14 +480,15 @@ def read_dicom_series(folder: Path, *, max_pixels: int, series: str | None = Non
             by_series.setdefault(uid, []).append((file, ds))
     if not by_series:
         raise ImageReadError(
-            f"{folder}: directory holds no DICOM images ({len(files)} file(s), none a DICOM image)")
+            f"{folder}: a folder is read as one DICOM series, and this one holds no DICOM image "
+            f"(among {counted(len(files), 'file')}); {FOLDER_HINT}")
     if series is None and len(by_series) > 1:
         listing = "; ".join(_series_summary(uid, items) for uid, items in sorted(by_series.items()))
-        raise ImageReadError(f"{folder}: directory holds {len(by_series)} DICOM series; choose "
-                             f"one with series=UID (--series UID): {listing}")
+        raise ImageReadError(f"{folder}: folder holds {len(by_series)} DICOM series; choose "
+                             f"one with series=UID: {listing}")
     if series is not None and series not in by_series:
         listing = "; ".join(_series_summary(uid, items) for uid, items in sorted(by_series.items()))
-        raise ImageReadError(f"{folder}: no DICOM series {series!r} in the directory; it holds: {listing}")
+        raise ImageReadError(f"{folder}: no DICOM series {series!r} in the folder; it holds: {listing}")
     chosen = by_series[series if series is not None else next(iter(by_series))]
     if len(chosen) == 1:
         image = read_dicom(chosen[0][0], max_pixels=max_pixels)
@@ -496,7 +521,8 @@ def _series_summary(uid: str, items: list) -> str:
     ds = items[0][1]
     what = " ".join(str(v) for v in (getattr(ds, "Modality", ""), getattr(ds, "SeriesDescription", ""))
                     if v)
-    return f"{uid or '(no SeriesInstanceUID)'} ({len(items)} image(s){', ' + what if what else ''})"
+    return (f"{uid or '(no SeriesInstanceUID)'} ({counted(len(items), 'image')}"
+            f"{', ' + what if what else ''})")
 
 
 # --------------------------------------------------------------------------
@@ -557,8 +583,8 @@ def read_nifti(path: Path, *, max_pixels: int, volume: int | None = None) -> Ima
     n_volumes = shape[3] if len(shape) == 4 else 1
     index = 0 if volume is None else int(volume)
     if not 0 <= index < n_volumes:
-        raise ImageReadError(f"{path}: volume {index} does not exist; the file holds {n_volumes} "
-                             f"volume(s), numbered 0 to {n_volumes - 1}")
+        raise ImageReadError(f"{path}: volume {index} does not exist; the file holds "
+                             f"{counted(n_volumes, 'volume')}, numbered 0 to {n_volumes - 1}")
     spatial = (shape + (1, 1))[:3]
     _check_pixels(path, spatial, max_pixels)
     dtype = header.get_data_dtype()
@@ -669,7 +695,7 @@ def _label_rows(colors, names) -> list[tuple[int, tuple[int, int, int], str]]:
     colors = np.asarray(colors)
     if colors.ndim != 2 or colors.shape[1] != 3 or len(names) != colors.shape[0]:
         raise ValueError(f"need one RGB colour per name, got colours of shape {colors.shape} "
-                         f"and {len(names)} name(s)")
+                         f"and {counted(len(names), 'name')}")
     rows = []
     for k, (rgb, name) in enumerate(zip(colors, names)):
         text = " ".join(str(name).replace('"', "'").split())  # one line, no quotes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import numbers
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageReadError, one_line
+from ..errors import ImageReadError, counted, one_line
 from .image import (
     _RGB,
     DEFAULT_MAX_PIXELS,
@@ -377,8 +378,8 @@ def _select_bands(image: Image, bands: tuple[int, ...] | None) -> Image:
     n = image.n_channels
     wrong = [b for b in bands if b > n]
     if wrong:
-        raise ImageReadError(f"{image.path}: band {wrong[0]} does not exist; the image has {n} "
-                             f"channel(s), numbered 1 to {n}")
+        raise ImageReadError(f"{image.path}: band {wrong[0]} does not exist; the image has "
+                             f"{counted(n, 'channel')}, numbered 1 to {n}")
     if bands == tuple(range(1, n + 1)):
         return image
     index = [b - 1 for b in bands]
@@ -411,8 +412,14 @@ def _read_head(path: Path) -> bytes:
     try:
         st = path.stat()
     except FileNotFoundError as err:
+        if path.is_symlink():
+            raise ImageReadError(f"{path}: broken symbolic link (its target "
+                                 f"{os.readlink(path)} does not exist)") from err
         raise ImageReadError(f"{path}: file not found") from err
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ImageReadError(f"{path}: symbolic link loop (the link leads back to "
+                                 "itself)") from err
         raise ImageReadError(f"{path}: cannot access file ({one_line(err, with_type=True)})") from err
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(f"{path}: is a directory, not an image file")

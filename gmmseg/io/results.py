@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import counted
 from .image import Image
 from .writers import label_dtype, write_png, write_tiff
 
@@ -280,7 +281,7 @@ def describe(image: Image) -> str:
     >>> img = Image(np.arange(12, dtype=np.uint8).reshape(3, 4, 1), np.ones((3, 4), bool),
     ...             channels=("gray",), meta={"format": "png"})
     >>> describe(img).split(", ")[:3]
-    ['image 4 x 3 pixels (width x height)', '1 channel(s) gray', 'uint8']
+    ['image 4 x 3 pixels (width x height)', '1 channel gray', 'uint8']
     """
     meta = image.meta
     n_pixels = math.prod(image.spatial_shape)
@@ -288,7 +289,7 @@ def describe(image: Image) -> str:
     value_range = f"{values.min():g}..{values.max():g}" if values.size else "-"
     parts = [_geometry_text(image)]
     parts += [
-        f"{image.n_channels} channel(s) {','.join(image.channels) or '-'}",
+        f"{counted(image.n_channels, 'channel')} {','.join(image.channels) or '-'}",
         str(image.data.dtype),
         f"range {value_range}" + (f" {meta['units']}" if meta.get("units") else ""),
         f"valid {image.n_valid / max(1, n_pixels):.1%}",

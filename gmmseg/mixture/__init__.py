@@ -7,6 +7,8 @@ per number of components and keeps the best by BIC or AIC.
 Modules, each with one concern (dependencies point down this list, never up):
 
 - `selection`: the K sweep, `select_k` and `SelectKResult`;
+- `_cost`: what a fit will cost, said before it starts (`n_free_parameters`,
+  `estimate_fit_cost` from measured per-row costs);
 - `_gaussian_mixture`: the `GaussianMixture` estimator (parameters, fitted
   state, the EM loop, (de)serialising its state for model files);
 - `_estimator`: scikit-learn's estimator protocol without scikit-learn
@@ -23,6 +25,7 @@ The EM core knows no files: model files are written and read by
 ``load``.
 """
 
+from ._cost import FitCost, estimate_fit_cost, n_free_parameters
 from ._em import EStepResult
 from ._gaussian_mixture import GaussianMixture
 from ._parameters import canonical_order
@@ -42,6 +45,7 @@ __all__ = [
     "CRITERIA",
     "INIT_METHODS",
     "EStepResult",
+    "FitCost",
     "GaussianMixture",
     "SelectKResult",
     "canonical_order",
@@ -49,5 +53,7 @@ __all__ = [
     "check_criterion",
     "check_k_values",
     "check_n_components",
+    "estimate_fit_cost",
+    "n_free_parameters",
     "select_k",
 ]

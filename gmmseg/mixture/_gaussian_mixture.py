@@ -340,7 +340,7 @@ class GaussianMixture(_Estimator):
             log_lik = _run_e_step(X, runner, state, self.n_components,
                                   labels=False, proba=False).log_likelihood
             means, cov_k, weights = _reseed_empty(empty, means, cov_k, weights, nk, X, log_lik)
-            logger.info("re-seeded empty component(s) %s on badly explained rows",
+            logger.info("re-seeded empty components %s on badly explained rows",
                         np.flatnonzero(empty).tolist())
         covariances = _finish_covariances(cov_k, nk, self.covariance_type, self.reg_covar_)
         self._set_params_from_covariances(weights, means, covariances)

@@ -14,7 +14,12 @@ plot), ``shared`` (one model for many images).
 """
 
 from .result import Segmentation
-from .segment import DEFAULT_K_RANGE, DEFAULT_MAX_FIT_SAMPLES, segment
+from .segment import (
+    DEFAULT_K_RANGE,
+    DEFAULT_MAX_FIT_SAMPLES,
+    check_segment_count,
+    segment,
+)
 from .selection import plot_selection, select_k
 from .shared import (
     DEFAULT_PER_IMAGE,
@@ -32,6 +37,7 @@ __all__ = [
     "MODEL_OPTIONS",
     "Segmentation",
     "check_model_input",
+    "check_segment_count",
     "fit_shared_model",
     "load_shared_model",
     "plot_selection",

@@ -12,15 +12,22 @@ import contextlib
 import logging
 import numbers
 import time
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
 from .. import mrf, postprocess
-from ..errors import GmmsegError, TooFewDistinctRowsError
+from ..errors import GmmsegError, LargeModelWarning, TooFewDistinctRowsError, counted
 from ..features import FeatureExtractor
-from ..io import as_image
-from ..mixture import GaussianMixture, check_k_values
+from ..io import MAX_LABELS, as_image
+from ..mixture import (
+    GaussianMixture,
+    check_k_values,
+    check_n_components,
+    estimate_fit_cost,
+    n_free_parameters,
+)
 from ..mixture import select_k as select_k_arrays
 from .result import Segmentation
 
@@ -32,6 +39,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_FIT_SAMPLES = 150_000
 #: Candidate K of ``n_components="auto"``.
 DEFAULT_K_RANGE = (1, 10)
+#: Fewest fit pixels per free parameter of the mixture before ``n_components``
+#: counts as far beyond what the pixels support.  Below one, the average
+#: component has fewer pixels than parameters (a full covariance in D
+#: dimensions alone needs D + 1 pixels to be non-singular): what EM fits is
+#: the noise of a few pixels.  Rules of thumb for a good fit ask for ten per
+#: parameter; segmentations of clean images do well with far fewer, so only
+#: the hopeless case is called out.
+MIN_PIXELS_PER_PARAMETER = 1
+#: A fit of more than ``DEFAULT_K_RANGE``'s largest K estimated to take longer
+#: than this many seconds is announced before it starts, so that a large K
+#: never runs for minutes without a word.
+ANNOUNCE_FIT_SECONDS = 30.0
 
 
 def segment(image, n_components=4, *, features="auto", covariance_type="full", random_state=0,
@@ -260,10 +279,10 @@ def read_valid(image, mask, timings, **array_options):
 def candidate_ks(n_components):
     """None for a fixed K, else the sorted candidate K to choose from.
 
-    The one reading of ``segment``'s ``n_components``: an integer K (checked
-    by :func:`gmmseg.mixture.check_n_components` when the mixture is made),
-    ``"auto"`` (K in :data:`DEFAULT_K_RANGE`) or a sequence of candidate K
-    (:func:`gmmseg.mixture.check_k_values`).
+    The one reading of ``segment``'s ``n_components``: an integer K
+    (:func:`check_segment_count`), ``"auto"`` (K in :data:`DEFAULT_K_RANGE`)
+    or a sequence of candidate K (:func:`gmmseg.mixture.check_k_values`,
+    each a count a label map holds).
 
     Examples
     --------
@@ -271,14 +290,40 @@ def candidate_ks(n_components):
     (True, 10, [2, 4])
     """
     if isinstance(n_components, numbers.Integral):
-        return None  # GaussianMixture checks it
+        check_segment_count(n_components)
+        return None
     if isinstance(n_components, str) and n_components == "auto":
         return list(range(DEFAULT_K_RANGE[0], DEFAULT_K_RANGE[1] + 1))
     if isinstance(n_components, str) or not isinstance(n_components, Iterable):
         raise ValueError(
             f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
             f"got {n_components!r}")
-    return check_k_values(n_components, name="candidate n_components")
+    ks = check_k_values(n_components, name="candidate n_components")
+    check_segment_count(ks[-1], name="candidate n_components")
+    return ks
+
+
+def check_segment_count(value, name="n_components"):
+    """A number of segments: an integer K >= 1 that a label map can hold.
+
+    :func:`gmmseg.mixture.check_n_components`, and at most
+    :data:`gmmseg.io.MAX_LABELS` (65535): label files are uint8 up to 255
+    segments and uint16 beyond, so a larger K could be fitted but never
+    written.
+
+    Examples
+    --------
+    >>> check_segment_count(300)
+    300
+    >>> check_segment_count(70000)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_components must be at most 65535 (label maps are uint16), got 70000
+    """
+    k = check_n_components(value, name)
+    if k > MAX_LABELS:
+        raise ValueError(f"{name} must be at most {MAX_LABELS} (label maps are uint16), got {k}")
+    return k
 
 
 def stored_feature_extractor(model):
@@ -336,7 +381,8 @@ def fit_mixture(X, n_components, where, params, max_fit_samples,
     ``where``.
     """
     X_fit = fit_sample(X, max_fit_samples, params["random_state"])
-    model = GaussianMixture(n_components, **params)
+    model = GaussianMixture(check_segment_count(n_components), **params)
+    announce_fit_cost(model, X_fit, len(X), where)
     try:
         model.fit(X_fit)
     except TooFewDistinctRowsError as err:
@@ -345,6 +391,61 @@ def fit_mixture(X, n_components, where, params, max_fit_samples,
         raise GmmsegError(f"{where}{err}") from err
     model.sort_components()
     return model, len(X_fit)
+
+
+def announce_fit_cost(model, X_fit, n_label, where=""):
+    """Warn before ``model.fit(X_fit)`` when K is beyond what the pixels support or slow.
+
+    A :class:`~gmmseg.errors.LargeModelWarning` when the mixture has fewer
+    than :data:`MIN_PIXELS_PER_PARAMETER` fit pixels per free parameter, or
+    when K is beyond the range ``"auto"`` tries and the fit is estimated
+    (:func:`gmmseg.mixture.estimate_fit_cost`, measured on this machine) to
+    take over :data:`ANNOUNCE_FIT_SECONDS`.  The message gives both counts
+    and the estimate, so that the wait is known before it starts.
+    """
+    (n, d), k = X_fit.shape, model.n_components
+    n_params = n_free_parameters(k, d, model.covariance_type)
+    per_parameter = n / n_params
+    thin = per_parameter < MIN_PIXELS_PER_PARAMETER
+    if not thin and k <= DEFAULT_K_RANGE[1]:
+        return
+    cost = estimate_fit_cost(model, X_fit, n_label)
+    if not thin and cost.total < ANNOUNCE_FIT_SECONDS:
+        return
+    each = f"{per_parameter:.0f}" if per_parameter >= 10 else f"{per_parameter:.2g}"
+    starts = f", n_init={model.n_init}" if model.n_init > 1 else ""
+    warnings.warn(
+        f"{where}n_components={k} means {counted(n_params, 'free parameter', grouped=True)} "
+        f"for {counted(n, 'fit pixel', grouped=True)}, {each} pixels each"
+        + (": fewer pixels than parameters, components fit noise" if thin else "")
+        + f"; the fit takes up to about {_duration(cost.total)} here "
+        f"({_duration(cost.iteration)} per EM iteration, max_iter={model.max_iter}{starts}); "
+        "choose K with gmmseg.pipeline.select_k or use a smaller n_components",
+        LargeModelWarning, stacklevel=2)
+
+
+def _duration(seconds):
+    """Seconds for a person: ``'0.4 s'``, ``'12 s'``, ``'3 min 10 s'``, ``'2 h 5 min'``.
+
+    Examples
+    --------
+    >>> _duration(0.42), _duration(12.3), _duration(190), _duration(7500)
+    ('0.4 s', '12 s', '3 min 10 s', '2 h 5 min')
+    >>> _duration(0.004)
+    'under 0.1 s'
+    """
+    if seconds < 0.1:
+        return "under 0.1 s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def select_on_fit_sample(X, k_values, where, criterion, params, max_fit_samples,
