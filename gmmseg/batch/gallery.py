@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .. import postprocess
-from ..errors import GmmsegError
+from ..errors import counted, GmmsegError
 from ..io import write_png
 from ..pipeline.figures import overlay_picture
 from .inputs import BatchItem, _inside, _rel
@@ -160,7 +160,7 @@ def gallery_html(report: BatchReport, counts: dict, started: str) -> str:
         f"<title>gmmseg batch: {esc(report.out_dir.name or str(report.out_dir))}</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>gmmseg batch</h1>",
-        f"<p>{counts['total']} inputs: {counts['ok']} segmented, {counts['skipped']} complete "
+        f"<p>{counted(counts['total'], 'input')}: {counts['ok']} segmented, {counts['skipped']} complete "
         f"from an earlier run, {counts['failed']} failed"
         + (f", {counts['cancelled']} not processed (interrupted)" if counts["cancelled"] else "")
         + f". Started {esc(started)}, {report.seconds:.1f} s. "
