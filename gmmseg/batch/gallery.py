@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .. import postprocess
-from ..errors import counted, GmmsegError
+from ..errors import GmmsegError, counted
 from ..io import write_png
 from ..pipeline.figures import overlay_picture
 from .inputs import BatchItem, _inside, _rel
