@@ -18,6 +18,7 @@ Modules:
 - `geo`: GeoTIFF and other GDAL rasters (rasterio; the ``geo`` extra);
 - `read`: `read_image`, which picks the reader from the content, and `as_image`;
 - `writers`: atomic PNG, TIFF, ``.npy`` and JSON writers;
+- `masks`: ``mask=`` as an array, a file on the image's grid or ``"nonzero"``;
 - `model_file`: saved models (``.npz`` or JSON, checksummed, never pickled);
 - `results`: result maps in the input's geometry (`result_suffix`,
   `write_result_map`) and `describe`.
@@ -28,6 +29,7 @@ they refuse to replace an existing file unless ``overwrite=True``.
 """
 
 from .image import DEFAULT_MAX_PIXELS, Image, file_stem
+from .masks import MASK_RULES, resolve_mask
 from .read import SUPPORTED_SUFFIXES, as_image, parse_bands, read_image
 from .results import describe, result_suffix, write_result_map
 from .writers import (
@@ -42,6 +44,7 @@ from .writers import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MASK_RULES",
     "SUPPORTED_SUFFIXES",
     "Image",
     "as_image",
@@ -52,6 +55,7 @@ __all__ = [
     "parse_bands",
     "read_image",
     "remove_stale_temporaries",
+    "resolve_mask",
     "result_suffix",
     "write_json",
     "write_npy",

@@ -6,15 +6,18 @@ files of a segmentation (:mod:`gmmseg.pipeline.outputs`).  Glues io,
 features, mixture, mrf and postprocess together; parses no command-line
 option.
 
-Modules: ``segment`` (image to labels, the defaults), ``result``
+Modules: ``segment`` (image to labels, the defaults), ``presets``
+(``preset=``), ``tissue`` (the ``t1`` preset's tissue classification), ``result``
 (:class:`Segmentation`), ``outputs`` (file names, the written set, the
 report), ``selection`` (K sweep on an image, its plot), ``shared`` (one
 model for many images).
 """
 
+from .presets import preset_arguments
 from .result import Segmentation
 from .segment import DEFAULT_K_RANGE, DEFAULT_MAX_FIT_SAMPLES, segment
 from .selection import plot_selection, select_k
+from .tissue import TissueSegmentation, segment_tissue
 from .shared import (
     DEFAULT_PER_IMAGE,
     MODEL_OPTIONS,
@@ -30,11 +33,14 @@ __all__ = [
     "DEFAULT_PER_IMAGE",
     "MODEL_OPTIONS",
     "Segmentation",
+    "TissueSegmentation",
     "check_model_input",
     "fit_shared_model",
     "load_shared_model",
     "plot_selection",
+    "preset_arguments",
     "save_shared_model",
     "segment",
+    "segment_tissue",
     "select_k",
 ]
