@@ -61,6 +61,9 @@ def resolve_mask(mask, image):
 def _mask_file(path, image):
     from .read import read_image
 
+    if not path.exists():
+        raise ImageReadError(f"{path}: mask file not found (mask= takes a bool array, a file "
+                             f"or one of {', '.join(repr(r) for r in MASK_RULES)})")
     try:
         source = read_image(path)
     except ImageReadError:

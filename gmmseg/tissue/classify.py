@@ -43,7 +43,8 @@ MIN_VOXELS_FOR_COARSE = 200_000
 MIN_BIAS_INTENSITY_SHARE = 1e-3
 #: Strongest prior while the field is estimated.
 FIELD_BETA = 1.0
-#: Mean-field sweeps of the prior per iteration.
+#: Mean-field sweeps of the prior for the final labels (one per bias-field
+#: iteration before them: ``q`` is carried over, so they add up).
 PRIOR_SWEEPS = 2
 #: Histogram EM iterations per bias-field step (warm-started).
 STEP_HISTOGRAM_ITERATIONS = 300
@@ -245,7 +246,7 @@ class _Stage:
     def restored(self):
         return self.x * np.exp(-self.log_b)
 
-    def run(self, model, max_iter, tol, n_sweeps=PRIOR_SWEEPS):
+    def run(self, model, max_iter, tol, n_sweeps=1):
         """Bias-field iterations; returns ``(iterations, converged)``.
 
         Each fits the intensity model to the histogram of the restored

@@ -21,16 +21,17 @@ model (the prior modulates the class proportions; it does not replace them).
 The neighbourhood is the 3 x 3 x 3 block with separable weights
 ``exp(-d^2 / 2)`` per axis (``d``: offset in units of the finest spacing),
 so face, edge and corner neighbours weigh 0.61, 0.37 and 0.22 in an
-isotropic volume and a slice twice as far weighs less.  It costs three
-1-D filters per composition channel.  Voxels are updated in two
+isotropic volume and a slice twice as far weighs less.  It costs one
+separable 2-D filter per slice and two shifted sums per composition
+channel.  Voxels are updated in two
 interleaved halves (``z + y + x`` even, then odd), a block coordinate
 ascent for the face neighbours.  Knows no intensities.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from .partial_volume import softmax
 
@@ -72,22 +73,39 @@ class CompositionPrior:
         self.norm = np.maximum(norm.reshape(-1)[self.index], np.float32(1e-6))
 
     def _neighbour_sum(self, grid):
-        """``sum_j a_ij g_j`` over the neighbours (the voxel itself left out)."""
-        out = grid
-        for axis, taps in enumerate(self.taps):
-            out = ndimage.correlate1d(out, taps.astype(np.float32), axis=axis, mode="constant")
+        """``sum_j a_ij g_j`` over the neighbours (the voxel itself left out), float32.
+
+        The last two axes in one separable OpenCV filter per slice (several
+        times faster than three SciPy passes), the first by shifted sums.
+        """
+        grid = np.ascontiguousarray(grid, dtype=np.float32)
+        ky, kx = (t.astype(np.float32) for t in self.taps[-2:])
+        out = np.empty_like(grid)
+        planes = grid.reshape((-1,) + grid.shape[-2:])
+        for src, dst in zip(planes, out.reshape(planes.shape)):
+            cv2.sepFilter2D(src, -1, kx, ky, dst=dst, borderType=cv2.BORDER_CONSTANT)
+        if grid.ndim == 3 and grid.shape[0] > 1:
+            w = np.float32(self.taps[0][0])
+            flat = out.copy()
+            out[1:] += w * flat[:-1]
+            out[:-1] += w * flat[1:]
         out -= grid
         return out
 
     def neighbour_composition(self, q):
-        """``m_i``: the neighbours' mean tissue composition, ``(n_tissues, N)``."""
+        """``m_i``: the neighbours' mean tissue composition, ``(n_tissues, N)``.
+
+        Its channels sum to 1 (each voxel's composition does, and the mean is
+        over the valid neighbours), so the last one is not filtered.
+        """
         mix = self.composition.T @ q                        # (n_tissues, N)
         mean = np.empty_like(mix)
         grid = np.zeros(self.valid.size, dtype=np.float32)
-        for c in range(len(mix)):
+        for c in range(len(mix) - 1):
             grid[self.index] = mix[c]
             mean[c] = self._neighbour_sum(grid.reshape(self.valid.shape)).reshape(-1)[self.index]
             mean[c] /= self.norm
+        mean[-1] = 1.0 - mean[:-1].sum(axis=0)
         return mean
 
     def agreement(self, q):
