@@ -86,6 +86,13 @@ def check_preset(name, param="preset"):
     raise ValueError(f"{param} must be one of {', '.join(PRESETS)}, got {name!r}")
 
 
+#: What a file must say of itself for ``preset="auto"`` to pick a preset:
+#: ``(meta key, value) -> preset name`` (a DICOM file's ``"modality"`` is its
+#: Modality tag).  Empty until a preset is measured on a modality that a file
+#: names: see :func:`auto_preset`.
+AUTO_RULES = MappingProxyType({})
+
+
 def auto_preset(image):
     """The preset a file asks for by what it says it is, or None.
 
@@ -95,5 +102,8 @@ def auto_preset(image):
     there is no measured CT preset; NIfTI, TIFF and PNG files say nothing.
     So ``"auto"`` keeps the modality-honest defaults everywhere.
     """
-    del image  # the rule has no case yet; see the docstring
+    meta = getattr(image, "meta", None) or {}
+    for (key, value), name in AUTO_RULES.items():
+        if str(meta.get(key, "")).upper() == value:
+            return name
     return None

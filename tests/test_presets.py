@@ -14,7 +14,7 @@ from gmmseg.errors import GmmsegError, ImageReadError
 from gmmseg.presets import PRESETS, check_preset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_tissue import brain_phantom, scan  # noqa: E402
+from test_tissue import brain_phantom, scan
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 nib = pytest.importorskip("nibabel")
@@ -59,6 +59,15 @@ def test_every_preset_has_a_summary_and_settings_segment_takes():
         assert preset.method in ("mixture", "tissue")
 
 
+def test_auto_picks_no_preset_where_the_file_does_not_say_what_it_is():
+    from gmmseg.presets import auto_preset
+
+    ct = gmmseg.read_image(Path(__file__).parent / "data" / "ct_small.dcm")
+    assert ct.meta["modality"] == "CT" and auto_preset(ct) is None   # no measured CT preset
+    img = np.array([[0, 9], [9, 9]], np.uint8)
+    assert gmmseg.segment(img, 2, preset="auto").info.get("preset") is None
+
+
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(ValueError, match="preset must be one of photo, fluorescence, t1, got 'ct'"):
         check_preset("ct")
@@ -78,8 +87,9 @@ def test_unknown_preset_on_the_command_line_is_a_one_line_usage_error(runner):
     result = runner.invoke(main, ["segment", str(SAMPLES / "nuclei.tif"), "--preset", "xray"])
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert errors == ["Error: Invalid value for '--preset': must be one of photo, "
-                      "fluorescence, t1, got 'xray'"]
+    expected = ("Error: Invalid value for '--preset': must be one of photo, fluorescence, t1, "
+                "got 'xray'")
+    assert errors == [expected]
 
 
 # ----- values: the preset's, unless given --------------------------------

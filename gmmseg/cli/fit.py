@@ -20,7 +20,6 @@ from ..errors import GmmsegError
 from ._errors import cli_text
 from ._help import GroupedCommand
 from .batch import run_batch_command
-from .presets import given_only
 from .options import (
     batch_options,
     covariance_option,
@@ -35,6 +34,7 @@ from .options import (
     threads_option,
     verbosity_options,
 )
+from .presets import given_only
 
 FIT_EXAMPLES = """
 gmmseg fit day1/*.tif day2/*.tif -k 6 -o landcover.npz
@@ -68,7 +68,12 @@ def fit(inputs, output, read_kwargs, preset, n_components, covariance_type, feat
     The model file records its feature specification, so `apply` computes
     the same features and refuses inputs they do not fit.
     """
-    from ..pipeline import MODEL_OPTIONS, fit_shared_model, preset_arguments, save_shared_model
+    from ..pipeline import (
+        MODEL_OPTIONS,
+        fit_shared_model,
+        preset_arguments,
+        save_shared_model,
+    )
 
     options = dict(n_components=n_components, features=features, pca=pca,
                    covariance_type=covariance_type, random_state=seed,

@@ -16,7 +16,6 @@ import click
 
 from ._errors import cli_text, report_failure
 from ._help import GroupedCommand
-from .presets import given_only
 from .options import (
     SELECT_K_DEFAULTS,
     ComponentsType,
@@ -29,6 +28,7 @@ from .options import (
     reader_options,
     verbosity_options,
 )
+from .presets import given_only
 
 EXAMPLES = """
 gmmseg select-k photo.jpg

@@ -17,7 +17,6 @@ from .presets import preset_arguments
 from .result import Segmentation
 from .segment import DEFAULT_K_RANGE, DEFAULT_MAX_FIT_SAMPLES, segment
 from .selection import plot_selection, select_k
-from .tissue import TissueSegmentation, segment_tissue
 from .shared import (
     DEFAULT_PER_IMAGE,
     MODEL_OPTIONS,
@@ -26,6 +25,7 @@ from .shared import (
     load_shared_model,
     save_shared_model,
 )
+from .tissue import TissueSegmentation, segment_tissue
 
 __all__ = [
     "DEFAULT_K_RANGE",

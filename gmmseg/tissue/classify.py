@@ -20,7 +20,6 @@ files.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +40,10 @@ MIN_VOXELS_FOR_COARSE = 200_000
 #: Voxels with intensity below this share of the median are not used for the
 #: bias field (its model is multiplicative: log of ~0 is meaningless).
 MIN_BIAS_INTENSITY_SHARE = 1e-3
-#: Strongest prior while the field is estimated.
+#: Strongest prior while the field is estimated.  A stronger prior makes
+#: the classes rigid and the field takes up anatomy: on the MNI152 template
+#: with a +-25 % field, prior 4 in the field iterations gave a mean Dice of
+#: 0.77 against 0.91 with 1 (on the clean template, 0.927 against 0.917).
 FIELD_BETA = 1.0
 #: Mean-field sweeps of the prior for the final labels (one per bias-field
 #: iteration before them: ``q`` is carried over, so they add up).
