@@ -164,6 +164,9 @@ def main():
               + " / ".join(f"{v:.0f}" for v in soft))
         for method in methods:
             labels, pv, wall, cpu = run(method, image, m, smoothing)
+            if not np.any(labels[m] >= 0):
+                print(f"{name:11} {method:8} failed: no voxel labelled ({wall:.1f} s)")
+                continue
             d = dice(labels, truth, m)
             vols = " / ".join(f"{np.sum(labels == k) * voxel_ml:.0f}" for k in range(3))
             if pv is not None:

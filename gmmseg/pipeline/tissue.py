@@ -103,7 +103,7 @@ def segment_tissue(image, n_components=3, *, mask=None, smoothing=tissue.DEFAULT
         Strength of the tissue prior (:mod:`gmmseg.tissue.prior`); 0: none.
     bias_field, partial_volume : bool, default=True
         Estimate a bias field; model partial-volume voxels.
-    knot_distance : float, default=60
+    knot_distance : float, default=100
         Knot distance of the bias field's B-splines, in mm (pixels if the
         image has no spacing).
     random_state, n_jobs :

@@ -109,7 +109,7 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
         Strength of the spatial prior (:mod:`.prior`); 0 switches it off.
     bias : bool, default=True
         Estimate and remove a smooth multiplicative bias field.
-    knot_distance : float, default=60
+    knot_distance : float, default=100
         Knot distance of the bias field's B-splines, in mm.
     partial_volume : bool, default=True
         Model the voxels that mix two neighbouring classes.
