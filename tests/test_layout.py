@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gmmseg"
 LAYERS = {
     "errors": 0, "_system": 0, "_log": 0,
     "io": 1,
-    "features": 2, "mixture": 2, "mrf": 2, "postprocess": 2, "metrics": 2,
+    "features": 2, "mixture": 2, "mrf": 2, "postprocess": 2, "metrics": 2, "tissue": 2,
+    "presets": 2,
     "pipeline": 3,
     "batch": 4,
     "cli": 5,

@@ -6,7 +6,7 @@ usage.  Option defaults are read from the API's signatures.
 Layout, as rasterio's ``rio/``: :mod:`.options` defines every option that
 more than one command takes, once; :mod:`._errors` reports a failed input;
 each command has its own module (``segment``, ``select_k``, ``batch``,
-``fit`` with ``apply``, ``info``).  This module only holds the group
+``fit`` with ``apply``, ``info``, ``presets``).  This module only holds the group
 :func:`main` (the ``gmmseg`` console script) and registers the commands.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import batch, fit, info, segment, select_k
+from . import batch, fit, info, presets, segment, select_k
 from ._help import CommandList
 from ._errors import in_cli_style
 
@@ -50,6 +50,6 @@ def main():
 
 
 for _command in (segment.segment, select_k.select_k, batch.batch, fit.fit, fit.apply,
-                 info.info):
+                 info.info, presets.presets):
     main.add_command(_command)
 del _command

@@ -12,8 +12,9 @@ import click
 #: The sections of a command's ``--help``, in order; options not listed
 #: below are shown last, under "Other options".
 _GROUP_OF = {
-    "Input": ("bands", "nodata", "volume", "series", "recursive", "include", "exclude"),
-    "Model": ("n_components", "k_min", "k_max", "criterion", "covariance_type",
+    "Input": ("bands", "nodata", "volume", "series", "mask", "recursive", "include",
+              "exclude"),
+    "Model": ("preset", "n_components", "k_min", "k_max", "criterion", "covariance_type",
               "covariance_types", "features", "pca", "seed", "max_fit_samples", "init_params",
               "n_init", "max_iter", "tol", "min_region_size", "smoothing", "connectivity",
               "shared_model", "per_image"),

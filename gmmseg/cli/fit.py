@@ -28,14 +28,17 @@ from .options import (
     n_components_option,
     overwrite_option,
     per_image_option,
+    preset_option,
     reader_options,
     threads_option,
     verbosity_options,
 )
+from .presets import given_only
 
 FIT_EXAMPLES = """
 gmmseg fit day1/*.tif day2/*.tif -k 6 -o landcover.npz
 gmmseg fit coffee.png astronaut.png -k 5 --per-image 50000 -o photos.npz
+gmmseg fit cells/*.tif --preset fluorescence -o cells.npz
 """
 APPLY_EXAMPLES = """
 gmmseg apply landcover.npz day3/*.tif -o results/
@@ -48,6 +51,7 @@ gmmseg apply photos.npz coffee.png -o out --regions off
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Model file to write (.npz or .json).")
 @reader_options
+@preset_option
 @n_components_option(auto=False)
 @covariance_option()
 @feature_fit_options
@@ -55,7 +59,7 @@ gmmseg apply photos.npz coffee.png -o out --regions off
 @per_image_option("Pixels drawn from each image.")
 @overwrite_option("an existing model file")
 @verbosity_options
-def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
+def fit(inputs, output, read_kwargs, preset, n_components, covariance_type, features,
         pca, seed, max_fit_samples, init_params, n_init, max_iter, tol, threads, per_image,
         overwrite):
     """Fit one mixture on pixels pooled from INPUTS and save it (for `apply`).
@@ -63,8 +67,23 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
     The model file records its feature specification, so `apply` computes
     the same features and refuses inputs they do not fit.
     """
-    from ..pipeline import fit_shared_model, save_shared_model
+    from ..pipeline import (
+        MODEL_OPTIONS,
+        fit_shared_model,
+        preset_arguments,
+        save_shared_model,
+    )
 
+    options = dict(n_components=n_components, features=features, pca=pca,
+                   covariance_type=covariance_type, random_state=seed,
+                   max_fit_samples=max_fit_samples, init_params=init_params, n_init=n_init,
+                   max_iter=max_iter, tol=tol, n_jobs=threads)
+    if preset is not None:
+        try:
+            options, _ = preset_arguments(preset, given_only(options, preset),
+                                          accepted=MODEL_OPTIONS, method="mixture", what="fit")
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="'--preset'") from err
     if output.suffix.lower() not in (".npz", ".json"):
         raise click.BadParameter(f"{output}: a model file ends in .npz or .json",
                                  param_hint="'-o' / '--output'")
@@ -73,12 +92,8 @@ def fit(inputs, output, read_kwargs, n_components, covariance_type, features,
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         with held_warnings() as caught:
-            model, extractor = fit_shared_model(
-                inputs, n_components=n_components, features=features, per_image=per_image,
-                pca=pca, covariance_type=covariance_type, random_state=seed,
-                max_fit_samples=max_fit_samples, init_params=init_params, n_init=n_init,
-                max_iter=max_iter, tol=tol, n_jobs=threads,
-                read_kwargs=read_kwargs)
+            model, extractor = fit_shared_model(inputs, per_image=per_image,
+                                                read_kwargs=read_kwargs, **options)
             save_shared_model(output, model, extractor, overwrite=overwrite)
     except (GmmsegError, ValueError, OSError) as err:
         raise click.ClickException(cli_text(err)) from err

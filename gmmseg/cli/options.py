@@ -43,6 +43,7 @@ from ..pipeline import (
     select_k,
 )
 from ..postprocess import check_region_mode, check_region_scale
+from ..presets import PRESETS, check_preset
 from ._errors import in_flags
 
 # The API's defaults, read from its signatures so that the CLI cannot drift
@@ -173,6 +174,21 @@ def _library_check(check, value, param, ctx):
         # click names the option already: "Invalid value for '-k': must be ..."
         text = str(err).removeprefix(f"{name} ") if name else str(err)
         raise click.BadParameter(in_flags(text), ctx, param) from err
+
+
+def _preset_name(value, name="preset"):
+    return check_preset(value, name).name
+
+
+preset_option = click.option(
+    "--preset", type=_LibraryChoice(list(PRESETS), _preset_name), default=None,
+    help="A recipe for a kind of image (list: gmmseg presets): its features, K, prior and "
+         "mask; options given explicitly override it.")
+
+mask_option = click.option(
+    "--mask", type=click.Path(exists=True, path_type=Path), default=None,
+    help="Segment only the non-zero pixels of this file: NIfTI, DICOM or any raster on the "
+         "image's grid (a brain mask, a region of interest).")
 
 
 def _check_region_scale(ctx, param, value):

@@ -19,28 +19,39 @@ import click
 from ..errors import counted
 from ._errors import echo_warnings, held_warnings, report_failure
 from ._help import GroupedCommand
-from .options import model_options, output_options, reader_options, verbosity_options
+from .options import (
+    mask_option,
+    model_options,
+    output_options,
+    preset_option,
+    reader_options,
+    verbosity_options,
+)
+from .presets import given_only
 
 EXAMPLES = """
 gmmseg segment photo.jpg -k 4 -o out
 gmmseg segment photo.jpg -k auto -o out               # K chosen by BIC
 gmmseg segment scan.nii.gz -k 3 --smooth 1 -o out     # a volume, with the Potts prior
 gmmseg segment scene.tif --bands 4,3,2 -k 5 --save-proba -o out
-gmmseg segment cells.tif -k 2 --features contrast --smooth 1 -o out
+gmmseg segment cells.tif --preset fluorescence -o out   # contrast features + prior, K = 2
+gmmseg segment brain.nii.gz --preset t1 -o out          # CSF/GM/WM, bias field, pve maps
 """
 
 
 @click.command(cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @reader_options
+@mask_option
+@preset_option
 @model_options
 @output_options
 @verbosity_options
-def segment(images, read_kwargs, out_dir, n_components, features, covariance_type, pca, seed,
-            max_fit_samples, min_region_size, smoothing, connectivity, criterion, init_params,
-            n_init, max_iter, tol, threads, save_proba, save_loglik, save_uncertainty,
-            save_anomaly, anomaly_quantile, anomaly_threshold, regions, region_scale, alpha,
-            overwrite):
+def segment(images, read_kwargs, mask, preset, out_dir, n_components, features, covariance_type,
+            pca, seed, max_fit_samples, min_region_size, smoothing, connectivity, criterion,
+            init_params, n_init, max_iter, tol, threads, save_proba, save_loglik,
+            save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, regions,
+            region_scale, alpha, overwrite):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
@@ -63,12 +74,13 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
             t0 = time.perf_counter()
             with held_warnings(path) as caught:
                 image = read_image(path, **read_kwargs)
-                seg = run_segment(
-                    image, n_components, features=features, covariance_type=covariance_type,
-                    random_state=seed, max_fit_samples=max_fit_samples, pca=pca,
-                    min_region_size=min_region_size, smoothing=smoothing,
-                    connectivity=connectivity, init_params=init_params, n_init=n_init,
-                    max_iter=max_iter, tol=tol, n_jobs=threads, criterion=criterion)
+                seg = run_segment(image, preset=preset, **given_only(dict(
+                    n_components=n_components, features=features,
+                    covariance_type=covariance_type, random_state=seed,
+                    max_fit_samples=max_fit_samples, pca=pca, min_region_size=min_region_size,
+                    smoothing=smoothing, connectivity=connectivity, init_params=init_params,
+                    n_init=n_init, max_iter=max_iter, tol=tol, n_jobs=threads,
+                    criterion=criterion, mask=mask), preset))
                 maps = dict(proba=save_proba, log_likelihood=save_loglik,
                             uncertainty=save_uncertainty, anomaly=save_anomaly, regions=regions,
                             region_scale=region_scale)
@@ -86,7 +98,7 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
                     f"{path}: {counted(m.n_components, 'segment')}{_selection_note(seg)}, "
                     f"{counted(m.n_iter_, 'EM iteration')}"
                     f"{'' if m.converged_ else ' (not converged)'}"
-                    f"{_smoothing_note(seg)}"
+                    f"{_smoothing_note(seg)}{_preset_note(seg)}"
                     f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}"
                     f"{_regions_note(seg)}, "
                     f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
@@ -113,6 +125,11 @@ def _selection_note(seg):
         return ""
     ks = chosen["k_values"]
     return f" (chosen by {chosen['criterion'].upper()} among K = {ks[0]}..{ks[-1]})"
+
+
+def _preset_note(seg) -> str:
+    record = seg.info.get("preset")
+    return f", preset {record['name']}" if record else ""
 
 
 def _smoothing_note(seg) -> str:

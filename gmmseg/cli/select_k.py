@@ -25,20 +25,24 @@ from .options import (
     em_options,
     feature_fit_options,
     overwrite_option,
+    preset_option,
     reader_options,
     verbosity_options,
 )
+from .presets import given_only
 
 EXAMPLES = """
 gmmseg select-k photo.jpg
 gmmseg select-k photo.jpg --k-max 15 --criterion aic --plot bic.png
 gmmseg select-k scene.tif --covariance-type full --covariance-type diag
+gmmseg select-k cells.tif --preset fluorescence        # on the preset's features
 """
 
 
 @click.command("select-k", cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("image", type=click.Path(path_type=Path))
 @reader_options
+@preset_option
 @click.option("--k-min", type=ComponentsType(auto=False),
               default=SELECT_K_DEFAULTS["k_min"], show_default=True, help="Smallest K tried.")
 @click.option("--k-max", type=ComponentsType(auto=False),
@@ -52,7 +56,7 @@ gmmseg select-k scene.tif --covariance-type full --covariance-type diag
                    "(.png, .pdf, .svg; needs matplotlib).")
 @overwrite_option("an existing --plot file")
 @verbosity_options
-def select_k(image, read_kwargs, k_min, k_max, criterion, covariance_types,
+def select_k(image, read_kwargs, preset, k_min, k_max, criterion, covariance_types,
              features, pca, seed, max_fit_samples, init_params, n_init, max_iter, tol, threads,
              plot, overwrite):
     """How many segments: fit K = K_MIN..K_MAX to IMAGE, pick the lowest BIC (or AIC).
@@ -77,18 +81,26 @@ def select_k(image, read_kwargs, k_min, k_max, criterion, covariance_types,
             sys.exit(1)
 
     from ..io import read_image
-    from ..pipeline import plot_selection
+    from ..pipeline import plot_selection, preset_arguments
     from ..pipeline import select_k as run_select_k
+
+    options = dict(criterion=criterion, covariance_types=covariance_types, features=features,
+                   pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
+                   init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                   n_jobs=threads)
+    if preset is not None:
+        try:
+            options, _ = preset_arguments(preset, given_only(options, preset),
+                                          accepted=SELECT_K_DEFAULTS, method="mixture",
+                                          what="select_k")
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="'--preset'") from err
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             img = read_image(image, **read_kwargs)
-            result = run_select_k(
-                img, k_min, k_max, criterion=criterion, covariance_types=covariance_types,
-                features=features, pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
-                init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
-                n_jobs=threads)
+            result = run_select_k(img, k_min, k_max, **options)
         for w in caught:
             click.echo(f"warning: {image}: {cli_text(w.message)}", err=True)
         for line in _selection_table(result):

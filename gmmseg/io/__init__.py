@@ -18,6 +18,7 @@ Modules:
 - `geo`: GeoTIFF and other GDAL rasters (rasterio; the ``geo`` extra);
 - `read`: `read_image`, which picks the reader from the content, and `as_image`;
 - `writers`: atomic PNG, TIFF, ``.npy`` and JSON writers;
+- `masks`: ``mask=`` as an array, a file on the image's grid or ``"nonzero"``;
 - `model_file`: saved models (``.npz`` or JSON, checksummed, never pickled);
 - `results`: result maps in the input's geometry (`result_suffix`,
   `write_result_map`), the files that name and colour their labels
@@ -30,6 +31,7 @@ they refuse to replace an existing file unless ``overwrite=True``.
 """
 
 from .image import DEFAULT_MAX_PIXELS, Image, file_stem, real_path
+from .masks import MASK_RULES, resolve_mask
 from .read import SUPPORTED_SUFFIXES, as_image, parse_bands, read_image
 from .results import (
     describe,
@@ -52,6 +54,7 @@ from .writers import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MASK_RULES",
     "MAX_LABELS",
     "SUPPORTED_SUFFIXES",
     "Image",
@@ -66,6 +69,7 @@ __all__ = [
     "read_image",
     "real_path",
     "remove_stale_temporaries",
+    "resolve_mask",
     "result_suffix",
     "write_json",
     "write_label_table",

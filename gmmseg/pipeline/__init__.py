@@ -6,13 +6,15 @@ files of a segmentation (:mod:`gmmseg.pipeline.outputs`).  Glues io,
 features, mixture, mrf and postprocess together; parses no command-line
 option.
 
-Modules: ``segment`` (image to labels, the defaults), ``result``
+Modules: ``segment`` (image to labels, the defaults), ``presets``
+(``preset=``), ``tissue`` (the ``t1`` preset's tissue classification), ``result``
 (:class:`Segmentation`), ``outputs`` (file names, the written set, the
 report), ``figures`` (the pictures: overlays, volume montages, heat maps
 with colour bars, label names), ``selection`` (K sweep on an image, its
 plot), ``shared`` (one model for many images).
 """
 
+from .presets import preset_arguments
 from .result import Segmentation
 from .segment import (
     DEFAULT_K_RANGE,
@@ -29,6 +31,7 @@ from .shared import (
     load_shared_model,
     save_shared_model,
 )
+from .tissue import TissueSegmentation, segment_tissue
 
 __all__ = [
     "DEFAULT_K_RANGE",
@@ -36,12 +39,15 @@ __all__ = [
     "DEFAULT_PER_IMAGE",
     "MODEL_OPTIONS",
     "Segmentation",
+    "TissueSegmentation",
     "check_model_input",
     "check_segment_count",
     "fit_shared_model",
     "load_shared_model",
     "plot_selection",
+    "preset_arguments",
     "save_shared_model",
     "segment",
+    "segment_tissue",
     "select_k",
 ]

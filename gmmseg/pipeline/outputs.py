@@ -61,22 +61,30 @@ OUTPUT_KINDS = {
     "regions_lut": ("regions", "table:.lut"),
     "regions_aux": ("regions", "table:.tif.aux.xml"),
     "regions_overlay": ("regions_overlay", ".png"),
+    # Maps of tissue classification (gmmseg.pipeline.tissue), as FAST writes them.
+    "pve": ("pve", "float"),
+    "bias": ("bias", "float"),
+    "restored": ("restored", "float"),
 }
+#: Kinds written only when the segmentation has them (``seg.extra_maps``).
+EXTRA_KINDS = ("pve", "bias", "restored")
 
 # The suffixes a result map of each format kind can have (see result_suffix).
 _MAP_SUFFIXES = {"labels": (".png", ".tif", ".nii.gz"), "float": (".tif", ".nii.gz")}
 
 
 def output_paths(image, out_dir, stem, *, proba=False, log_likelihood=False,
-                 uncertainty=False, anomaly=False, anomaly_mask=False, regions=False):
+                 uncertainty=False, anomaly=False, anomaly_mask=False, regions=False,
+                 extra=()):
     """The files a save of ``image``'s segmentation writes with these options, by kind.
 
     ``labels``, ``overlay``, ``report`` always; ``proba``,
     ``log_likelihood`` (also with ``anomaly``), ``uncertainty`` (heat map)
     and ``uncertainty_map`` (float), ``anomaly`` (heat map),
-    ``anomaly_mask`` and ``regions`` (with ``regions_overlay``) on request.
-    Label and region maps of NIfTI / DICOM inputs come with ``*_itksnap``
-    and ``*_lut`` files, of rasters with ``*_aux`` (see
+    ``anomaly_mask`` and ``regions`` (with ``regions_overlay``) on request;
+    the kinds in ``extra`` (of :data:`EXTRA_KINDS`) for segmentations that
+    have them.  Label and region maps of NIfTI / DICOM inputs come with
+    ``*_itksnap`` and ``*_lut`` files, of rasters with ``*_aux`` (see
     :func:`gmmseg.io.label_table_suffixes`).
     """
     wanted = {
@@ -84,6 +92,7 @@ def output_paths(image, out_dir, stem, *, proba=False, log_likelihood=False,
         "log_likelihood": log_likelihood or anomaly, "uncertainty": uncertainty,
         "uncertainty_map": uncertainty, "anomaly": anomaly, "anomaly_mask": anomaly_mask,
         "regions": regions, "regions_overlay": regions,
+        **{kind: kind in extra for kind in EXTRA_KINDS},
     }
     tables = label_table_suffixes(image)
     out_dir = Path(out_dir)
@@ -213,8 +222,9 @@ def segmentation_report(seg, segments, *, uncertainty, anomaly_quantile, anomaly
         "segments": segments,
         "timings": dict(seg.info.get("timings", {})),
     }
-    if seg.info.get("model_selection") is not None:
-        out["model_selection"] = seg.info["model_selection"]
+    for entry in ("model_selection", "preset", "tissue"):
+        if seg.info.get(entry) is not None:
+            out[entry] = seg.info[entry]
     if uncertainty:
         values = seg.uncertainty[seg.valid].astype(np.float64)
         out["uncertainty"] = {
@@ -325,7 +335,8 @@ def _stale_outputs(image, paths, out_dir, stem):
     if not isinstance(listed, dict):
         return []
     every = output_paths(image, out_dir, stem, proba=True, log_likelihood=True,
-                         uncertainty=True, anomaly=True, anomaly_mask=True, regions=True)
+                         uncertainty=True, anomaly=True, anomaly_mask=True, regions=True,
+                         extra=EXTRA_KINDS)
     ours = {p.name for p in every.values()} - {p.name for p in paths.values()}
     return [report.with_name(name) for name in listed.values()
             if isinstance(name, str) and name in ours]
@@ -339,9 +350,10 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
     limit = (seg.anomaly_threshold(anomaly_quantile, threshold=anomaly_threshold)
              if want_mask else None)
     request = region_request(seg.image, regions, region_scale)
+    extra = getattr(seg, "extra_maps", {})
     paths = output_paths(seg.image, out_dir, stem, proba=proba, log_likelihood=log_likelihood,
                          uncertainty=uncertainty, anomaly=anomaly, anomaly_mask=want_mask,
-                         regions=request is not None)
+                         regions=request is not None, extra=tuple(extra))
     if not overwrite:
         existing = [str(p) for p in paths.values() if p.exists()]
         if existing:
@@ -379,6 +391,8 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
             write(kind, write_label_table, names, colors, columns=columns)
         if proba:
             write("proba", write_result_map, seg.proba, seg.image)
+        for kind, values in extra.items():
+            write(kind, write_result_map, values, seg.image)
         if log_likelihood or anomaly:
             write("log_likelihood", write_result_map, seg.log_likelihood, seg.image)
         heat, heat_entry = _heat_maps(seg, uncertainty, anomaly)

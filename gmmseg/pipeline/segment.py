@@ -20,7 +20,7 @@ import numpy as np
 from .. import mrf, postprocess
 from ..errors import GmmsegError, LargeModelWarning, TooFewDistinctRowsError, counted
 from ..features import FeatureExtractor
-from ..io import MAX_LABELS, as_image
+from ..io import MAX_LABELS, as_image, resolve_mask
 from ..mixture import (
     GaussianMixture,
     check_k_values,
@@ -29,6 +29,7 @@ from ..mixture import (
     n_free_parameters,
 )
 from ..mixture import select_k as select_k_arrays
+from .presets import with_presets
 from .result import Segmentation
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,13 @@ MIN_PIXELS_PER_PARAMETER = 1
 ANNOUNCE_FIT_SECONDS = 30.0
 
 
+@with_presets
 def segment(image, n_components=4, *, features="auto", covariance_type="full", random_state=0,
             max_fit_samples=DEFAULT_MAX_FIT_SAMPLES, mask=None, model=None,
             feature_extractor=None, standardize=True, pca=None, min_region_size=0,
             smoothing=0.0, connectivity=None, init_params="k-means++", n_init=1, max_iter=100,
             tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion="bic", channel_axis=-1,
-            spacing=None):
+            spacing=None, preset=None):
     """Segment an image with a Gaussian mixture over per-pixel features.
 
     Parameters
@@ -82,8 +84,10 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     max_fit_samples : int or None, default=150000
         Fit on at most this many random valid pixels (None: all); every pixel
         is labelled.
-    mask : bool ndarray of the image's spatial shape, optional
-        Pixels to segment; combined with the image's own validity mask.
+    mask : bool ndarray of the image's spatial shape, path or "nonzero", optional
+        Pixels to segment, combined with the image's validity mask: an array,
+        a file on the image's grid (non-zero = in), or "nonzero"; see
+        :func:`gmmseg.io.resolve_mask`.
     model : GaussianMixture, optional
         A fitted mixture to apply instead of fitting one.  Its features come
         from ``feature_extractor`` or, if that is None, from the model's
@@ -105,6 +109,11 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         :class:`~gmmseg.mixture.GaussianMixture`.
     criterion : {"bic", "aic"}, default="bic"
         How ``n_components="auto"`` chooses K.
+    preset : str, optional
+        A named recipe (:data:`gmmseg.presets.PRESETS`: ``photo``,
+        ``fluorescence``, ``t1``; "auto": as the file says, see
+        :func:`gmmseg.presets.auto_preset`): its values for every argument
+        not passed explicitly; ``info["preset"]`` records them.
 
     Returns
     -------
@@ -122,6 +131,7 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     >>> seg.labels[[0, 0], [0, 19]].tolist()
     [0, 1]
     """
+    del preset  # applied by with_presets
     k_values = None if model is not None else candidate_ks(n_components)
     timings = {}
     t0 = time.perf_counter()
@@ -157,7 +167,19 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         labels, proba, log_lik, mean_ll = _label(model, X, valid, q, min_region_size)
         del X, q
     timings["total"] = time.perf_counter() - t0
-    info = {
+    info = _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size,
+                 smoothing, energies, selection, timings)
+    if not pretrained:
+        _record_features(model, feature_extractor)
+    logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
+                where, n_valid, model.n_components, timings["total"])
+    return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
+
+
+def _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size, smoothing,
+          energies, selection, timings):
+    """``Segmentation.info`` of a :func:`segment` call."""
+    return {
         "n_valid": n_valid, "mean_log_likelihood": mean_ll, "fit_samples": fit_samples,
         "random_state": random_state if isinstance(random_state, (int, type(None))) else None,
         "pretrained": pretrained, "min_region_size": int(min_region_size or 0),
@@ -167,11 +189,6 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         "model_selection": None if selection is None else selection.summary(),
         "timings": timings,
     }
-    if not pretrained:
-        _record_features(model, feature_extractor)
-    logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
-                where, n_valid, model.n_components, timings["total"])
-    return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
 
 
 @contextlib.contextmanager
@@ -244,15 +261,9 @@ def _record_features(model, feature_extractor):
 
 
 def combined_mask(img, mask):
-    """The image's valid pixels, within ``mask`` if one is given."""
-    if mask is None:
-        return img.valid
-    mask = np.asarray(mask)
-    if mask.dtype != bool or mask.shape != img.spatial_shape:
-        raise ValueError(
-            f"mask must be a bool array of shape {img.spatial_shape}, got "
-            f"{mask.dtype} {mask.shape}")
-    return img.valid & mask
+    """The image's valid pixels, within ``mask`` (array, file or rule: :func:`resolve_mask`)."""
+    mask = resolve_mask(mask, img)
+    return img.valid if mask is None else img.valid & mask
 
 
 def where_of(img):
