@@ -15,7 +15,9 @@ from .errors import (
     ConvergenceWarning,
     GmmsegError,
     ImageReadError,
+    LargeModelWarning,
     ModelFileError,
+    NotFittedError,
     OutputExistsError,
 )
 from .features import FeatureExtractor
@@ -30,7 +32,9 @@ __all__ = [
     "GmmsegError",
     "Image",
     "ImageReadError",
+    "LargeModelWarning",
     "ModelFileError",
+    "NotFittedError",
     "OutputExistsError",
     "Segmentation",
     "SelectKResult",

@@ -21,8 +21,38 @@ class TooFewDistinctRowsError(GmmsegError, ValueError):
     """A mixture was asked for more components than the data has distinct rows."""
 
 
+class NotFittedError(GmmsegError, ValueError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``.
+
+    A ``ValueError`` and an ``AttributeError``, as scikit-learn's
+    ``NotFittedError`` is, so that code written for either library catches it
+    (and ``hasattr`` on a fitted-only property is ``False``).
+    """
+
+
+class LargeModelWarning(UserWarning):
+    """n_components is beyond what the data support, or the fit will be slow; said before it."""
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood converged."""
+
+
+def counted(n: int, noun: str, plural: str | None = None, *, grouped: bool = False) -> str:
+    """``n`` and ``noun``, the noun in the plural unless ``n`` is 1: messages never say "(s)".
+
+    ``plural`` defaults to ``noun + "s"``; ``grouped`` writes thousands
+    separators.
+
+    Examples
+    --------
+    >>> counted(1, "channel"), counted(3, "channel"), counted(0, "series", "series")
+    ('1 channel', '3 channels', '0 series')
+    >>> counted(150000, "fit pixel", grouped=True)
+    '150,000 fit pixels'
+    """
+    word = noun if n == 1 else (plural or noun + "s")
+    return f"{n:,} {word}" if grouped else f"{n} {word}"
 
 
 def one_line(err: BaseException, *, with_type: bool = False) -> str:

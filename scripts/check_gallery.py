@@ -1,9 +1,11 @@
 """Render a batch gallery (``index.html``) in headless Chromium and check it.
 
 Checks that every ``<img>`` of the gallery loaded (complete, with a non-zero
-natural size) and that a screenshot of the page was taken and is not blank.
-Without OUT_DIR, a small demo batch is made first in a temporary folder
-(an 8-bit photo, a 16-bit TIFF, a 6-band array, a corrupt file and a file
+natural size), that the page fits a window 1280 pixels wide (``--width``)
+without scrolling sideways, and that a screenshot of the page at that width
+was taken and is not blank.  Without OUT_DIR, a small demo batch is made
+first in a temporary folder (an 8-bit photo, a 16-bit TIFF, a 6-band
+array, a NIfTI volume when nibabel is installed, a corrupt file and a file
 name that needs HTML escaping).
 
 Needs Debian's ``chromium`` package (``apt-get install chromium``); when no
@@ -12,7 +14,7 @@ Chromium is found the check is skipped with a message and exit code 0
 
 Usage::
 
-    python scripts/check_gallery.py [OUT_DIR] [--screenshot gallery.png] [--require]
+    python scripts/check_gallery.py [OUT_DIR] [--screenshot gallery.png] [--width 1280] [--require]
 
 Exit codes: 0 passed (or skipped), 1 failed.
 """
@@ -44,7 +46,9 @@ window.addEventListener("load", function () {
                      .map(function (im) { return im.getAttribute("src"); });
   var out = document.createElement("pre");
   out.id = "gallery-check";
-  out.textContent = JSON.stringify({total: images.length, broken: broken});
+  out.textContent = JSON.stringify({total: images.length, broken: broken,
+                                    page_width: document.documentElement.scrollWidth,
+                                    window_width: window.innerWidth});
   document.body.appendChild(out);
 });
 </script>
@@ -80,6 +84,16 @@ def demo_batch(folder):
     bands = np.concatenate([photo, 255 - photo], axis=-1).astype(np.float32)
     np.save(src / "six_bands.npy", bands)
     (src / "broken.png").write_bytes((src / "photo & <friends>.png").read_bytes()[:100])
+    try:
+        import nibabel
+    except ImportError:
+        pass
+    else:  # a ball in a box, 2.5 mm slices: the overlay is a montage of three planes
+        z, y, x = np.mgrid[0:24, 0:40, 0:40]
+        ball = (((z - 12) * 2.5) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 < 15 ** 2).astype(np.float32)
+        volume = ball * 100 + rng.normal(0, 8, ball.shape).astype(np.float32)
+        nibabel.save(nibabel.Nifti1Image(volume.transpose(2, 1, 0), np.diag([1, 1, 2.5, 1])),
+                     src / "ball.nii.gz")
     out = folder / "out"
     run_batch(find_inputs(src), out, segment_kwargs={"n_components": 3, "random_state": 0},
               jobs=1)
@@ -91,7 +105,7 @@ def run_chromium(chromium, args, timeout=120):
                           timeout=timeout, check=False)
 
 
-def check(out_dir, chromium, screenshot):
+def check(out_dir, chromium, screenshot, width=1280):
     """Return a list of problems (empty: the gallery is fine)."""
     gallery = out_dir.resolve() / "index.html"
     if not gallery.is_file():
@@ -106,7 +120,8 @@ def check(out_dir, chromium, screenshot):
             "</body>", PROBE + "</body>", 1)
         probe = Path(tmp) / "probe.html"
         probe.write_text(probe_html, encoding="utf-8")
-        result = run_chromium(chromium, ["--virtual-time-budget=10000", "--dump-dom",
+        result = run_chromium(chromium, [f"--window-size={width},1800",
+                                         "--virtual-time-budget=10000", "--dump-dom",
                                          probe.as_uri()])
         match = re.search(r'<pre id="gallery-check">(.*?)</pre>', result.stdout, re.DOTALL)
         if not match:
@@ -119,8 +134,12 @@ def check(out_dir, chromium, screenshot):
         if state["total"] != n_img or n_img == 0:
             problems.append(f"expected {n_img} images in the rendered page, saw {state['total']}")
         problems += [f"image did not load: {src}" for src in state["broken"]]
+        print(f"page width: {state['page_width']} px in a {state['window_width']} px window")
+        if state["page_width"] > state["window_width"]:
+            problems.append(f"the page is {state['page_width']} px wide: wider than the "
+                            f"{state['window_width']} px window (scrolls sideways)")
 
-    result = run_chromium(chromium, ["--window-size=1400,1800",
+    result = run_chromium(chromium, [f"--window-size={width},1800",
                                      f"--screenshot={screenshot}", gallery.as_uri()])
     shot = cv2.imread(str(screenshot), cv2.IMREAD_COLOR) if screenshot.exists() else None
     if shot is None:
@@ -140,6 +159,8 @@ def main(argv=None):
     parser.add_argument("--screenshot", type=Path, default=None,
                         help="where to save the screenshot (default: a temporary file)")
     parser.add_argument("--chromium", default=None, help="Chromium executable")
+    parser.add_argument("--width", type=int, default=1280,
+                        help="browser window width in pixels (default 1280)")
     parser.add_argument("--require", action="store_true",
                         help="fail instead of skipping when Chromium is missing")
     args = parser.parse_args(argv)
@@ -152,7 +173,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.out_dir or demo_batch(Path(tmp))
         screenshot = args.screenshot or Path(tmp) / "gallery.png"
-        problems = check(out_dir, chromium, screenshot)
+        problems = check(out_dir, chromium, screenshot, args.width)
     for problem in problems:
         print(f"FAILED: {problem}")
     if not problems:

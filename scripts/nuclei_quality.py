@@ -9,6 +9,7 @@ number of specks (foreground regions under 10 pixels), for:
   Potts prior (``--smooth``);
 * the background-corrected intensity (``--features contrast``: intensity
   minus its local mean at 16 px), with and without the prior;
+* ``--preset fluorescence`` alone (its K = 2, ``contrast``, prior 1.0);
 * the best any global intensity threshold can do on this image (an upper
   bound for every model that labels pixels by their intensity alone).
 
@@ -43,9 +44,11 @@ def main():
             (f"--smooth {args.smooth:g}", {"smoothing": args.smooth}),
             ("--features contrast", {"features": "contrast"}),
             (f"--features contrast --smooth {args.smooth:g}",
-             {"features": "contrast", "smoothing": args.smooth})]
+             {"features": "contrast", "smoothing": args.smooth}),
+            ("--preset fluorescence", {"preset": "fluorescence"})]
     for name, kwargs in runs:
-        fg = gmmseg.segment(image, 2, **kwargs).labels == 1
+        k = () if "preset" in kwargs else (2,)
+        fg = gmmseg.segment(image, *k, **kwargs).labels == 1
         regions, _ = ndimage.label(fg)
         specks = int(np.count_nonzero(np.bincount(regions.ravel())[1:] < 10))
         print(f"{name:42} {dice(fg, truth):6.3f} {fg.mean():9.3f} {specks:15d}")

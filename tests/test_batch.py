@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -24,12 +25,13 @@ from gmmseg.batch import (
     BatchInterrupted,
     BatchItem,
     BatchProgress,
+    distinct_stems,
     find_inputs,
     format_progress,
     items_from_files,
     run_batch,
 )
-from gmmseg.io import read_image, write_png
+from gmmseg.io import file_stem, read_image, write_png
 from gmmseg.pipeline import (check_model_input, fit_shared_model, load_shared_model,
                              save_shared_model)
 
@@ -39,8 +41,8 @@ COLOURS = np.array([(200, 30, 30), (40, 170, 60), (30, 40, 200)], np.float64)
 CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
-    "seconds", "labels", "overlay", "regions", "regions_overlay", "report", "proba",
-    "log_likelihood",
+    "size_units", "valid_size", "segment_sizes", "seconds", "labels", "overlay", "regions",
+    "regions_overlay", "report", "proba", "log_likelihood",
 ]
 
 
@@ -219,7 +221,12 @@ def test_summary_csv_json_and_gallery(tree, tmp_path):
     for row in report.failures:
         assert html.escape(row["error"]) in page
     sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(sources) == 2 * report.n_ok
+    # Colour photos: the input, its segments and its connected regions.
+    assert len(sources) == 3 * report.n_ok
+    for row in report.rows:
+        if row["status"] == "ok":
+            assert sorted(row["thumbnails"]) == ["input", "overlay", "regions_overlay"]
+            assert html.escape(quote(row["thumbnails"]["regions_overlay"], safe="/")) in page
     for src in sources:
         assert not src.startswith(("/", "file:", "http")) and ".." not in src
         assert (out / unquote(html.unescape(src))).is_file()
@@ -450,15 +457,53 @@ def test_existing_outputs_need_overwrite(tmp_path):
     assert forced.rows[0]["status"] == "ok"
 
 
-def test_same_output_names_in_one_folder(tmp_path):
-    src = tmp_path / "in"
+def test_same_output_names_in_one_folder_get_the_suffix_in_the_stem(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     write_png(src / "scene.png", three_colours("columns"))
     tifffile.imwrite(src / "scene.tif", three_colours("rows"))
-    report = run_batch(find_inputs(src), tmp_path / "out", segment_kwargs=KW, jobs=1)
+    write_png(src / "other.png", three_colours("rows"))
+    report = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1)
     rows = by_input(report)
-    assert rows["scene.png"]["status"] == "ok"
-    assert "same output names as scene.png" in rows["scene.tif"]["error"]
+    assert [r["status"] for r in report.rows] == ["ok", "ok", "ok"]
+    assert rows["scene.png"]["outputs"]["labels"] == "scene_png_labels.png"
+    assert rows["scene.tif"]["outputs"]["labels"] == "scene_tif_labels.png"
+    assert rows["other.png"]["outputs"]["labels"] == "other_labels.png"  # no clash: as documented
+    # Each label map is its own input's: columns in one, rows in the other.
+    columns = cv2.imread(str(out / "scene_png_labels.png"), cv2.IMREAD_UNCHANGED)
+    by_rows = cv2.imread(str(out / "scene_tif_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert (columns[0] != columns[0, 0]).any() and (columns[:, 0] == columns[0, 0]).all()
+    assert (by_rows[:, 0] != by_rows[0, 0]).any() and (by_rows[0] == by_rows[0, 0]).all()
+    # The same batch resumed finds both sets of outputs again.
+    again = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1, resume=True)
+    assert [r["status"] for r in again.rows] == ["skipped"] * 3
+
+
+def test_distinct_stems_resolve_every_clash_in_a_fixed_way():
+    def stems(names, rel_dirs=None):
+        items = [BatchItem(Path(n), (rel_dirs or {}).get(n, "."), file_stem(n), n)
+                 for n in names]
+        return [item.stem for item in distinct_stems(items)]
+
+    assert stems(["a.png", "b.png"]) == ["a", "b"]
+    assert stems(["scan.nii.gz", "scan.dcm"]) == ["scan_nii_gz", "scan_dcm"]
+    assert stems(["Coffee.PNG", "coffee.jpg"]) == ["Coffee_PNG", "coffee_jpg"]  # case-blind
+    # An input really named like a qualified stem keeps its name; the clash moves on.
+    assert stems(["coffee.png", "coffee.jpg", "coffee_png.tif"]) == [
+        "coffee_png_2", "coffee_jpg", "coffee_png"]
+    # The same name from two folders, given one by one: numbered.
+    assert stems(["a/x.png", "b/x.png"]) == ["x_png", "x_png_2"]
+    # Different output folders never clash.
+    assert stems(["s/x.png", "t/x.jpg"], {"s/x.png": "s", "t/x.jpg": "t"}) == ["x", "x"]
+    # Idempotent: what run_batch applies again changes nothing.
+    items = distinct_stems([BatchItem(Path(n), ".", file_stem(n), n) for n in ("c.png", "c.jpg")])
+    assert distinct_stems(items) == items
+
+
+def test_items_from_files_takes_a_file_given_twice_once(tmp_path):
+    items = items_from_files([tmp_path / "a.png", f"{tmp_path}/./a.png", tmp_path / "a.jpg"])
+    assert [(item.path.name, item.stem) for item in items] == [("a.png", "a_png"),
+                                                                ("a.jpg", "a_jpg")]
 
 
 # --- containment -------------------------------------------------------------------
@@ -636,7 +681,7 @@ def test_fit_apply_round_trip_and_band_check(layouts, tmp_path):
 def test_shared_model_needs_a_usable_input(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("no image")
-    with pytest.raises(GmmsegError, match="none of the 1 input.*bad.png"):
+    with pytest.raises(GmmsegError, match="the input cannot be used to fit a shared model: .*bad.png: not a supported"):
         fit_shared_model([bad], n_components=2)
 
 
@@ -687,4 +732,54 @@ def test_gallery_renders_in_headless_chromium(tree, tmp_path):
          "--screenshot", str(shot), "--require"],
         capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 images, 0 not loaded" in result.stdout and shot.is_file()
+    assert "9 images, 0 not loaded" in result.stdout and shot.is_file()
+
+
+# --- physical units, side files, volumes -------------------------------------------
+
+
+def test_summary_gives_physical_sizes_and_resume_finds_maps_beside_their_side_files(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    nib = pytest.importorskip("nibabel")
+    src = tmp_path / "in"
+    src.mkdir()
+    scene = three_colours("columns", 4).transpose(2, 0, 1)
+    with rasterio.open(src / "scene.tif", "w", driver="GTiff", width=64, height=64, count=3,
+                       dtype="uint8", crs="EPSG:32618",
+                       transform=rasterio.Affine(30.0, 0, 500000, 0, -30.0, 4000000)) as dst:
+        dst.write(scene)
+    z, y, x = np.mgrid[0:16, 0:24, 0:20]
+    volume = np.where((z - 8) ** 2 + (y - 12) ** 2 + (x - 10) ** 2 < 36, 100.0, 10.0)
+    volume += np.random.default_rng(0).normal(0, 2, volume.shape)
+    nib.save(nib.Nifti1Image(volume.astype(np.float32).transpose(2, 1, 0), np.diag([2, 2, 2, 1])),
+             src / "ball.nii.gz")
+    out = tmp_path / "out"
+    report = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1)
+    rows = by_input(report)
+    geo, ball = rows["scene.tif"], rows["ball.nii.gz"]
+    # 30 m pixels: 0.09 ha each; 2 mm voxels: 0.008 mL each.
+    assert geo["size_units"] == "ha" and ball["size_units"] == "mL"
+    assert sum(geo["segment_sizes"]) == pytest.approx(64 * 64 * 0.09)
+    assert geo["valid_size"] == pytest.approx(64 * 64 * 0.09)
+    assert sum(ball["segment_sizes"]) == pytest.approx(16 * 24 * 20 * 0.008)
+    assert [round(s / 0.09) for s in geo["segment_sizes"]] == [
+        round(share * 64 * 64) for share in geo["shares"]]
+    with open(out / "batch_summary.csv", newline="") as fh:
+        csv_rows = {r["input"]: r for r in csv.DictReader(fh)}
+    assert csv_rows["scene.tif"]["size_units"] == "ha"
+    assert [float(v) for v in csv_rows["scene.tif"]["segment_sizes"].split(";")] == \
+        geo["segment_sizes"]
+    # The side files that name the labels are listed; the gallery shows sizes, and no
+    # regions column without a photo.
+    assert geo["outputs"]["labels_aux"] == "scene_labels.tif.aux.xml"
+    assert (ball["outputs"]["labels_itksnap"], ball["outputs"]["labels_lut"]) == (
+        "ball_labels.txt", "ball_labels.lut")
+    page = (out / "index.html").read_text()
+    assert "connected regions" not in page and " ha" in page and " mL" in page
+    assert sorted(ball["thumbnails"]) == ["input", "overlay"]
+    # Resume finds the label maps themselves, not the side files beside them.
+    resumed = run_batch(find_inputs(src), out, segment_kwargs=KW, jobs=1, resume=True)
+    assert [r["status"] for r in resumed.rows] == ["skipped", "skipped"]
+    assert by_input(resumed)["ball.nii.gz"]["outputs"]["labels"] == "ball_labels.nii.gz"
+    assert by_input(resumed)["scene.tif"]["outputs"]["labels"] == "scene_labels.tif"
+    assert by_input(resumed)["ball.nii.gz"]["segment_sizes"] == ball["segment_sizes"]

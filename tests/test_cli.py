@@ -99,7 +99,7 @@ def _bad_inputs(folder, photo):
         "notes.png": "not a supported image",
         "empty.png": "empty",
         "allnan.npy": "no valid pixels",
-        "flat.npy": "fewer distinct valid pixels than n_components=2",
+        "flat.npy": "fewer distinct valid pixels than -k 2; use a smaller -k",
         "missing.png": "not found",
     }
 
@@ -151,15 +151,20 @@ def test_outputs_never_replace_an_input(runner, photo, tmp_path):
     assert digest(victim) == before
 
 
-def test_same_stem_twice_is_refused(runner, photo, tmp_path):
+def test_same_stem_twice_gets_distinct_output_names(runner, photo, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(photo, other / "photo.png")
+    PILImage.open(photo).convert("RGB").save(other / "photo.jpg", quality=95)
     out = tmp_path / "out"
-    result = runner.invoke(main, ["segment", str(photo), str(other / "photo.png"), "-o", str(out)])
-    assert result.exit_code == 1
-    assert "same output name" in result.stderr
-    assert (out / "photo_labels.png").exists()
+    result = runner.invoke(main, ["segment", str(photo), str(other / "photo.png"),
+                                  str(other / "photo.jpg"), str(photo), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    # The suffix joins the stem; the same name twice is numbered; a file given twice runs once.
+    assert result.stdout.count("segments") == 3
+    for stem in ("photo_png", "photo_png_2", "photo_jpg"):
+        assert (out / f"{stem}_labels.png").exists() and (out / f"{stem}_report.json").exists()
+    assert not (out / "photo_labels.png").exists()
 
 
 @pytest.mark.parametrize(("options", "min_dice"), [
@@ -181,7 +186,7 @@ def test_nuclei_sample_end_to_end(runner, tmp_path, options, min_dice):
 def test_info(runner, photo, tmp_path):
     result = runner.invoke(main, ["info", str(photo), str(tmp_path / "nope.png")])
     assert result.exit_code == 1
-    assert "image 48 x 64, 3 channel(s) R,G,B, uint8" in result.stdout
+    assert "image 64 x 48 pixels (width x height), 3 channels R,G,B, uint8" in result.stdout
     assert "nope.png" in result.stderr
 
 
@@ -456,7 +461,7 @@ def test_shared_model_resume_refuses_other_options(runner, folder, tmp_path):
     assert runner.invoke(main, args + ["-k", "2"]).exit_code == 1  # broken.png fails
     result = runner.invoke(main, args + ["-k", "3", "--resume"])
     assert result.exit_code == 1
-    assert "shared model was fitted with n_components=2 (this run: 3)" in result.stderr
+    assert "shared model was fitted with -k 2 (this run: 3)" in result.stderr
     assert "Traceback" not in result.output
 
 
@@ -481,10 +486,13 @@ def _library_message(check, value, flag):
 @pytest.mark.parametrize(
     "check, value, flag, args",
     [
-        ("n_components", "0", "-k", ["segment", "x.png", "-k", "0"]),
-        ("n_components", "0", "--k-max", ["select-k", "x.png", "--k-max", "0"]),
-        ("n_components", "0", "-k", ["fit", "x.png", "-k", "0", "-o", "m.npz"]),
-        ("n_components", "0", "-k", ["batch", "x", "-o", "out", "-k", "0"]),
+        ("segment_count", "0", "-k", ["segment", "x.png", "-k", "0"]),
+        ("segment_count", "0", "--k-max", ["select-k", "x.png", "--k-max", "0"]),
+        ("segment_count", "0", "-k", ["fit", "x.png", "-k", "0", "-o", "m.npz"]),
+        ("segment_count", "0", "-k", ["batch", "x", "-o", "out", "-k", "0"]),
+        # Beyond what a uint16 label map holds: refused before any work.
+        ("segment_count", "65536", "-k", ["segment", "x.png", "-k", "65536"]),
+        ("segment_count", "70000", "-k", ["fit", "x.png", "-k", "70000", "-o", "m.npz"]),
         ("covariance_type", "wide", "--covariance-type",
          ["segment", "x.png", "--covariance-type", "wide"]),
         ("covariance_type", "wide", "--covariance-type",
@@ -498,9 +506,10 @@ def _library_message(check, value, flag):
 )
 def test_bad_value_messages_come_from_the_librarys_one_check(runner, check, value, flag, args):
     import gmmseg.cli.options as options
-    from gmmseg import mixture, postprocess
+    from gmmseg import mixture, pipeline, postprocess
 
-    function = getattr(mixture, f"check_{check}", None) or getattr(postprocess, f"check_{check}")
+    function = (getattr(mixture, f"check_{check}", None) or getattr(pipeline, f"check_{check}", None)
+                or getattr(postprocess, f"check_{check}"))
     # The CLI holds no check of its own: it calls the very function the library uses ...
     assert getattr(options, f"check_{check}") is function
     # ... after turning the string into a number where the value is one.
@@ -532,3 +541,40 @@ def test_library_hints_reach_the_terminal_as_flags(runner, photo, tmp_path):
     assert result.exit_code == 1
     assert "output exists (use --overwrite)" in result.stderr
     assert "overwrite=True" not in result.stderr
+
+
+# --- --help --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["segment", "select-k", "batch", "fit", "apply", "info"])
+def test_help_groups_every_option_with_a_text_and_ends_with_examples(runner, command):
+    result = runner.invoke(main, [command, "--help"], terminal_width=100)
+    assert result.exit_code == 0
+    text = result.output
+    assert "Input options:" in text and "Other options:" in text
+    assert text.rstrip().split("Examples:")[-1].strip().startswith(f"gmmseg {command}")
+    # Every option of the command has a help text (no bare "--max-iter INTEGER" line).
+    for param in main.commands[command].params:
+        if param.param_type_name == "option":
+            assert param.help, f"{command} {param.opts[0]} has no help text"
+    sections = [line for line in text.splitlines() if line.endswith("options:")]
+    order = ["Input", "Model", "Output", "Regions and maps", "Performance", "Other"]
+    assert [s.split(" options:")[0] for s in sections] == [
+        o for o in order if f"{o} options:" in text]
+
+
+def test_command_list_shows_each_first_sentence_in_full(runner):
+    result = runner.invoke(main, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    commands = " ".join(result.output.split("Commands:")[1].split())
+    assert "..." not in commands and "(same labels, same classes)." in commands and "_GMMSEG_COMPLETE=bash_source" in result.output
+
+
+def test_shell_completion_offers_options_and_the_librarys_choices(runner):
+    env = {"_GMMSEG_COMPLETE": "bash_complete", "COMP_WORDS": "gmmseg segment x.png --covariance-type ",
+           "COMP_CWORD": "4"}
+    result = runner.invoke(main, [], prog_name="gmmseg", env=env)
+    assert result.output.split() == ["plain,full", "plain,tied", "plain,diag", "plain,spherical"]
+    env.update(COMP_WORDS="gmmseg segment x.png --save-unc", COMP_CWORD="3")
+    assert runner.invoke(main, [], prog_name="gmmseg", env=env).output.split() == [
+        "plain,--save-uncertainty"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image as PILImage
 from sklearn.metrics import adjusted_rand_score
 
 import gmmseg
@@ -98,8 +99,9 @@ def test_nodata_geotiff_through_the_cli_keeps_geometry_and_nodata(runner, tmp_pa
     out = tmp_path / "out"
     result = runner.invoke(main, ["segment", str(RGB_NODATA), "-k", "3", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert _files(out) == ["landsat7_rgb_nodata_labels.tif", "landsat7_rgb_nodata_overlay.png",
-                           "landsat7_rgb_nodata_report.json"]
+    assert _files(out) == ["landsat7_rgb_nodata_labels.tif",
+                           "landsat7_rgb_nodata_labels.tif.aux.xml",
+                           "landsat7_rgb_nodata_overlay.png", "landsat7_rgb_nodata_report.json"]
     with rasterio.open(RGB_NODATA) as src:
         pixels = src.read()
         crs, transform, size, nodata = src.crs, src.transform, (src.width, src.height), src.nodata
@@ -223,8 +225,8 @@ def test_several_series_in_one_folder_need_a_choice(tmp_path):
     mr_uid = str(pydicom.dcmread(MR_SERIES / "0.dcm").SeriesInstanceUID)
     ct_uid = str(pydicom.dcmread(CT).SeriesInstanceUID)
     message = _one_line_error("holds 2 DICOM series", read_image, folder)
-    assert f"{mr_uid} (2 image(s)" in message and f"{ct_uid} (1 image(s)" in message
-    assert "--series" in message
+    assert f"{mr_uid} (2 images" in message and f"{ct_uid} (1 image," in message
+    assert "series=UID" in message and "--series" not in message  # the CLI says --series
     assert read_image(folder, series=mr_uid).data.shape == (2, 256, 256, 1)
     assert read_image(folder, series=ct_uid).data.shape == (128, 128, 1)
     _one_line_error("no DICOM series '1.2.3'", read_image, folder, series="1.2.3")
@@ -328,15 +330,23 @@ def test_nested_ellipsoid_phantom_is_segmented_as_a_volume(tmp_path):
 
 
 def test_describe_says_what_the_reader_sees():
+    # Axes named, in the order of the format's own tools: gdalinfo "Size is 791, 718" and
+    # "Pixel Size = (300.04, -300.04)"; fslinfo / nibabel x, y, z; DICOM Rows, Columns.
     text = describe(read_image(RGB_NODATA))
-    assert text.startswith("image 718 x 791, 3 channel(s) R,G,B, uint8")
-    assert "crs EPSG:32618" in text and "pixel 300 x 300 metre" in text and "nodata 0" in text
+    assert text.startswith("raster 791 x 718 pixels (width x height), pixel size 300 x 300 "
+                           "metre (x, y), 3 channels R,G,B, uint8")
+    assert "crs EPSG:32618" in text and "nodata 0" in text
     assert re.search(r"valid \d+\.\d%", text) and text.endswith("format geotiff")
     text = describe(read_image(ANATOMICAL))
-    assert text.startswith("volume 25 x 41 x 33") and "spacing 2 x 2 x 2 mm (z, y, x)" in text
+    assert text.startswith("volume 33 x 41 x 25 voxels (x, y, z), 2 x 2 x 2 mm,")
     text = describe(read_image(CT))
+    assert text.startswith("image 128 x 128 (rows x columns), pixel spacing 0.6615 x 0.6615 mm "
+                           "(rows, columns),")
     assert "range -" in text and "HU" in text and "CT" in text and "format dicom" in text
     assert "\n" not in text
+    text = describe(read_image(MR_SERIES))
+    assert text.startswith("volume 256 x 256 x 2 (rows x columns x slices), pixel spacing "
+                           "1.797 x 1.797 mm (rows, columns), slices 3 mm apart,")
 
 
 @pytest.mark.parametrize(
@@ -371,7 +381,8 @@ def _bad_inputs(folder):
     with rasterio.open(folder / "all_nodata.tif", "w", **profile) as dst:
         dst.write(np.zeros((profile["count"], profile["height"], profile["width"]), np.uint8))
     return {
-        "empty_series": "no dicom images",
+        "empty_series": "no dicom image (among 1 file); for a folder of image files, use "
+                        "gmmseg batch",
         "corrupt.dcm": "truncated or corrupt",
         "broken.nii": "broken nifti header",
         "all_nodata.tif": "no valid pixels",
@@ -395,7 +406,8 @@ def test_bad_inputs_get_one_line_errors_exit_1_and_write_nothing(runner, tmp_pat
 def test_empty_folder_and_other_dicom_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error("empty: directory holds no files", read_image, empty)
+    _one_line_error("empty: a folder is read as one DICOM series, and this one holds no file",
+                    read_image, empty)
     garbage = tmp_path / "garbage.dcm"
     garbage.write_bytes(bytes(128) + b"DICM" + bytes(64))
     _one_line_error("garbage.dcm: truncated or corrupt DICOM", read_image, garbage)
@@ -426,3 +438,211 @@ def test_photos_still_get_png_labels():
     assert result_suffix(photo, "labels") == ".png" and result_suffix(photo, "float") == ".tif"
     stack = Image(np.zeros((2, 4, 5, 1), np.uint16), np.ones((2, 4, 5), bool))
     assert result_suffix(stack, "labels") == ".tif"
+
+
+# --------------------------------------------------------------------------
+# Outputs that open well in the user's own tools
+
+
+def _gdal():
+    """The GDAL library rasterio loaded (to read back what QGIS reads), or skip."""
+    import ctypes
+    import glob
+    import os
+
+    found = glob.glob(os.path.dirname(rasterio.__file__) + ".libs/libgdal*")
+    if not found:
+        pytest.skip("rasterio's bundled libgdal not found")
+    lib = ctypes.CDLL(found[0])
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in [
+        ("GDALOpen", vp, [cp, ctypes.c_int]), ("GDALGetRasterBand", vp, [vp, ctypes.c_int]),
+        ("GDALGetGeoTransform", ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_double * 6)]),
+        ("GDALGetRasterCategoryNames", ctypes.POINTER(cp), [vp]),
+        ("GDALGetDefaultRAT", vp, [vp]), ("GDALRATGetRowCount", ctypes.c_int, [vp]),
+        ("GDALRATGetColumnCount", ctypes.c_int, [vp]),
+        ("GDALRATGetNameOfCol", cp, [vp, ctypes.c_int]),
+        ("GDALRATGetValueAsString", cp, [vp, ctypes.c_int, ctypes.c_int]),
+        ("GDALClose", None, [vp])]:
+        getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
+    lib.GDALAllRegister()
+    return lib
+
+
+def test_label_geotiff_has_the_overlay_colours_and_named_categories_for_qgis(tmp_path):
+    img = read_image(RGB_NODATA)
+    seg = gmmseg.segment(img, 3, random_state=0)
+    paths = seg.save(tmp_path)
+    assert paths["labels_aux"].name == "landsat7_rgb_nodata_labels.tif.aux.xml"
+    colours = gmmseg.postprocess.segment_colors(3)
+    with rasterio.open(paths["labels"]) as out:
+        table = out.colormap(1)
+        assert [table[k][:3] for k in range(3)] == [tuple(c) for c in colours.tolist()]
+        assert table[0][3] == 255 and table[255] == (0, 0, 0, 0)  # nodata: transparent
+        assert out.nodata == 255
+        np.testing.assert_array_equal(out.read(1), np.where(seg.valid, seg.labels, 255))
+    # What QGIS reads through GDAL: category names (labels of the colour-table classes)
+    # and the raster attribute table. GDAL loads a GeoTIFF's side file with its
+    # georeferencing, which every GIS asks for first.
+    import ctypes
+
+    lib = _gdal()
+    ds = lib.GDALOpen(str(paths["labels"]).encode(), 0)
+    try:
+        lib.GDALGetGeoTransform(ds, ctypes.byref((ctypes.c_double * 6)()))
+        band = lib.GDALGetRasterBand(ds, 1)
+        names, i = [], 0
+        categories = lib.GDALGetRasterCategoryNames(band)
+        while categories[i]:
+            names.append(categories[i].decode())
+            i += 1
+        assert names == ["segment 0 (darkest)", "segment 1", "segment 2 (brightest)"]
+        rat = lib.GDALGetDefaultRAT(band)
+        columns = [lib.GDALRATGetNameOfCol(rat, c).decode()
+                   for c in range(lib.GDALRATGetColumnCount(rat))]
+        assert columns == ["Value", "Name", "Red", "Green", "Blue", "Alpha", "Pixels",
+                           "Area (m^2)", "Hectares"]
+        assert lib.GDALRATGetRowCount(rat) == 3
+        stats = seg.stats()
+        for k in range(3):
+            row = [lib.GDALRATGetValueAsString(rat, k, c).decode() for c in range(len(columns))]
+            assert row[:7] == [str(k), names[k], *map(str, colours[k]), "255",
+                               str(stats[k]["pixels"])]
+            assert float(row[8]) == pytest.approx(stats[k]["hectares"])
+    finally:
+        lib.GDALClose(ds)
+
+
+def test_stats_report_and_pixel_size_are_in_physical_units(tmp_path):
+    from gmmseg.io import pixel_size
+
+    size = pixel_size(read_image(RGB_NODATA))
+    assert size["units"] == "m^2" and size["per_pixel"] == pytest.approx(300.04**2, rel=1e-4)
+    assert size["hectares_per_pixel"] == pytest.approx(size["per_pixel"] / 1e4)
+    seg = gmmseg.segment(read_image(RGB_NODATA), 2, random_state=0)
+    stats = seg.stats()
+    assert sum(s["pixels"] for s in stats) == int(seg.valid.sum())
+    for s in stats:
+        assert s["units"] == "m^2" and s["area"] == pytest.approx(s["pixels"] * size["per_pixel"])
+        assert s["hectares"] == pytest.approx(s["area"] / 1e4)
+    # A geographic CRS: square degrees, no hectares.
+    geo = tmp_path / "geographic.tif"
+    with rasterio.open(geo, "w", driver="GTiff", width=8, height=6, count=1, dtype="uint8",
+                       crs="EPSG:4326",
+                       transform=rasterio.Affine(0.01, 0, 10, 0, -0.02, 50)) as dst:
+        dst.write(np.arange(48, dtype=np.uint8).reshape(1, 6, 8))
+    assert pixel_size(read_image(geo)) == pytest.approx(
+        {"measure": "area", "units": "degree^2", "per_pixel": 0.0002})
+    # Volumes: mm^3 and millilitres; NIfTI voxel sizes in microns are converted.
+    img = read_image(ANATOMICAL)
+    assert pixel_size(img) == {"measure": "volume", "units": "mm^3", "per_pixel": 8.0,
+                               "millilitres_per_pixel": 0.008}
+    micron = tmp_path / "micron.nii.gz"
+    nifti = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.diag([500.0, 500, 2000, 1]))
+    nifti.header.set_xyzt_units("micron")
+    nib.save(nifti, micron)
+    assert pixel_size(read_image(micron))["per_pixel"] == pytest.approx(0.5 * 0.5 * 2.0)
+    series = read_image(MR_SERIES)
+    assert pixel_size(series)["per_pixel"] == pytest.approx(np.prod(series.spacing))
+    assert pixel_size(read_image(CT)) == pytest.approx(
+        {"measure": "area", "units": "mm^2", "per_pixel": read_image(CT).spacing[0] ** 2})
+    seg = gmmseg.segment(img, 3, random_state=0)
+    stats = seg.stats()
+    assert [s["volume"] for s in stats] == [s["pixels"] * 8.0 for s in stats]
+    assert [s["millilitres"] for s in stats] == pytest.approx([s["pixels"] * 0.008 for s in stats])
+    report = seg.report()
+    assert report["input"]["pixel_size"]["units"] == "mm^3"
+    assert report["segments"][1]["millilitres"] == pytest.approx(stats[1]["millilitres"])
+    # Photos have no physical size.
+    photo = Image(np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool), meta={"format": "png"})
+    assert pixel_size(photo) is None
+
+
+def test_nifti_labels_come_with_itksnap_and_fsleyes_label_files(tmp_path):
+    seg = gmmseg.segment(read_image(ANATOMICAL), 3, random_state=0)
+    paths = seg.save(tmp_path)
+    assert paths["labels_itksnap"].name == "anatomical_labels.txt"
+    assert paths["labels_lut"].name == "anatomical_labels.lut"
+    colours = gmmseg.postprocess.segment_colors(3)
+    names = ["segment 0 (darkest)", "segment 1", "segment 2 (brightest)"]
+    # ITK-SNAP: IDX -R- -G- -B- -A-- VIS MSH "LABEL", comments start with '#'.
+    rows = [line for line in paths["labels_itksnap"].read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert len(rows) == 3
+    for k, line in enumerate(rows):
+        match = re.fullmatch(
+            r'\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([01])\s+([01])\s+"(.*)"', line)
+        assert match, line
+        assert [int(v) for v in match.groups()[:4]] == [k, *colours[k]]
+        assert float(match[5]) == 1.0 and match[6] == "1" and match[8] == names[k]
+    # FSLeyes: "value R G B name", colours 0..1, ascending values, no comments.
+    for k, line in enumerate(paths["labels_lut"].read_text().splitlines()):
+        value, r, g, b, *name = line.split()
+        assert int(value) == k and " ".join(name) == names[k]
+        np.testing.assert_allclose([float(r), float(g), float(b)], colours[k] / 255, atol=1e-5)
+    # The label map itself is as before: values 0..K-1 in the input's geometry.
+    labels = np.asarray(nib.load(paths["labels"]).dataobj).transpose(2, 1, 0)
+    np.testing.assert_array_equal(labels, seg.labels)
+    # Invalid voxels are stored as 0 in NIfTI label maps: label 0's name says so.
+    volume = read_image(ANATOMICAL)
+    volume.valid[:2] = False
+    names = gmmseg.pipeline.figures.segment_names(gmmseg.segment(volume, 2, random_state=0),
+                                                  invalid_as_zero=True)
+    assert names == ["segment 0 (darkest; and invalid pixels)", "segment 1 (brightest)"]
+
+
+def _nifti_phantom(path, affine, shape, inside):
+    """Save a volume: 1 where ``inside(x, y, z)`` (world mm, RAS) holds, else 0, plus noise."""
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    world = affine[:3, :3] @ np.stack([i.ravel(), j.ravel(), k.ravel()]) + affine[:3, 3:]
+    mask = inside(*world).reshape(shape)
+    rng = np.random.default_rng(0)
+    data = (mask * 1.0 + rng.normal(0, 0.05, shape)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), path)
+
+
+@pytest.mark.parametrize("columns", [
+    np.eye(3),                                    # RAS
+    np.diag([-1.0, 1, 1]),                        # LAS (as tests/data/anatomical.nii)
+    np.diag([-1.0, -1, 1]),                       # LPS
+    np.array([[0, 0, 1.0], [1.0, 0, 0], [0, 1.0, 0]]),  # sagittal slices: i -> A, j -> S, k -> R
+])
+def test_volume_montage_shows_axial_slices_with_anterior_up_and_right_on_the_left(tmp_path,
+                                                                                 columns):
+    shape = (20, 24, 16)
+    affine = np.eye(4)
+    affine[:3, :3] = columns * 2.0
+    affine[:3, 3] = -affine[:3, :3] @ (np.array(shape) - 1) / 2  # centred on the origin
+    path = tmp_path / "marker.nii.gz"
+    # A marker in the patient's right anterior quarter, through the whole height.
+    _nifti_phantom(path, affine, shape, lambda x, y, z: (x > 4) & (y > 4))
+    seg = gmmseg.segment(read_image(path), 2, random_state=0)
+    picture = seg.montage(alpha=1.0, boundaries=False, legend=False, planes=0, n_slices=1)
+    marker = np.argwhere((picture == gmmseg.postprocess.segment_colors(2)[1]).all(-1))
+    body = np.argwhere((picture == gmmseg.postprocess.segment_colors(2)[0]).all(-1))
+    top, left = body.min(0)
+    bottom, right = body.max(0)
+    rows, cols = marker.mean(0)
+    assert rows < (top + bottom) / 2 and cols < (left + right) / 2  # anterior up, right on left
+
+
+def test_volume_montage_draws_anisotropic_voxels_at_their_physical_size(tmp_path):
+    shape = (40, 40, 14)  # 1 x 1 x 3 mm voxels: 40 x 40 x 42 mm
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    affine[:3, 3] = -affine[:3, :3] @ (np.array(shape) - 1) / 2
+    path = tmp_path / "ball.nii.gz"
+    _nifti_phantom(path, affine, shape, lambda x, y, z: x**2 + y**2 + z**2 < 14**2)
+    seg = gmmseg.segment(read_image(path), 2, random_state=0)
+    assert seg.image.spacing == (3.0, 1.0, 1.0)
+    for plane in (1, 2):  # coronal and sagittal: slices (3 mm) against rows or columns (1 mm)
+        picture = seg.montage(alpha=1.0, boundaries=False, legend=False, planes=plane,
+                              n_slices=1)
+        ball = np.argwhere((picture == gmmseg.postprocess.segment_colors(2)[1]).all(-1))
+        height, width = ball.max(0) - ball.min(0) + 1
+        assert height == pytest.approx(width, rel=0.12)  # round, not squashed 3:1
+    # The volume's overlay file is that montage, with a legend, far larger than a slice.
+    paths = seg.save(tmp_path / "out")
+    overlay = np.asarray(PILImage.open(paths["overlay"]))
+    np.testing.assert_array_equal(overlay, seg.montage(0.5))
+    assert overlay.shape[0] > 3 * 40 and overlay.shape[1] > 6 * 40
+    assert seg.overlay().shape == (40, 40, 3)  # the API's overlay is still one slice

@@ -3,6 +3,7 @@
 import json
 import re
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
+import gmmseg
 from gmmseg.errors import ImageReadError, OutputExistsError
 from gmmseg.io import (
     DEFAULT_MAX_PIXELS,
@@ -449,7 +451,9 @@ def test_error_directory(tmp_path):
     # A directory is read as a DICOM series; an empty one says so.
     folder = tmp_path / "folder.png"
     folder.mkdir()
-    assert "directory holds no files" in _assert_read_error(folder)
+    message = _assert_read_error(folder)
+    assert "read as one DICOM series, and this one holds no file" in message
+    assert "find_inputs and run_batch" in message
 
 
 def test_error_empty_file(tmp_path):
@@ -761,3 +765,48 @@ def test_bad_option_values(tmp_path, kwargs, error, match):
     np.save(path, np.zeros((2, 2), np.uint8))
     with pytest.raises(error, match=match):
         read_image(path, **kwargs)
+
+
+# --- NumPy arrays as scikit-image users pass them ----------------------------------
+
+
+def test_float_rgb_in_unit_range_is_a_photo_and_gets_lab():
+    rng = np.random.default_rng(0)
+    photo = rng.uniform(0, 1, (12, 10, 3))
+    assert as_image(photo).is_rgb and as_image(photo).is_photo
+    assert not as_image(photo * 255.0).is_rgb  # floats beyond [0, 1]: anonymous bands
+    seg = gmmseg.segment(photo, 2, features="lab")
+    assert list(seg.features.names_) == ["L", "a", "b"]
+    # The same photo in 8-bit gives the same segments, up to rounding.
+    as_uint8 = gmmseg.segment(np.round(photo * 255).astype(np.uint8), 2, features="lab")
+    assert np.mean(seg.labels == as_uint8.labels) > 0.95
+
+
+def test_channel_axis_none_makes_a_volume_and_spacing_is_kept():
+    volume = np.zeros((6, 8, 9), np.float32)
+    volume[3:] = 1.0
+    img = as_image(volume, channel_axis=None, spacing=(3.0, 0.5, 0.5))
+    assert img.data.shape == (6, 8, 9, 1) and img.is_volume and img.spacing == (3.0, 0.5, 0.5)
+    seg = gmmseg.segment(volume, 2, channel_axis=None, spacing=(3.0, 0.5, 0.5))
+    assert seg.labels.shape == (6, 8, 9) and seg.image.spacing == (3.0, 0.5, 0.5)
+    assert set(np.unique(seg.labels[:3])) == {0} and set(np.unique(seg.labels[3:])) == {1}
+    # Channels first, as some libraries store them: moved last, as a view.
+    first = np.zeros((3, 5, 7), np.uint8)
+    moved = as_image(first, channel_axis=0)
+    assert moved.data.shape == (5, 7, 3) and np.shares_memory(moved.data, first)
+    with pytest.raises(ValueError, match="channel_axis must be None or an axis"):
+        as_image(first, channel_axis=3)
+    with pytest.raises(ValueError, match="spacing must hold 3 positive"):
+        as_image(volume, channel_axis=None, spacing=(1.0, 1.0))
+
+
+def test_many_channels_warn_that_the_array_may_be_a_volume():
+    stack = np.zeros((10, 10, 40), np.float32)
+    with pytest.warns(UserWarning, match="channel_axis=None"):
+        img = as_image(stack)
+    assert img.n_channels == 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_image(stack, channel_axis=2).n_channels == 40   # said so: no warning
+        assert as_image(stack, channel_axis=None).is_volume
+        assert as_image(np.zeros((10, 10, 16), np.float32)).n_channels == 16

@@ -14,9 +14,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gmmseg"
 
 # Lower number = lower layer; units of one layer do not import each other.
 LAYERS = {
-    "errors": 0, "_system": 0,
+    "errors": 0, "_system": 0, "_log": 0,
     "io": 1,
-    "features": 2, "mixture": 2, "mrf": 2, "postprocess": 2, "metrics": 2,
+    "features": 2, "mixture": 2, "mrf": 2, "postprocess": 2, "metrics": 2, "tissue": 2,
+    "presets": 2,
     "pipeline": 3,
     "batch": 4,
     "cli": 5,

@@ -5,10 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import sparse, special, stats
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gmmseg import ConvergenceWarning, GaussianMixture, ModelFileError
+from gmmseg.errors import NotFittedError
 from gmmseg.mixture import canonical_order
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
@@ -58,6 +60,7 @@ def test_matches_sklearn_from_same_start(covariance_type, dtype, rtol):
     sk, gm = run_both(X, covariance_type, dtype)
     assert gm.n_iter_ == sk.n_iter_ == 25
     np.testing.assert_allclose(gm.lower_bound_, sk.lower_bound_, rtol=rtol)
+    np.testing.assert_allclose(gm.lower_bounds_, sk.lower_bounds_, rtol=rtol)
     assert np.mean(gm.predict(X) == sk.predict(X)) >= 0.999
     np.testing.assert_allclose(gm.score_samples(X), sk.score_samples(X), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gm.weights_, sk.weights_, rtol=1e-3, atol=1e-4)
@@ -85,7 +88,7 @@ def test_proba_rows_sum_to_one_and_argmax_is_predict(covariance_type):
     X, _ = blobs(900)
     gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
     proba = gm.predict_proba(X)
-    assert proba.shape == (900, 3) and proba.dtype == np.float32
+    assert proba.shape == (900, 3) and proba.dtype == np.float64  # float64 in, float64 out
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(proba.argmax(1), gm.predict(X))
     res = gm.e_step(X)
@@ -201,6 +204,11 @@ def test_non_convergence_warns_and_reports():
         (np.array([[1.0, 1.0]] * 10 + [[2.0, 2.0]] * 10), "fewer than n_components=3 distinct"),
         (np.array([[1.0, 2.0]]), "n_components=3 must be <= n_samples=1"),
         (np.array([["a", "b"], ["c", "d"], ["e", "f"]]), "numeric"),
+        (np.array([["1.5", "2"], ["x", "3"], ["4", "5"]], dtype=object), "numbers only"),
+        (sparse.csr_array(np.eye(4)), "sparse matrix, but GaussianMixture needs dense data"),
+        (np.ones((5, 2)) + 1j, r"complex \(complex128\): Complex data not supported"),
+        (np.zeros((6, 0)), r"0 feature\(s\) \(shape=\(6, 0\)\)"),
+        (np.arange(10.0), r"Reshape your data: X.reshape\(-1, 1\)"),
     ],
 )
 def test_bad_input_is_a_clear_value_error(X, match):
@@ -230,10 +238,10 @@ def test_bad_parameters(params, match):
 
 def test_predict_checks_fitted_and_feature_count():
     X, _ = blobs(300)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         GaussianMixture(2).predict(X)
     gm = GaussianMixture(2, random_state=0).fit(X)
-    with pytest.raises(ValueError, match="X has 2 features, but the model was fitted with 3"):
+    with pytest.raises(ValueError, match="X has 2 features, but GaussianMixture is expecting 3"):
         gm.predict(X[:, :2])
 
 
@@ -266,6 +274,7 @@ def test_save_load_round_trip(tmp_path, covariance_type, suffix):
     assert loaded.metadata_ == {"features": "lab,position"}
     assert loaded.get_params()["covariance_type"] == covariance_type
     assert loaded.n_iter_ == gm.n_iter_ and loaded.converged_ == gm.converged_
+    assert loaded.lower_bounds_ == gm.lower_bounds_
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
 
 
@@ -351,3 +360,78 @@ def test_too_few_distinct_rows_has_its_own_error_class():
         GaussianMixture(3).fit(X)
     with pytest.raises(TooFewDistinctRowsError, match="must be <= n_samples"):
         GaussianMixture(3).fit(X[:2])
+
+
+def test_object_arrays_of_numbers_are_read_and_other_objects_are_a_type_error():
+    X, _ = blobs(300)
+    a = GaussianMixture(3, random_state=0).fit(X)
+    b = GaussianMixture(3, random_state=0).fit(X.astype(object))
+    np.testing.assert_array_equal(a.means_, b.means_)
+    bad = X.astype(object)
+    bad[0, 0] = {"not": "a number"}
+    with pytest.raises(TypeError, match="X must hold numbers only: float.. argument"):
+        GaussianMixture(3).fit(bad)
+
+
+@pytest.mark.parametrize("given, dtype, expected", [
+    (np.float64, None, np.float64),      # scikit-learn's rule: float64 in, float64 out
+    (np.float32, None, np.float32),      # the image pipeline's features stay float32
+    (np.int64, None, np.float64),
+    (np.float16, None, np.float64),
+    (np.float64, "float32", np.float32),  # asked for
+    (np.float32, "float64", np.float64),
+])
+def test_outputs_follow_the_input_dtype_unless_asked(given, dtype, expected):
+    X, _ = blobs(300)
+    X = (X * 10).astype(given)
+    gm = GaussianMixture(3, dtype=dtype, random_state=0).fit(X)
+    res = gm.e_step(X)
+    for out in (gm.predict_proba(X), gm.score_samples(X), res.proba, res.log_likelihood,
+                gm.component_log_prob(X)):
+        assert out.dtype == expected
+    assert res.labels.dtype == np.int32 and isinstance(gm.score(X), float)
+    assert gm.means_.dtype == np.float64  # parameters are float64 whatever the compute
+
+
+def test_float64_compute_is_float64_accurate():
+    """Not float32 results cast up: the log densities agree with SciPy's to 1e-12."""
+    X, _ = blobs(900)
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    log_joint = np.stack([
+        np.log(w) + stats.multivariate_normal(m, c).logpdf(X)
+        for w, m, c in zip(gm.weights_, gm.means_, gm.covariances_)
+    ], axis=1)
+    np.testing.assert_allclose(gm.score_samples(X), special.logsumexp(log_joint, axis=1),
+                               rtol=1e-12)
+    np.testing.assert_allclose(gm.predict_proba(X), special.softmax(log_joint, axis=1),
+                               rtol=1e-9, atol=1e-13)
+
+
+def test_lower_bounds_trace_the_kept_run():
+    X, _ = blobs(900)
+    gm = GaussianMixture(3, init_params="random", n_init=3, init_trials=1, random_state=2,
+                         tol=1e-6, max_iter=300).fit(X)
+    assert len(gm.lower_bounds_) == gm.n_iter_ and gm.lower_bounds_[-1] == gm.lower_bound_
+    assert all(isinstance(v, float) for v in gm.lower_bounds_)
+    assert np.all(np.diff(gm.lower_bounds_) > -1e-9)  # EM never lowers the likelihood
+    assert abs(gm.lower_bounds_[-1] - gm.lower_bounds_[-2]) < 1e-6 <= abs(
+        gm.lower_bounds_[-2] - gm.lower_bounds_[-3])
+    start_only = GaussianMixture(3, max_iter=0, random_state=0).fit(X)
+    assert start_only.lower_bounds_ == [] and start_only.n_iter_ == 0
+
+
+def test_a_fit_that_fails_leaves_an_unfitted_model(monkeypatch):
+    X, _ = blobs(300)
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        gm.fit(np.full((10, 3), np.nan))  # refused before fitting: the old fit stays
+    gm.predict(X)
+
+    def fail(*args, **kwargs):
+        raise ValueError("fitting the mixture failed")
+
+    monkeypatch.setattr(GaussianMixture, "_em", fail)
+    with pytest.raises(ValueError, match="fitting the mixture failed"):
+        gm.fit(X[:, :2])
+    with pytest.raises(NotFittedError):  # not the new data's initial means with the old width
+        gm.predict(X[:, :2])

@@ -361,3 +361,47 @@ def test_regions_of_grey_and_masked_images():
     # The masked band cuts the image in two parts that cannot merge.
     assert seg.region_hierarchy().min_regions == 2
     assert len(np.unique(regions[regions >= 0])) == 2
+
+
+def test_photo_overlay_file_is_unchanged_and_heat_maps_carry_a_colour_bar(tmp_path):
+    img, _ = quadrants(size=400)
+    seg = segment(img, 4, random_state=0)
+    paths = seg.save(tmp_path, "scene", uncertainty=True, anomaly=True)
+    png = gmmseg.read_image(paths["overlay"]).data
+    np.testing.assert_array_equal(png, seg.overlay(0.5))  # a 2-D overlay: the image's size
+    assert seg.montage().shape == png.shape
+    report = json.loads(paths["report"].read_text())
+    heat_maps = report["heat_maps"]
+    assert heat_maps["uncertainty"]["value_range"] == [0.0, 1.0]
+    assert "normalised posterior entropy" in heat_maps["uncertainty"]["quantity"]
+    low, high = heat_maps["anomaly"]["value_range"]
+    assert (low, high) == pytest.approx(postprocess.percentile_range(
+        -seg.log_likelihood, seg.valid, percentiles=(1, 99.5)))
+    assert "nats" in heat_maps["anomaly"]["quantity"]
+    for kind, values, value_range, cmap in [
+            ("uncertainty", seg.uncertainty, (0.0, 1.0), "viridis"),
+            ("anomaly", -seg.log_likelihood, (low, high), "magma")]:
+        picture = gmmseg.read_image(paths[kind]).data
+        # The heat map at the top, at the image's size, then its colour bar.
+        assert picture.shape[1] == 400 and picture.shape[0] > 400 + 30
+        np.testing.assert_array_equal(
+            picture[:400], postprocess.heat_map(values, seg.valid, value_range=value_range,
+                                                cmap=cmap))
+        bar = postprocess.colorbar(400, value_range, cmap=cmap,
+                                   label=heat_maps[kind]["quantity"])
+        np.testing.assert_array_equal(picture[400:], bar)
+        # The bar runs through the colour map: its darkest and brightest colours are there.
+        table = postprocess.colormap(cmap)
+        for end in (table[2], table[253]):
+            assert (np.abs(bar.astype(int) - end).sum(-1) <= 6).any()
+
+
+def test_segment_names_follow_the_canonical_order():
+    img, _ = quadrants()
+    seg = segment(img, 4, random_state=0)
+    assert gmmseg.pipeline.figures.segment_names(seg) == [
+        "segment 0 (darkest)", "segment 1", "segment 2", "segment 3 (brightest)"]
+    seg = segment(img, 2, features="rgb", random_state=0)
+    assert gmmseg.pipeline.figures.segment_names(seg) == [
+        "segment 0 (lowest R)", "segment 1 (highest R)"]
+    assert gmmseg.pipeline.figures.segment_names(segment(img, 1)) == ["segment 0"]

@@ -875,3 +875,135 @@ def test_check_region_mode_rejects_with_a_message_naming_the_parameter(bad):
         check_region_mode(bad)
     with pytest.raises(ValueError, match=r"^--regions must be .*, got "):
         check_region_mode(bad, "--regions")
+
+
+# --- keys on pictures: colour bars, legends ----------------------------------------------
+
+
+def test_nice_ticks_are_round_and_inside_the_range():
+    assert postprocess.nice_ticks(0.0, 1.0) == ([0.0, 0.25, 0.5, 0.75, 1.0], 2)
+    assert postprocess.nice_ticks(3.47, 11.9) == ([4.0, 6.0, 8.0, 10.0], 0)
+    ticks, decimals = postprocess.nice_ticks(-1234.0, 56789.0)
+    assert ticks[0] >= -1234 and ticks[-1] <= 56789 and decimals == 0
+    assert all(t % 10000 == 0 for t in ticks) and 4 <= len(ticks) <= 7
+    with pytest.raises(ValueError, match="low < high"):
+        postprocess.nice_ticks(2.0, 2.0)
+
+
+def test_colorbar_shows_the_colormap_left_to_right_with_text_under_it():
+    table = postprocess.colormap("viridis")
+    strip = postprocess.colorbar(600, (0.0, 1.0), cmap="viridis", label="entropy (0 .. 1)")
+    assert strip.dtype == np.uint8 and strip.shape[1] == 600 and strip.ndim == 3
+    # The bar: the row of pixels most like the colour map's ends, inside the frame.
+    rows = np.flatnonzero((np.abs(strip.astype(int) - table[0].astype(int)).sum(-1) < 10)
+                          .any(axis=1))
+    bar = strip[rows[len(rows) // 2]]
+    inside = np.flatnonzero((bar != 255).any(-1))
+    left, right = bar[inside[1]], bar[inside[-2]]
+    assert np.abs(left.astype(int) - table[0]).max() <= 3
+    assert np.abs(right.astype(int) - table[255]).max() <= 3
+    # Tick values and the caption: dark ink below the bar, on the white strip.
+    below = strip[rows.max() + 1:]
+    assert (below.sum(-1) < 200).sum() > 200
+    # A wider strip (a large picture shown shrunk) gets larger text.
+    assert postprocess.colorbar(3000, (0.0, 1.0)).shape[0] > strip.shape[0]
+    with pytest.raises(ValueError, match="low < high"):
+        postprocess.colorbar(600, (1.0, 1.0))
+
+
+def test_legend_has_a_swatch_of_every_colour_and_wraps_to_its_width():
+    colors = postprocess.segment_colors(6)
+    names = [f"segment {k} (a fairly long name)" for k in range(6)]
+    wide = postprocess.legend(2000, colors, names, scale=0.5)
+    narrow = postprocess.legend(400, colors, names, scale=0.5)
+    assert wide.shape[1] == 2000 and narrow.shape[1] == 400
+    assert narrow.shape[0] > wide.shape[0]  # more rows
+    for strip in (wide, narrow):
+        for rgb in colors:
+            assert (strip == rgb).all(-1).sum() > 20
+    with pytest.raises(ValueError, match="name every colour"):
+        postprocess.legend(400, colors, names[:2])
+
+
+def test_stack_centres_pictures_on_one_canvas():
+    a = np.full((2, 4, 3), 7, np.uint8)
+    b = np.full((3, 2, 3), 9, np.uint8)
+    out = postprocess.stack(a, b, background=(1, 2, 3))
+    assert out.shape == (5, 4, 3)
+    np.testing.assert_array_equal(out[:2], a)
+    np.testing.assert_array_equal(out[2:, 1:3], b[:, :, :])
+    np.testing.assert_array_equal(out[2:, 0], [[1, 2, 3]] * 3)
+
+
+# --- volume montages ---------------------------------------------------------------------
+
+
+def test_montage_slices_are_evenly_spaced_and_thin_stacks_show_their_own_plane():
+    assert postprocess.montage_slices((25, 41, 33), n_slices=3) == [
+        (0, [6, 12, 18]), (1, [10, 20, 30]), (2, [8, 16, 24])]
+    # Fewer voxels than slices asked for: every slice once.
+    assert postprocess.montage_slices((4, 50, 60), n_slices=6) == [(0, [0, 1, 2, 3])]
+    # An axis under 8 voxels: only the plane across it (here axis 2), wherever it is.
+    assert postprocess.montage_slices((64, 64, 3)) == [(2, [0, 1, 2])]
+    assert [a for a, _ in postprocess.montage_slices((64, 64, 3), planes="all")] == [0, 1, 2]
+    assert postprocess.montage_slices((10, 10, 10), n_slices=1, planes=1) == [(1, [4])]
+    with pytest.raises(ValueError, match="planes"):
+        postprocess.montage_slices((10, 10, 10), planes=3)
+
+
+def test_volume_montage_draws_every_tile_at_one_physical_scale():
+    shape, spacing = (20, 30, 40), (3.0, 1.0, 0.5)  # mm: 60 x 30 x 20
+    asked = []
+
+    def render(axis, index, size):
+        asked.append((axis, index, size))
+        tile = np.zeros(size + (3,), np.uint8)
+        tile[..., axis] = 255  # red, green, blue: no text pixel has these colours
+        return tile
+
+    picture = postprocess.volume_montage(render, shape, spacing=spacing, n_slices=2,
+                                         tile_size=240, caption=lambda a, i: f"{a}:{i}")
+    sizes = {axis: size for axis, _, size in asked}
+    assert sorted({(a, i) for a, i, _ in asked}) == [
+        (0, 6), (0, 13), (1, 10), (1, 19), (2, 13), (2, 26)]
+    # Pixels per mm equal in every tile and both directions: the largest extent,
+    # 60 mm (axis 0), is 240 px, so 4 px per mm.
+    assert sizes[0] == (30 * 4, 20 * 4)     # rows: axis 1 (30 mm), columns: axis 2 (20 mm)
+    assert sizes[1] == (60 * 4, 20 * 4)     # rows: axis 0 (60 mm)
+    assert sizes[2] == (60 * 4, 30 * 4)
+    # Each tile is on the canvas, in its row, below its caption.
+    for axis in range(3):
+        colour = np.eye(3, dtype=np.uint8)[axis] * 255
+        assert (picture == colour).all(-1).sum() == 2 * np.prod(sizes[axis])
+    assert picture.shape[1] >= 2 * 120 and picture.shape[0] > 120 + 240 + 240
+    with pytest.raises(ValueError, match="render must return"):
+        postprocess.volume_montage(lambda a, i, s: np.zeros((2, 2, 3), np.uint8), shape)
+
+
+def test_resize_nearest_keeps_labels_and_display_ranges_match_slices():
+    labels = np.array([[0, 1], [2, -1]], np.int32)
+    big = postprocess.resize_nearest(labels, (4, 6))
+    np.testing.assert_array_equal(big, np.repeat(np.repeat(labels, 2, 0), 3, 1))
+    # A stretch over the whole volume shows equal values alike in every slice.
+    volume = np.zeros((2, 8, 8, 1), np.uint16)
+    volume[0] = 100
+    volume[1, :4] = 1000
+    volume[1, 4:] = 100
+    ranges = postprocess.display_ranges(volume, percentiles=(0, 100))
+    assert ranges == [(100.0, 1000.0)]
+    first = display_rgb(volume[0], value_ranges=ranges)
+    second = display_rgb(volume[1], value_ranges=ranges)
+    assert first[0, 0, 0] == second[7, 0, 0] == 0 and second[0, 0, 0] == 255
+    assert postprocess.display_ranges(np.zeros((3, 4, 4, 3), np.uint8)) == [None] * 3
+    with pytest.raises(ValueError, match="one range per shown channel"):
+        display_rgb(volume[0], value_ranges=[(0, 1), (0, 1), (0, 1)])
+    with pytest.raises(ValueError, match="low < high"):
+        display_rgb(volume[0], value_ranges=[(5, 5)])
+
+
+def test_percentile_range_over_a_volume_ignores_invalid_and_non_finite_values():
+    values = np.arange(1000, dtype=np.float64).reshape(10, 10, 10)
+    valid = values < 500
+    values[0, 0, 1] = np.nan
+    low, high = postprocess.percentile_range(values, valid, percentiles=(0, 100))
+    assert (low, high) == (0.0, 499.0)

@@ -351,7 +351,12 @@ def test_save_writes_uncertainty_and_anomaly_maps(tmp_path):
     assert set(np.unique(mask)) <= {0, 255}
     np.testing.assert_array_equal(mask == 255, seg.anomaly_mask(0.003))
     heat = gmmseg.read_image(paths["anomaly"]).data
-    assert heat.shape == img.shape and heat.dtype == np.uint8
+    # The heat map at the top, centred over its colour bar (a canvas at least 360 px wide).
+    assert heat.shape[0] > img.shape[0] and heat.shape[1] == 360 and heat.dtype == np.uint8
+    left = (heat.shape[1] - img.shape[1]) // 2
+    heat = heat[:img.shape[0], left:left + img.shape[1]]
+    np.testing.assert_array_equal(heat, gmmseg.postprocess.heat_map(
+        -seg.log_likelihood, seg.valid, percentiles=(1, 99.5)))
     y, x = intruders[0]
     assert heat[y, x].astype(int).sum() > heat[30, 10].astype(int).sum()  # bright = unusual
     raw = gmmseg.read_image(paths["uncertainty_map"]).data[..., 0]

@@ -19,7 +19,7 @@ and ``gallery`` (thumbnails, ``index.html``).
 """
 
 from .gallery import GALLERY, THUMBS_DIR
-from .inputs import BatchItem, find_inputs, items_from_files
+from .inputs import BatchItem, distinct_stems, find_inputs, items_from_files
 from .progress import BatchProgress, format_progress
 from .runner import SHARED_MODEL, run_batch
 from .summary import SUMMARY_CSV, SUMMARY_JSON, BatchInterrupted, BatchReport
@@ -34,6 +34,7 @@ __all__ = [
     "BatchItem",
     "BatchProgress",
     "BatchReport",
+    "distinct_stems",
     "find_inputs",
     "format_progress",
     "items_from_files",

@@ -6,6 +6,8 @@ callbacks; on Ctrl-C pending inputs are dropped and running ones finish.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -13,6 +15,8 @@ from concurrent.futures.process import BrokenProcessPool
 from ..errors import GmmsegError, one_line
 from .summary import _blank_row
 from .work import _init_worker, _process, _process_on_dask
+
+logger = logging.getLogger(__name__)
 
 
 def _run_in_process(work, task, record):
@@ -33,7 +37,7 @@ def _pool_context():
 
 def _run_processes(work, task, jobs, record, harvest):
     executor = ProcessPoolExecutor(jobs, mp_context=_pool_context(), initializer=_init_worker,
-                                   initargs=(task.threads,))
+                                   initargs=(task.threads, task.log_level))
     futures = {}
     try:
         for index, item, protected in work:
@@ -73,14 +77,28 @@ def _require_distributed():
     return distributed
 
 
-def _run_dask(work, task, scheduler, jobs, record, harvest):
+def _dashboard(client, local):
+    """The address of the cluster's dashboard, or None where it has none."""
+    if local and importlib.util.find_spec("bokeh") is None:
+        logger.info("the local Dask cluster has no dashboard: it needs bokeh "
+                    "(pip install bokeh)")
+        return None
+    try:
+        return client.dashboard_link
+    except (KeyError, AttributeError):  # a scheduler without an HTTP server
+        return None
+
+
+def _run_dask(work, task, scheduler, jobs, record, harvest, connected=None):
     distributed = _require_distributed()
     cluster = None
     try:
         if scheduler == "local":
+            # Port 0: a free port, so that two batches (or a notebook's
+            # cluster) never clash on 8787; the address is reported.
             cluster = distributed.LocalCluster(
                 n_workers=jobs, threads_per_worker=1, processes=True,
-                dashboard_address=None)
+                dashboard_address=":0")
             client = distributed.Client(cluster)
         else:
             client = distributed.Client(scheduler)
@@ -89,6 +107,8 @@ def _run_dask(work, task, scheduler, jobs, record, harvest):
             cluster.close()
         raise GmmsegError(f"cannot connect to the Dask scheduler {scheduler}: "
                           f"{one_line(err)}") from err
+    if connected is not None:
+        connected(_dashboard(client, local=cluster is not None))
     futures = {}
     try:
         work = list(work)

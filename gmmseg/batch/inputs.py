@@ -2,19 +2,24 @@
 
 :func:`find_inputs` walks a folder (patterns, recursion, links) and
 :func:`items_from_files` takes files one by one; both give
-:class:`BatchItem` s.  Reads no image.
+:class:`BatchItem` s, whose output names :func:`distinct_stems` keeps apart.
+Reads no image.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import GmmsegError
-from ..io import SUPPORTED_SUFFIXES, file_stem
+from ..io import SUPPORTED_SUFFIXES, file_stem, real_path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,8 @@ def find_inputs(
     root = Path(input_dir)
     if not root.is_dir():
         raise GmmsegError(f"{root}: not a folder")
-    skip = Path(out_dir).resolve() if out_dir is not None else None
-    if skip is not None and skip == root.resolve():
+    skip = real_path(out_dir) if out_dir is not None else None
+    if skip is not None and skip == real_path(root):
         raise GmmsegError(
             f"{root}: the output folder is the input folder; write the outputs elsewhere")
     include = list(include) if include else None
@@ -129,7 +134,7 @@ def find_inputs(
             dirnames[:] = sorted(
                 d for d in dirnames
                 if not d.startswith(".") and not (here / d).is_symlink()
-                and (skip is None or (here / d).resolve() != skip))
+                and (skip is None or real_path(here / d) != skip))
         else:
             dirnames[:] = []
         for name in sorted(filenames):
@@ -147,19 +152,77 @@ def find_inputs(
             # it is reported; FIFOs, sockets and devices are never opened.
             if path.is_file() or (path.is_symlink() and not path.exists()):
                 items.append(BatchItem(path, rel_dir, file_stem(name), rel))
-    return items
+    return distinct_stems(items)
 
 
 def items_from_files(paths: Iterable[str | os.PathLike]) -> list[BatchItem]:
-    """Items for files given one by one: every output goes into the top folder."""
-    return [BatchItem(Path(p), ".", file_stem(p), str(p)) for p in paths]
+    """Items for files given one by one: every output goes into the top folder.
+
+    A file given twice (the same path, however written) is taken once;
+    output names are kept apart by :func:`distinct_stems`.
+    """
+    items, seen = [], set()
+    for p in paths:
+        where = os.path.normcase(os.path.abspath(p))
+        if where not in seen:
+            seen.add(where)
+            items.append(BatchItem(Path(p), ".", file_stem(p), str(p)))
+    return distinct_stems(items)
+
+
+def distinct_stems(items: Sequence[BatchItem]) -> list[BatchItem]:
+    """``items`` with output names that no two of them share.
+
+    Inputs whose outputs would share names -- ``coffee.png`` and
+    ``coffee.jpg`` in one folder both make ``coffee_labels.png`` -- keep
+    their file's suffix in the stem, after an underscore: ``coffee_png``
+    and ``coffee_jpg`` (``scan_nii_gz`` for ``scan.nii.gz``).  An underscore
+    rather than the dot keeps a single dot in every output name, so that
+    ``coffee_png_labels.png`` is a PNG whose stem is what gmmseg and other
+    tools take it for, and ``*_labels.png`` still finds every label map.
+    Other inputs keep the names the design documents (``scene_labels.png``).
+    Stems count as equal regardless of case, as on macOS and Windows file
+    systems.  A clash left over (``a/x.png`` and ``b/x.png`` given one by
+    one, or an input really named ``coffee_png.tif``) adds ``_2``, ``_3``,
+    ... in the items' order.
+
+    The names depend only on the list of inputs, so the same batch run
+    again (``resume``) finds its outputs under the same names.
+
+    Examples
+    --------
+    >>> items = [BatchItem(Path(n), ".", file_stem(n), n)
+    ...          for n in ("coffee.png", "coffee.jpg", "tea.png")]
+    >>> [item.stem for item in distinct_stems(items)]
+    ['coffee_png', 'coffee_jpg', 'tea']
+    """
+    def key(rel_dir, stem):
+        return rel_dir, stem.casefold()
+
+    clashes = Counter(key(item.rel_dir, item.stem) for item in items)
+    taken = {k for k, n in clashes.items() if n == 1}
+    out = list(items)
+    for i, item in enumerate(items):
+        if clashes[key(item.rel_dir, item.stem)] == 1:
+            continue
+        suffix = item.path.name[len(item.stem):].lstrip(".")
+        stem = f"{item.stem}_{suffix.replace('.', '_')}" if suffix else item.stem
+        candidate, n = stem, 1
+        while key(item.rel_dir, candidate) in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(key(item.rel_dir, candidate))
+        out[i] = BatchItem(item.path, item.rel_dir, candidate, item.name)
+        logger.info("%s: outputs named %s_* (another input's would also be named %s_*)",
+                    item.name, candidate, item.stem)
+    return out
 
 
 def _inside(out_dir, rel_dir: str) -> Path:
     """``out_dir / rel_dir``, refused if it resolves outside ``out_dir`` (symlinks)."""
-    root = Path(out_dir).resolve()
+    root = real_path(out_dir)
     folder = Path(out_dir) / rel_dir
-    real = folder.resolve()
+    real = real_path(folder)
     if real != root and root not in real.parents:
         raise GmmsegError(
             f"output folder {folder} resolves to {real}, outside the output folder {root} "

@@ -36,6 +36,9 @@ class BatchProgress:
         The summary row of the input that just finished (see
         :class:`BatchReport`); in the fit phase only ``input``, ``status``
         and ``error``.
+    dashboard : str or None
+        On a Dask cluster with a dashboard, its address, from the event
+        right after connecting on (one with ``row`` None).
     """
 
     phase: str
@@ -45,6 +48,7 @@ class BatchProgress:
     skipped: int
     elapsed: float
     row: dict | None = None
+    dashboard: str | None = None
 
     @property
     def done(self) -> int:
@@ -94,16 +98,24 @@ class _Tracker:
         self.phase, self.total, self.callback = phase, total, callback
         self.ok = self.failed = 0
         self.skipped = skipped
+        self.dashboard = None
         self.t0 = time.perf_counter()
 
     def _emit(self, row):
         if self.callback is not None:
             self.callback(BatchProgress(self.phase, self.total, self.ok, self.failed,
-                                        self.skipped, time.perf_counter() - self.t0, row))
+                                        self.skipped, time.perf_counter() - self.t0, row,
+                                        self.dashboard))
 
     def start(self):
         self.t0 = time.perf_counter()
         self._emit(None)
+
+    def connected(self, dashboard):
+        """The executor reached its Dask cluster: say where its dashboard is."""
+        if dashboard:
+            self.dashboard = dashboard
+            self._emit(None)
 
     def finished(self, row):
         if row["status"] == "ok":

@@ -13,14 +13,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import cv2
-
 from .. import postprocess
 from ..errors import GmmsegError, one_line
 from ..io import read_image, remove_stale_temporaries
 from ..pipeline import Segmentation
 from ..pipeline.outputs import OUTPUT_KINDS, find_output, regions_request
-from .gallery import THUMBS_DIR, _thumb_paths, write_thumbnails
+from .gallery import THUMBS_DIR, _thumb_paths, thumb_kinds, write_thumbnails
 from .inputs import BatchItem, _inside, _output_folder, _rel
 from .summary import _blank_row, _fill_from_report
 
@@ -81,7 +79,7 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
     row["status"] = "skipped"
     row["outputs"] = {k: outputs[k] for k in OUTPUT_KINDS if k in outputs}
     row["outputs"].update((k, v) for k, v in outputs.items() if k not in OUTPUT_KINDS)
-    thumbs = _thumb_paths(out_dir, item)
+    thumbs = _thumb_paths(out_dir, item, thumb_kinds(row["outputs"]))
     if all(p.is_file() for p in thumbs.values()):
         row["thumbnails"] = {k: _rel(p, out_dir) for k, p in thumbs.items()}
     timings = doc.get("timings") or {}
@@ -109,9 +107,7 @@ def _restore_thumbnails(row: dict, item: BatchItem, out_dir: Path, read_kwargs) 
     """Make missing thumbnails of a skipped input (interrupted between save and thumbnails)."""
     try:
         image = read_image(item.path, **read_kwargs)
-        overlay = cv2.imread(str(out_dir / row["outputs"]["overlay"]), cv2.IMREAD_COLOR)
-        if overlay is None:
-            raise GmmsegError("cannot read the overlay back")
-        row["thumbnails"] = write_thumbnails(out_dir, item, image, overlay[..., ::-1])
+        outputs = {kind: out_dir / rel for kind, rel in row["outputs"].items()}
+        row["thumbnails"] = write_thumbnails(out_dir, item, image, outputs)
     except Exception as err:  # the outputs are complete; only the gallery lacks a picture
         row["warnings"] = [*row["warnings"], f"no gallery thumbnail: {one_line(err)}"]

@@ -8,6 +8,7 @@ and writes the summary files, also when interrupted.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,12 +20,13 @@ import numpy as np
 from .._system import available_cpus
 from ..errors import GmmsegError, OutputExistsError
 from ..features import FeatureExtractor
+from ..io import real_path
 from ..mixture import GaussianMixture
 from ..pipeline import (DEFAULT_PER_IMAGE, MODEL_OPTIONS, fit_shared_model, load_shared_model,
                         save_shared_model, segment)
 from ..pipeline.segment import stored_feature_extractor
 from .executors import _run_dask, _run_in_process, _run_processes
-from .inputs import BatchItem, _rel
+from .inputs import BatchItem, _rel, distinct_stems
 from .progress import BatchProgress, _Tracker
 from .resume import _completed_row, _remove_stale_temporaries, _restore_thumbnails
 from .summary import BatchInterrupted, BatchReport, _blank_row, _jsonable, _write_summaries
@@ -71,7 +73,8 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     Parameters
     ----------
     items : sequence of BatchItem
-        From :func:`find_inputs` or :func:`items_from_files`.
+        From :func:`find_inputs` or :func:`items_from_files`; output names
+        that would clash are told apart (``distinct_stems``: ``coffee_png``).
     out_dir : path
         Created if needed.  Nothing is written outside it (output folders
         that resolve elsewhere are refused) and no input is ever replaced.
@@ -137,7 +140,8 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     segment_kwargs, save_kwargs, read_kwargs = (
         dict(segment_kwargs or {}), dict(save_kwargs or {}), dict(read_kwargs or {}))
     jobs, threads = _workers(jobs, threads, scheduler, segment_kwargs)
-    rows = _rows_of_duplicate_names(items)
+    items = distinct_stems(items)
+    rows: list[dict | None] = [None] * len(items)
     model_file = out_dir / SHARED_MODEL if shared_model and model is None else None
     if model_file is not None:
         model, feature_extractor = _shared_model(
@@ -153,7 +157,7 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     # With resume, what is left to do has no complete outputs: a part written
     # before an interruption is replaced.
     task = _Task(str(out_dir), segment_kwargs, save_kwargs, read_kwargs, overwrite or resume,
-                 threads, model, feature_extractor, thumbnails)
+                 threads, model, feature_extractor, thumbnails, _workers_log_level(scheduler))
     options = {
         "segment": _jsonable(segment_kwargs), "save": _jsonable(save_kwargs),
         "read": _jsonable(read_kwargs), "jobs": jobs, "threads": threads,
@@ -184,6 +188,11 @@ def _workers(jobs, threads, scheduler, segment_kwargs):
     return jobs, int(threads)
 
 
+def _workers_log_level(scheduler):
+    """gmmseg's logging level here, for the workers a local run starts; None on a remote cluster."""
+    return logging.getLogger("gmmseg").getEffectiveLevel() if scheduler in (None, "local") else None
+
+
 def _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnails,
             n_components):
     """Remove a killed run's temporaries; unless ``overwrite``, fill complete inputs' rows."""
@@ -198,22 +207,6 @@ def _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnail
         row = rows[i] = _completed_row(item, out_dir, save_kwargs, n_components)
         if row and row["status"] == "skipped" and thumbnails and not row["thumbnails"]:
             _restore_thumbnails(row, item, out_dir, read_kwargs)
-
-
-def _rows_of_duplicate_names(items):
-    """Rows for the inputs whose output names an earlier input takes; None for the rest."""
-    rows: list[dict | None] = [None] * len(items)
-    first_of: dict[tuple[str, str], BatchItem] = {}
-    for i, item in enumerate(items):
-        key = (item.rel_dir, item.stem)
-        if key in first_of:
-            row = _blank_row(item)
-            row["error"] = (f"same output names as {first_of[key].name}; rename one of them "
-                            "or use exclude=")
-            rows[i] = row
-        else:
-            first_of[key] = item
-    return rows
 
 
 def _shared_model(model_file, paths, segment_kwargs, read_kwargs, *, per_image, resume,
@@ -248,12 +241,12 @@ def _work_list(items, rows, out_dir):
     """
     inputs_by_folder: dict[Path, set[str]] = {}
     for item in items:
-        real = item.path.resolve()
+        real = real_path(item.path)
         inputs_by_folder.setdefault(real.parent, set()).add(str(real))
     work = []
     for i, item in enumerate(items):
         if rows[i] is None:
-            folder = (out_dir / item.rel_dir).resolve()
+            folder = real_path(out_dir / item.rel_dir)
             work.append((i, item, frozenset(inputs_by_folder.get(folder, ()))))
     return work
 
@@ -276,7 +269,7 @@ def _execute(work, task, rows, scheduler, jobs, progress):
     if not work:
         return
     if scheduler is not None:
-        _run_dask(work, task, scheduler, jobs, record, harvest)
+        _run_dask(work, task, scheduler, jobs, record, harvest, connected=tracker.connected)
     elif jobs == 1 or len(work) == 1:
         _run_in_process(work, task, record)
     else:

@@ -37,7 +37,7 @@ _CSV_OUTPUTS = ["labels", "overlay", "regions", "regions_overlay", "report", "pr
 _CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
-    "seconds", *_CSV_OUTPUTS,
+    "size_units", "valid_size", "segment_sizes", "seconds", *_CSV_OUTPUTS,
 ]
 
 
@@ -67,10 +67,16 @@ class BatchReport:
         ``error`` (one line, ``""`` if none), ``warnings`` (list of str),
         ``width``, ``height``, ``depth`` (None for 2-D), ``channels``,
         ``valid_pixels``, ``n_components``, ``n_iter``, ``converged``,
-        ``mean_log_likelihood``, ``seconds``, ``shares`` (segment shares,
-        label order), ``outputs`` (kind -> path relative to ``out_dir``,
-        POSIX) and ``thumbnails`` (``"input"``/``"overlay"`` -> relative
-        path).  Unknown values are None.
+        ``mean_log_likelihood``, ``n_regions``, ``seconds``, ``shares``
+        (segment shares, label order), ``size_units``, ``valid_size`` and
+        ``segment_sizes`` (area or volume of the valid pixels and of each
+        segment where the input's pixel size is known: in hectares
+        (``"ha"``) for rasters in a projected CRS, millilitres (``"mL"``)
+        for NIfTI and DICOM volumes, else the units of
+        :meth:`Segmentation.stats`, e.g. ``"degree^2"`` or ``"mm^2"``),
+        ``outputs`` (kind -> path relative to ``out_dir``, POSIX) and
+        ``thumbnails`` (``"input"``/``"overlay"``/``"regions_overlay"`` ->
+        relative path).  Unknown values are None.
     out_dir : Path
     seconds : float
         Wall time of the run.
@@ -133,6 +139,7 @@ def _blank_row(item: BatchItem) -> dict:
         "width": None, "height": None, "depth": None, "channels": None,
         "valid_pixels": None, "n_components": None, "n_iter": None, "converged": None,
         "mean_log_likelihood": None, "n_regions": None, "seconds": None, "shares": None,
+        "size_units": None, "valid_size": None, "segment_sizes": None,
         "outputs": {}, "thumbnails": {},
     }
 
@@ -167,6 +174,26 @@ def _fill_from_report(row: dict, doc: Mapping) -> None:
         shares=[round(float(s.get("share", 0.0)), 6) for s in segments]
         if isinstance(segments, list) else None,
     )
+    row.update(_physical_sizes(segments))
+
+
+# Segment-statistics keys with a size, most readable first, and the unit they are in.
+_SIZE_KEYS = (("hectares", "ha"), ("millilitres", "mL"), ("area", None), ("volume", None))
+
+
+def _physical_sizes(segments) -> dict:
+    """``size_units``, ``valid_size`` and ``segment_sizes`` from a report's segments, if sized."""
+    if not (isinstance(segments, list) and segments and all(isinstance(s, Mapping)
+                                                            for s in segments)):
+        return {}
+    for key, units in _SIZE_KEYS:
+        values = [s.get(key) for s in segments]
+        if all(isinstance(v, (int, float)) for v in values):
+            units = units or segments[0].get("units")
+            sizes = [float(f"{v:.6g}") for v in values]
+            return {"size_units": units, "valid_size": float(f"{sum(values):.6g}"),
+                    "segment_sizes": sizes}
+    return {}
 
 
 def _jsonable(value):
@@ -214,6 +241,8 @@ def _write_summaries(report: BatchReport, started: str) -> None:
 def _csv_row(row: dict) -> dict:
     out = {k: row.get(k) for k in _CSV_COLUMNS if k in row and k not in ("warnings",)}
     out["warnings"] = "; ".join(row["warnings"])
+    if row.get("segment_sizes"):
+        out["segment_sizes"] = ";".join(f"{v:g}" for v in row["segment_sizes"])
     for kind in _CSV_OUTPUTS:
         out[kind] = row["outputs"].get(kind, "")
     return {k: ("" if v is None else v) for k, v in out.items()}

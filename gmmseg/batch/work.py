@@ -20,9 +20,10 @@ from pathlib import Path
 import cv2
 from threadpoolctl import threadpool_limits
 
+from .._log import configure_logging
 from ..errors import GmmsegError, failure_reason, one_line
 from ..features import FeatureExtractor
-from ..io import read_image
+from ..io import read_image, real_path
 from ..mixture import GaussianMixture
 from ..pipeline import Segmentation, check_model_input, segment
 from .gallery import write_thumbnails
@@ -49,6 +50,9 @@ class _Task:
     model: GaussianMixture | None = None
     extractor: FeatureExtractor | None = None
     thumbnails: bool = True
+    # The caller's logging level for gmmseg's records, for worker processes
+    # gmmseg starts; None on a remote Dask cluster, whose logging is not ours.
+    log_level: int | None = None
 
 
 def _path_options(save_kwargs: Mapping) -> dict:
@@ -72,15 +76,14 @@ def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
     folder = _output_folder(task.out_dir, item)
     targets = seg.output_paths(folder, item.stem, **_path_options(task.save_kwargs))
     for target in targets.values():
-        if str(target.resolve()) in protected:
+        if str(real_path(target)) in protected:
             raise GmmsegError(f"{target}: output would replace an input file")
     paths = seg.save(folder, item.stem, overwrite=task.overwrite, **task.save_kwargs)
     out_dir = Path(task.out_dir)
     result = {"outputs": {kind: _rel(p, out_dir) for kind, p in paths.items()}}
     if task.thumbnails:
         try:
-            overlay_rgb = seg.overlay(task.save_kwargs.get("alpha", 0.5))
-            result["thumbnails"] = write_thumbnails(out_dir, item, seg.image, overlay_rgb)
+            result["thumbnails"] = write_thumbnails(out_dir, item, seg.image, paths)
         except Exception as err:  # a missing thumbnail must not fail the input
             warnings.warn(f"no gallery thumbnail: {one_line(err)}", RuntimeWarning,
                           stacklevel=1)
@@ -121,13 +124,25 @@ def _limit_process_threads(threads: int) -> None:
     threadpool_limits(limits=threads, user_api="openmp")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, log_level: int | None = None) -> None:
     # Ctrl-C goes to the whole process group: let the parent decide, so
     # running inputs finish and are recorded.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_process_threads(threads)
+    _log_as_the_caller(log_level)
+
+
+def _log_as_the_caller(log_level: int | None) -> None:
+    """A worker's log lines as the calling process's: gmmseg's at its level, others' quiet.
+
+    A worker writes to the caller's terminal; unconfigured, the readers'
+    warnings (tifffile's) would reach it raw through logging's last resort.
+    """
+    if log_level is not None:
+        configure_logging(log_level)
 
 
 def _process_on_dask(item: BatchItem, task: _Task, protected: frozenset) -> dict:
     _limit_process_threads(task.threads)
+    _log_as_the_caller(task.log_level)
     return _process(item, task, protected)

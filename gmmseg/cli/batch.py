@@ -14,18 +14,31 @@ from pathlib import Path
 
 import click
 
-from ..errors import GmmsegError
+from ..errors import GmmsegError, counted
 from ._errors import cli_text, in_flags
+from ._help import GroupedCommand
 from .options import (
     batch_options,
+    mask_option,
     model_options,
     per_image_option,
+    preset_option,
     reader_options,
     verbosity_options,
 )
+from .presets import given_only
+
+EXAMPLES = """
+gmmseg batch scenes/ -o results/ -k 4 --recursive -j 2
+gmmseg batch scenes/ -o results/ -k 4 --include '*.tif' --exclude 'raw/*'
+gmmseg batch scenes/ -o results/ -k 4 --resume          # after Ctrl-C or a crash
+gmmseg batch scenes/ -o results/ -k 5 --shared-model    # one model, same classes everywhere
+gmmseg batch scenes/ -o results/ -k 4 --scheduler local # on a local Dask cluster
+gmmseg batch brains/ -o results/ --preset t1 --recursive # tissue maps for every scan
+"""
 
 
-@click.command()
+@click.command(cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-r", "--recursive", is_flag=True, help="Also segment images in subfolders.")
 @click.option("--include", multiple=True,
@@ -33,6 +46,8 @@ from .options import (
                    "reads). A pattern with '/' matches the path below INPUT_DIR.")
 @click.option("--exclude", multiple=True, help="Glob pattern of inputs to skip (repeatable).")
 @reader_options
+@mask_option
+@preset_option
 @model_options
 @batch_options
 @click.option("--shared-model", is_flag=True,
@@ -40,9 +55,10 @@ from .options import (
                    "so label k means the same class everywhere (saved as shared_model.npz).")
 @per_image_option("Pixels drawn from each image for --shared-model.")
 @verbosity_options
-def batch(input_dir, recursive, include, exclude, read_kwargs, n_components, features,
-          covariance_type, pca, seed, max_fit_samples, min_region_size, smoothing, connectivity,
-          criterion, init_params, n_init, max_iter, tol, threads, run, shared_model, per_image):
+def batch(input_dir, recursive, include, exclude, read_kwargs, mask, preset, n_components,
+          features, covariance_type, pca, seed, max_fit_samples, min_region_size, smoothing,
+          connectivity, criterion, init_params, n_init, max_iter, tol, threads, run,
+          shared_model, per_image):
     """Segment every image in INPUT_DIR in parallel into OUT_DIR (same tree).
 
     Writes each input's label map, overlay and report as `segment` does, plus
@@ -51,8 +67,23 @@ def batch(input_dir, recursive, include, exclude, read_kwargs, n_components, fea
     if any input failed.
     """
     from ..batch import find_inputs
+    from ..pipeline import preset_arguments
 
-    if shared_model and not isinstance(n_components, int):
+    segment_kwargs = given_only(dict(
+        n_components=n_components, features=features, covariance_type=covariance_type,
+        pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
+        min_region_size=min_region_size, smoothing=smoothing, connectivity=connectivity,
+        criterion=criterion, init_params=init_params, n_init=n_init, max_iter=max_iter,
+        tol=tol, mask=mask), preset)
+    if preset is not None and shared_model:
+        # One model for all inputs: the preset's values, resolved here.
+        try:
+            segment_kwargs, _ = preset_arguments(preset, segment_kwargs, method="mixture")
+        except ValueError as err:
+            raise click.UsageError(in_flags(str(err))) from err
+    elif preset is not None:
+        segment_kwargs["preset"] = preset
+    if shared_model and not isinstance(segment_kwargs.get("n_components", n_components), int):
         raise click.UsageError("--shared-model needs a fixed -k; choose it with select-k first")
     try:
         items = find_inputs(input_dir, recursive=recursive, include=include or None,
@@ -64,13 +95,7 @@ def batch(input_dir, recursive, include, exclude, read_kwargs, n_components, fea
                                + ("" if recursive else " (use --recursive for subfolders)"))
     run_batch_command(
         items, **run, threads=threads, read_kwargs=read_kwargs, shared_model=shared_model,
-        per_image=per_image,
-        segment_kwargs=dict(
-            n_components=n_components, features=features, covariance_type=covariance_type,
-            pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
-            min_region_size=min_region_size, smoothing=smoothing, connectivity=connectivity,
-            criterion=criterion, init_params=init_params, n_init=n_init, max_iter=max_iter,
-            tol=tol))
+        per_image=per_image, segment_kwargs=segment_kwargs)
 
 
 def run_batch_command(items, out_dir, **kwargs):
@@ -96,8 +121,8 @@ def run_batch_command(items, out_dir, **kwargs):
             click.echo(f"error: {row['input']}: {in_flags(row['error'])}", err=True)
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     if report.exit_code != 0 or not quiet:
-        click.echo(f"{len(report.rows)} inputs: {report.n_ok} segmented, {report.n_skipped} "
-                   f"already complete, {report.n_failed} failed; summary: "
+        click.echo(f"{counted(len(report.rows), 'input')}: {report.n_ok} segmented, "
+                   f"{report.n_skipped} already complete, {report.n_failed} failed; summary: "
                    f"{report.summary_csv}, gallery: {report.gallery}",
                    err=report.exit_code != 0)
     sys.exit(report.exit_code)
@@ -110,8 +135,17 @@ def _progress_printer():
     ctx = click.get_current_context()
     if ctx.meta["gmmseg.quiet"]:
         return None, lambda: None
+    shown = set()
+
+    def dashboard(p, echo):
+        """The Dask dashboard's address, once; Dask's own log says more with -v."""
+        if p.dashboard and p.dashboard not in shown:
+            shown.add(p.dashboard)
+            echo(f"Dask dashboard: {p.dashboard}")
+
     if not sys.stderr.isatty():
         def plain(p):
+            dashboard(p, lambda text: click.echo(text, err=True))
             if p.row is not None:
                 click.echo(format_progress(p), err=True)
         return plain, lambda: None
@@ -121,6 +155,7 @@ def _progress_printer():
     bars = {}
 
     def bar(p):
+        dashboard(p, lambda text: tqdm.write(text, file=sys.stderr))
         current = bars.get(p.phase)
         if current is None:
             current = bars[p.phase] = tqdm(total=p.total, desc=p.phase, unit="file",

@@ -12,10 +12,16 @@ from pathlib import Path
 import click
 
 from ._errors import report_failure
+from ._help import GroupedCommand
 from .options import reader_options, verbosity_options
 
+EXAMPLES = """
+gmmseg info scene.tif scan.nii.gz
+gmmseg info dicom_folder/ --series 1.2.840.113619.2.55.3
+"""
 
-@click.command()
+
+@click.command(cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @reader_options
 @verbosity_options

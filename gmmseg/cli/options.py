@@ -24,12 +24,26 @@ import click
 
 # These imports add nothing to ``--help``'s start-up: ``import gmmseg`` loads
 # all of them already.
+from .._log import configure_logging
 from ..features import FEATURE_BUILDERS, parse_feature_spec
-from ..mixture import (COVARIANCE_TYPES, CRITERIA, INIT_METHODS, check_covariance_type,
-                       check_criterion, check_n_components)
+from ..mixture import (
+    COVARIANCE_TYPES,
+    CRITERIA,
+    INIT_METHODS,
+    check_covariance_type,
+    check_criterion,
+)
 from ..mrf import CONNECTIVITIES
-from ..pipeline import DEFAULT_K_RANGE, DEFAULT_PER_IMAGE, Segmentation, segment, select_k
+from ..pipeline import (
+    DEFAULT_K_RANGE,
+    DEFAULT_PER_IMAGE,
+    Segmentation,
+    check_segment_count,
+    segment,
+    select_k,
+)
 from ..postprocess import check_region_mode, check_region_scale
+from ..presets import PRESETS, check_preset
 from ._errors import in_flags
 
 # The API's defaults, read from its signatures so that the CLI cannot drift
@@ -102,8 +116,9 @@ def _check_anomaly(ctx, param, value):
 
 
 class ComponentsType(click.ParamType):
-    """``-k``: a number of segments >= 1 (:func:`gmmseg.mixture.check_n_components`),
-    or ``auto`` (chosen by a criterion) where ``auto`` is allowed."""
+    """``-k``: a number of segments a label map holds
+    (:func:`gmmseg.pipeline.check_segment_count`), or ``auto`` (chosen by a
+    criterion) where ``auto`` is allowed."""
 
     def __init__(self, *, auto=True):
         self.auto = auto
@@ -120,7 +135,7 @@ class ComponentsType(click.ParamType):
             except ValueError:
                 expected = "an integer >= 1 or 'auto'" if self.auto else "an integer >= 1"
                 self.fail(f"expected {expected}, got {value!r}", param, ctx)
-        return _library_check(check_n_components, number, param, ctx)
+        return _library_check(check_segment_count, number, param, ctx)
 
 
 class _LibraryChoice(click.Choice):
@@ -159,6 +174,21 @@ def _library_check(check, value, param, ctx):
         # click names the option already: "Invalid value for '-k': must be ..."
         text = str(err).removeprefix(f"{name} ") if name else str(err)
         raise click.BadParameter(in_flags(text), ctx, param) from err
+
+
+def _preset_name(value, name="preset"):
+    return check_preset(value, name).name
+
+
+preset_option = click.option(
+    "--preset", type=_LibraryChoice(list(PRESETS), _preset_name), default=None,
+    help="A recipe for a kind of image (list: gmmseg presets): its features, K, prior and "
+         "mask; options given explicitly override it.")
+
+mask_option = click.option(
+    "--mask", type=click.Path(exists=True, path_type=Path), default=None,
+    help="Segment only the non-zero pixels of this file: NIfTI, DICOM or any raster on the "
+         "image's grid (a brain mask, a region of interest).")
 
 
 def _check_region_scale(ctx, param, value):
@@ -411,7 +441,7 @@ def verbosity_options(fn):
     def wrapper(*args, verbose, quiet, **kwargs):
         level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
             min(verbose, 2)]
-        logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+        configure_logging(level)
         ctx = click.get_current_context()
         ctx.meta["gmmseg.verbose"] = verbose
         ctx.meta["gmmseg.quiet"] = quiet

@@ -1,8 +1,10 @@
 """``gmmseg segment``: segment images one by one and write their outputs.
 
 Owns the per-file loop (one bad input must not stop the others), the
-refusal to write two inputs to one name or over an input, and the one line
-printed per image.  It must not segment or write files itself: that is
+refusal to write over an input, and the one line printed per image.  Inputs
+whose outputs would share names get distinct ones as in a batch
+(:func:`gmmseg.batch.distinct_stems`: ``coffee_png``, ``coffee_jpg``).  It
+must not segment or write files itself: that is
 :func:`gmmseg.pipeline.segment` and :meth:`gmmseg.Segmentation.save`.
 """
 
@@ -10,26 +12,46 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import click
 
-from ._errors import cli_text, report_failure
-from .options import model_options, output_options, reader_options, verbosity_options
+from ..errors import counted
+from ._errors import echo_warnings, held_warnings, report_failure
+from ._help import GroupedCommand
+from .options import (
+    mask_option,
+    model_options,
+    output_options,
+    preset_option,
+    reader_options,
+    verbosity_options,
+)
+from .presets import given_only
+
+EXAMPLES = """
+gmmseg segment photo.jpg -k 4 -o out
+gmmseg segment photo.jpg -k auto -o out               # K chosen by BIC
+gmmseg segment scan.nii.gz -k 3 --smooth 1 -o out     # a volume, with the Potts prior
+gmmseg segment scene.tif --bands 4,3,2 -k 5 --save-proba -o out
+gmmseg segment cells.tif --preset fluorescence -o out   # contrast features + prior, K = 2
+gmmseg segment brain.nii.gz --preset t1 -o out          # CSF/GM/WM, bias field, pve maps
+"""
 
 
-@click.command()
+@click.command(cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @reader_options
+@mask_option
+@preset_option
 @model_options
 @output_options
 @verbosity_options
-def segment(images, read_kwargs, out_dir, n_components, features, covariance_type, pca, seed,
-            max_fit_samples, min_region_size, smoothing, connectivity, criterion, init_params,
-            n_init, max_iter, tol, threads, save_proba, save_loglik, save_uncertainty,
-            save_anomaly, anomaly_quantile, anomaly_threshold, regions, region_scale, alpha,
-            overwrite):
+def segment(images, read_kwargs, mask, preset, out_dir, n_components, features, covariance_type,
+            pca, seed, max_fit_samples, min_region_size, smoothing, connectivity, criterion,
+            init_params, n_init, max_iter, tol, threads, save_proba, save_loglik,
+            save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, regions,
+            region_scale, alpha, overwrite):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
@@ -39,50 +61,44 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
     --overwrite is given.  With -k auto, K is chosen for each image and the
     criterion curve goes into the report.
     """
-    from ..io import file_stem, read_image
+    from ..batch import items_from_files
+    from ..io import read_image, real_path
     from ..pipeline import segment as run_segment
 
     quiet = click.get_current_context().meta["gmmseg.quiet"]
     failed = 0
-    seen_stems = {}
-    inputs = {p.resolve() for p in images}
-    for path in images:
+    inputs = {real_path(p) for p in images}
+    items = items_from_files(images)
+    for path, stem in ((item.path, item.stem) for item in items):
         try:
-            stem = file_stem(path)
-            if stem in seen_stems:
-                raise click.ClickException(
-                    f"{path}: same output name as {seen_stems[stem]}; segment them into "
-                    "different --out-dir folders")
-            seen_stems[stem] = path
             t0 = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with held_warnings(path) as caught:
                 image = read_image(path, **read_kwargs)
-                seg = run_segment(
-                    image, n_components, features=features, covariance_type=covariance_type,
-                    random_state=seed, max_fit_samples=max_fit_samples, pca=pca,
-                    min_region_size=min_region_size, smoothing=smoothing,
-                    connectivity=connectivity, init_params=init_params, n_init=n_init,
-                    max_iter=max_iter, tol=tol, n_jobs=threads, criterion=criterion)
+                seg = run_segment(image, preset=preset, **given_only(dict(
+                    n_components=n_components, features=features,
+                    covariance_type=covariance_type, random_state=seed,
+                    max_fit_samples=max_fit_samples, pca=pca, min_region_size=min_region_size,
+                    smoothing=smoothing, connectivity=connectivity, init_params=init_params,
+                    n_init=n_init, max_iter=max_iter, tol=tol, n_jobs=threads,
+                    criterion=criterion, mask=mask), preset))
                 maps = dict(proba=save_proba, log_likelihood=save_loglik,
                             uncertainty=save_uncertainty, anomaly=save_anomaly, regions=regions,
                             region_scale=region_scale)
                 targets = seg.output_paths(out_dir, stem, **maps, anomaly_mask=(
                     anomaly_quantile is not None or anomaly_threshold is not None))
-                clash = [t for t in targets.values() if t.resolve() in inputs]
+                clash = [t for t in targets.values() if real_path(t) in inputs]
                 if clash:
                     raise click.ClickException(f"{clash[0]}: output would replace an input file")
                 seg.save(out_dir, stem, overwrite=overwrite, alpha=alpha, **maps,
                          anomaly_quantile=anomaly_quantile, anomaly_threshold=anomaly_threshold)
-            for w in caught:
-                click.echo(f"warning: {path}: {cli_text(w.message)}", err=True)
+            echo_warnings(caught, path)
             if not quiet:
                 m = seg.model
                 click.echo(
-                    f"{path}: {m.n_components} segments{_selection_note(seg)}, "
-                    f"{m.n_iter_} EM iterations"
+                    f"{path}: {counted(m.n_components, 'segment')}{_selection_note(seg)}, "
+                    f"{counted(m.n_iter_, 'EM iteration')}"
                     f"{'' if m.converged_ else ' (not converged)'}"
-                    f"{_smoothing_note(seg)}"
+                    f"{_smoothing_note(seg)}{_preset_note(seg)}"
                     f"{_anomaly_note(seg, anomaly_quantile, anomaly_threshold)}"
                     f"{_regions_note(seg)}, "
                     f"{time.perf_counter() - t0:.2f} s -> {targets['labels']}")
@@ -93,14 +109,14 @@ def segment(images, read_kwargs, out_dir, n_components, features, covariance_typ
             report_failure(path, err)
             failed += 1
     if failed:
-        if len(images) > 1:
-            click.echo(f"{failed} of {len(images)} inputs failed", err=True)
+        if len(items) > 1:
+            click.echo(f"{failed} of {len(items)} inputs failed", err=True)
         sys.exit(1)
 
 
 def _regions_note(seg) -> str:
     n = (seg.info.get("regions") or {}).get("n_regions")
-    return f", {n} connected regions" if n is not None else ""
+    return f", {counted(n, 'connected region')}" if n is not None else ""
 
 
 def _selection_note(seg):
@@ -111,6 +127,11 @@ def _selection_note(seg):
     decided_by = chosen.get("decided_by", chosen["criterion"])
     how = "counted by ICL" if decided_by == "count" else f"chosen by {decided_by.upper()}"
     return f" ({how} among K = {ks[0]}..{ks[-1]})"
+
+
+def _preset_note(seg) -> str:
+    record = seg.info.get("preset")
+    return f", preset {record['name']}" if record else ""
 
 
 def _smoothing_note(seg) -> str:

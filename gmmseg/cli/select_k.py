@@ -14,8 +14,10 @@ from pathlib import Path
 
 import click
 
+from ..errors import counted
 from ..mixture import CLEAR_ENTROPY
 from ._errors import cli_text, report_failure
+from ._help import GroupedCommand
 from .options import (
     SELECT_K_DEFAULTS,
     ComponentsType,
@@ -24,14 +26,24 @@ from .options import (
     em_options,
     feature_fit_options,
     overwrite_option,
+    preset_option,
     reader_options,
     verbosity_options,
 )
+from .presets import given_only
+
+EXAMPLES = """
+gmmseg select-k photo.jpg
+gmmseg select-k photo.jpg --k-max 15 --criterion aic --plot bic.png
+gmmseg select-k scene.tif --covariance-type full --covariance-type diag
+gmmseg select-k cells.tif --preset fluorescence        # on the preset's features
+"""
 
 
-@click.command("select-k")
+@click.command("select-k", cls=GroupedCommand, epilog=EXAMPLES)
 @click.argument("image", type=click.Path(path_type=Path))
 @reader_options
+@preset_option
 @click.option("--k-min", type=ComponentsType(auto=False),
               default=SELECT_K_DEFAULTS["k_min"], show_default=True, help="Smallest K tried.")
 @click.option("--k-max", type=ComponentsType(auto=False),
@@ -45,7 +57,7 @@ from .options import (
                    "(.png, .pdf, .svg; needs matplotlib).")
 @overwrite_option("an existing --plot file")
 @verbosity_options
-def select_k(image, read_kwargs, k_min, k_max, criterion, covariance_types,
+def select_k(image, read_kwargs, preset, k_min, k_max, criterion, covariance_types,
              features, pca, seed, max_fit_samples, init_params, n_init, max_iter, tol, threads,
              plot, overwrite):
     """How many segments: fit K = K_MIN..K_MAX to IMAGE, count its clusters, choose K.
@@ -74,18 +86,26 @@ def select_k(image, read_kwargs, k_min, k_max, criterion, covariance_types,
             sys.exit(1)
 
     from ..io import read_image
-    from ..pipeline import plot_selection
+    from ..pipeline import plot_selection, preset_arguments
     from ..pipeline import select_k as run_select_k
+
+    options = dict(criterion=criterion, covariance_types=covariance_types, features=features,
+                   pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
+                   init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
+                   n_jobs=threads)
+    if preset is not None:
+        try:
+            options, _ = preset_arguments(preset, given_only(options, preset),
+                                          accepted=SELECT_K_DEFAULTS, method="mixture",
+                                          what="select_k")
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="'--preset'") from err
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             img = read_image(image, **read_kwargs)
-            result = run_select_k(
-                img, k_min, k_max, criterion=criterion, covariance_types=covariance_types,
-                features=features, pca=pca, random_state=seed, max_fit_samples=max_fit_samples,
-                init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
-                n_jobs=threads)
+            result = run_select_k(img, k_min, k_max, **options)
         for w in caught:
             click.echo(f"warning: {image}: {cli_text(w.message)}", err=True)
         for line in _selection_table(result):
@@ -157,7 +177,7 @@ def _choice_lines(result, several):
     how = "(the count)" if decided_by == "count" else f"by {decided_by.upper()}"
     lines.append(f"chosen: K = {result.n_components}"
                  + (f" ({result.covariance_type})" if several else "")
-                 + f" {how} on {result.n_samples:,.0f} fit pixels "
+                 + f" {how} on {counted(round(result.n_samples), 'fit pixel', grouped=True)} "
                    f"({info['timings']['total']:.2f} s)"
                  + (f"; BIC K = {k_bic}" if decided_by != "bic" else ""))
     ks = sorted({r["n_components"] for r in result.rows})

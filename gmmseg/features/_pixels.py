@@ -15,6 +15,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from ..errors import counted
 from ..io import Image, as_image
 
 # Pixels converted per stripe by the per-pixel builders: bounds the float32
@@ -107,7 +108,7 @@ def _require_rgb(image: Image, feature: str) -> None:
     if not image.is_rgb:
         raise ValueError(
             f"feature {feature!r} needs an RGB image (3 channels R, G, B); got "
-            f"{image.n_channels} channel(s) {tuple(image.channels)!r} of dtype "
+            f"{counted(image.n_channels, 'channel')} {tuple(image.channels)!r} of dtype "
             f"{image.data.dtype}; use 'bands' or 'gray' for other data"
         )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import counted
+
 # Elements (rows x columns) per chunk when copying rows or accumulating
 # float64 statistics.
 _CHUNK_ELEMENTS = 1 << 22
@@ -107,7 +109,8 @@ def _fit_pca(
     if isinstance(n_components, int):
         if n_components > d:
             raise ValueError(
-                f"pca={n_components} components requested but the features have only {d} columns"
+                f"pca={n_components} components requested but the features have only "
+                f"{counted(d, 'column')}"
             )
         k = n_components
     else:

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..errors import counted
 from ..io import Image
 from ._pixels import (
     ImageLike,
@@ -198,8 +199,8 @@ def _band_indices(selection: Any, n_channels: int) -> list[int] | None:
             raise TypeError(f"bands must hold integer channel indices, got {selection!r}")
         if not 0 <= i < n_channels:
             raise ValueError(
-                f"bands index {i} is out of range for an image with {n_channels} "
-                f"channel(s) (0-based indices 0..{n_channels - 1})"
+                f"bands index {i} is out of range for an image with "
+                f"{counted(n_channels, 'channel')} (0-based indices 0..{n_channels - 1})"
             )
     if len(set(indices)) != len(indices):
         raise ValueError(f"bands selects a channel twice: {selection!r}")

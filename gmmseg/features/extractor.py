@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import counted
 from ..io import Image
 from ._pixels import ImageLike, _map_rows, _to_image
 from ._stats import _affine_in_place, _chunk_rows, _column_mean_std, _copy_rows, _fit_pca
@@ -468,8 +469,8 @@ class FeatureExtractor:
             raise ValueError("fit_many needs at least one image, got none")
         if not pooled:
             raise ValueError(
-                f"none of the {n_images} image(s) has a valid pixel to fit the feature "
-                "statistics on"
+                (f"none of the {counted(n_images, 'image')} has a" if n_images > 1
+                 else "the image has no") + " valid pixel to fit the feature statistics on"
             )
         rows = pooled[0] if len(pooled) == 1 else np.concatenate(pooled)
         del pooled
@@ -490,7 +491,7 @@ class FeatureExtractor:
             )
         if image.n_channels != first.n_channels:
             raise ValueError(
-                f"image {image.name!r} has {image.n_channels} channel(s), but "
+                f"image {image.name!r} has {counted(image.n_channels, 'channel')}, but "
                 f"{first.name!r} has {first.n_channels}; all images must have the same bands"
             )
         resolved = self._resolve(image, pooled=True)
@@ -547,7 +548,8 @@ class FeatureExtractor:
         if image.n_channels != self.input_channels_:
             raise ValueError(
                 f"features {self.spec_string!r} were fitted on images with "
-                f"{self.input_channels_} channel(s); image {image.name!r} has {image.n_channels}"
+                f"{counted(self.input_channels_, 'channel')}; image {image.name!r} has "
+                f"{image.n_channels}"
             )
         mask, n_valid = self._mask(image, valid)
         X, names, widths = self._raw_rows(image, self.items_, mask, n_valid)
@@ -708,7 +710,7 @@ def _check_finite(X: np.ndarray, items: list[FeatureItem], widths: list[int]) ->
         bad = int(np.count_nonzero(~np.isfinite(X[:, start : start + width]).all(axis=1)))
         if bad:
             raise ValueError(
-                f"feature {item.name!r} is NaN or infinite at {bad} valid pixel(s); "
+                f"feature {item.name!r} is NaN or infinite at {counted(bad, 'valid pixel')}; "
                 "mark those pixels invalid or fix the feature"
             )
         start += width

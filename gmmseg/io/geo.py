@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GmmsegError, ImageReadError, one_line
+from ..errors import GmmsegError, ImageReadError, counted, one_line
 from .image import _RGB, Image, _check_pixels, logged_warnings, require
 from .writers import atomic_output
 
@@ -103,7 +103,7 @@ def read_raster(path: Path, *, max_pixels: int, bands: tuple[int, ...] | None = 
                 wrong = [b for b in bands if not 1 <= b <= count]
                 if wrong:
                     raise ImageReadError(
-                        f"{path}: band {wrong[0]} does not exist; the file has {count} band(s), "
+                        f"{path}: band {wrong[0]} does not exist; the file has {counted(count, 'band')}, "
                         f"numbered 1 to {count}")
                 indexes = tuple(bands)
             _check_pixels(path, (ds.height, ds.width), max_pixels)
@@ -164,12 +164,15 @@ def read_raster(path: Path, *, max_pixels: int, bands: tuple[int, ...] | None = 
 
 def write_geotiff(path: str | os.PathLike, array: np.ndarray, image: Image, *,
                   nodata: float, descriptions: tuple[str, ...] | None = None,
-                  overwrite: bool = False) -> None:
+                  colors: np.ndarray | None = None, overwrite: bool = False) -> None:
     """Write ``(H, W)`` or ``(H, W, K)`` `array` as a GeoTIFF in `image`'s geometry, atomically.
 
     The file gets the input's CRS and transform (or GCPs), one band per
     channel, deflate compression and `nodata` as its nodata value; `array`
     must already hold `nodata` at invalid pixels and the dtype to store.
+    `colors` (``(n, 3)`` RGB, one row per value 0..n-1) gives a one-band
+    uint8 / uint16 map a colour table (a paletted GeoTIFF, which QGIS shows
+    in these colours; the nodata value is transparent).
     """
     rasterio = require("rasterio", what="writing GeoTIFF", path=path, error=GmmsegError)
     bands = array[np.newaxis] if array.ndim == 2 else np.moveaxis(array, -1, 0)
@@ -198,3 +201,71 @@ def write_geotiff(path: str | os.PathLike, array: np.ndarray, image: Image, *,
                 dst.write(np.ascontiguousarray(bands))
                 for i, text in enumerate(descriptions or (), start=1):
                     dst.set_band_description(i, text)
+                if colors is not None:
+                    table = {k: (*(int(c) for c in rgb), 255) for k, rgb in enumerate(colors)}
+                    table[int(nodata)] = (0, 0, 0, 0)
+                    dst.write_colormap(1, table)
+
+
+def _xml_text(text: str) -> str:
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+# GDAL raster attribute table codes: field types and usages (gdal.h).
+_RAT_TYPES = {"int": 0, "real": 1, "string": 2}
+_RAT_USAGES = {"Value": 5, "Count": 1, "Name": 2, "Red": 6, "Green": 7, "Blue": 8, "Alpha": 9}
+
+
+def _rat_cell(kind: str, value) -> str:
+    if kind == "string":
+        return _xml_text(value)
+    return repr(float(value)) if kind == "real" else str(int(value))
+
+
+def write_category_names(path: str | os.PathLike, names, colors, *, columns=None,
+                         overwrite: bool = False) -> None:
+    """Write the GDAL side file (``NAME.tif.aux.xml``) that names a label GeoTIFF's values.
+
+    GDAL reads it with the GeoTIFF (its "PAM" file): the band's category
+    names (``GetCategoryNames``; QGIS labels the colour-table classes with
+    them) and a thematic raster attribute table (``GetDefaultRAT``; QGIS's
+    and ArcGIS's attribute table of the raster) with a row per value:
+    Value, Name, the colour, and any further ``columns``.
+
+    Parameters
+    ----------
+    path : path
+        ``<label file>.aux.xml``.
+    names : sequence of n str
+        Name of value ``0 .. n-1``.
+    colors : (n, 3) array of int in 0..255
+        Colour of each value, as in the file's colour table.
+    columns : dict of str to sequence of n numbers, optional
+        More numeric columns, e.g. ``{"Pixels": [...], "Hectares": [...]}``;
+        int sequences become integer columns, others real ones.
+    overwrite : bool, default False
+    """
+    colors = np.asarray(colors)
+    n = len(names)
+    fields = [("Value", "int", list(range(n))), ("Name", "string", list(names))]
+    fields += [(label, "int", colors[:, j].tolist()) for j, label in
+               enumerate(("Red", "Green", "Blue"))]
+    fields.append(("Alpha", "int", [255] * n))
+    for label, values in (columns or {}).items():
+        values = list(values)
+        kind = "int" if all(isinstance(v, (int, np.integer)) for v in values) else "real"
+        fields.append((label, kind, values))
+    lines = ['<PAMDataset>', '  <PAMRasterBand band="1">', '    <CategoryNames>']
+    lines += [f"      <Category>{_xml_text(name)}</Category>" for name in names]
+    lines += ['    </CategoryNames>', '    <GDALRasterAttributeTable tableType="thematic">']
+    for i, (label, kind, _) in enumerate(fields):
+        lines.append(f'      <FieldDefn index="{i}"><Name>{_xml_text(label)}</Name>'
+                     f"<Type>{_RAT_TYPES[kind]}</Type><Usage>{_RAT_USAGES.get(label, 0)}</Usage>"
+                     "</FieldDefn>")
+    for row in range(n):
+        cells = "".join(f"<F>{_rat_cell(kind, values[row])}</F>" for _, kind, values in fields)
+        lines.append(f'      <Row index="{row}">{cells}</Row>')
+    lines += ['    </GDALRasterAttributeTable>', '  </PAMRasterBand>', '</PAMDataset>']
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

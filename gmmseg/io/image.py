@@ -15,7 +15,7 @@ from types import ModuleType
 
 import numpy as np
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, counted
 
 logger = logging.getLogger("gmmseg.io")
 
@@ -104,7 +104,7 @@ class Image:
         self.channels = tuple(str(c) for c in self.channels)
         if self.channels and len(self.channels) != self.data.shape[-1]:
             raise ValueError(
-                f"channels must name {self.data.shape[-1]} channels, "
+                f"channels must name {counted(self.data.shape[-1], 'channel')}, "
                 f"got {len(self.channels)}: {self.channels}"
             )
 
@@ -171,6 +171,16 @@ def file_stem(path: str | os.PathLike) -> str:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return Path(path).stem or "image"
+
+
+def real_path(path: str | os.PathLike) -> Path:
+    """``path`` absolute, with symbolic links resolved as far as they go.
+
+    Unlike ``Path.resolve`` on Python < 3.13, a symbolic-link loop raises
+    nothing: the looping part stays as it is, and whoever opens the path gets
+    the ``OSError`` (and reports it for that one file).
+    """
+    return Path(os.path.realpath(os.path.abspath(path)))
 
 
 def _finite_mask(data: np.ndarray) -> np.ndarray:

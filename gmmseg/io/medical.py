@@ -35,11 +35,12 @@ import io
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import GmmsegError, ImageReadError, one_line
+from ..errors import GmmsegError, ImageReadError, counted, one_line
 from .image import (
     _RGB,
     Image,
@@ -73,6 +74,9 @@ _DECODER_HINTS = {
 }
 _DEFAULT_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or: pip install python-gdcm)"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# A folder read as an image is a DICOM series; said when it is not one, in the
+# API's words (the CLI says ``gmmseg batch``).
+FOLDER_HINT = "for a folder of image files, use gmmseg.batch.find_inputs and run_batch"
 
 # nibabel reports header problems to a logger; the faults we refuse become the
 # error message, and the minor ones it fixes are not worth a line.
@@ -289,8 +293,28 @@ def _decode(path: Path, ds, pydicom) -> np.ndarray:
         what = f"compressed ({ts.name}) " if ts.is_compressed else ""
         raise ImageReadError(
             f"{path}: cannot decode the {what}DICOM pixel data, truncated or corrupt file "
-            f"({one_line(err, with_type=True)})") from err
+            f"({_decoder_failure(err)})") from err
     return np.asarray(arr)
+
+
+# What pydicom says when every decoder plugin failed, before it lists them.
+_ALL_PLUGINS_FAILED = re.compile(r"^RuntimeError: Unable to decode as exceptions were raised by "
+                                 r"all available plugins: ")
+# "<_io.BytesIO object at 0x7f...>": a memory address that says nothing to the user.
+_OBJECT_REPR = re.compile(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _decoder_failure(err: BaseException) -> str:
+    """pydicom's decoding error in one line: each plugin and its reason, no object reprs.
+
+    Examples
+    --------
+    >>> _decoder_failure(RuntimeError("Unable to decode as exceptions were raised by all "
+    ...     "available plugins:\\n  pillow: cannot identify image file <_io.BytesIO object at 0x7f1>"))
+    'pillow: cannot identify image file'
+    """
+    text = _ALL_PLUGINS_FAILED.sub("", one_line(err, with_type=True))
+    return _OBJECT_REPR.sub("", text)
 
 
 def _dcmread(pydicom, path: Path, *, stop_before_pixels: bool = False):
@@ -440,8 +464,8 @@ def read_dicom_series(folder: Path, *, max_pixels: int, series: str | None = Non
     """
     files = _series_files(folder)
     if not files:
-        raise ImageReadError(
-            f"{folder}: directory holds no files (a directory is read as a DICOM series)")
+        raise ImageReadError(f"{folder}: a folder is read as one DICOM series, and this one holds "
+                             f"no file; {FOLDER_HINT}")
     pydicom = require("pydicom", what="reading a DICOM series (a directory)", path=folder)
     by_series: dict[str, list[tuple[Path, object]]] = {}
     with logged_warnings(folder):
@@ -456,14 +480,15 @@ def read_dicom_series(folder: Path, *, max_pixels: int, series: str | None = Non
             by_series.setdefault(uid, []).append((file, ds))
     if not by_series:
         raise ImageReadError(
-            f"{folder}: directory holds no DICOM images ({len(files)} file(s), none a DICOM image)")
+            f"{folder}: a folder is read as one DICOM series, and this one holds no DICOM image "
+            f"(among {counted(len(files), 'file')}); {FOLDER_HINT}")
     if series is None and len(by_series) > 1:
         listing = "; ".join(_series_summary(uid, items) for uid, items in sorted(by_series.items()))
-        raise ImageReadError(f"{folder}: directory holds {len(by_series)} DICOM series; choose "
-                             f"one with series=UID (--series UID): {listing}")
+        raise ImageReadError(f"{folder}: folder holds {len(by_series)} DICOM series; choose "
+                             f"one with series=UID: {listing}")
     if series is not None and series not in by_series:
         listing = "; ".join(_series_summary(uid, items) for uid, items in sorted(by_series.items()))
-        raise ImageReadError(f"{folder}: no DICOM series {series!r} in the directory; it holds: {listing}")
+        raise ImageReadError(f"{folder}: no DICOM series {series!r} in the folder; it holds: {listing}")
     chosen = by_series[series if series is not None else next(iter(by_series))]
     if len(chosen) == 1:
         image = read_dicom(chosen[0][0], max_pixels=max_pixels)
@@ -496,7 +521,8 @@ def _series_summary(uid: str, items: list) -> str:
     ds = items[0][1]
     what = " ".join(str(v) for v in (getattr(ds, "Modality", ""), getattr(ds, "SeriesDescription", ""))
                     if v)
-    return f"{uid or '(no SeriesInstanceUID)'} ({len(items)} image(s){', ' + what if what else ''})"
+    return (f"{uid or '(no SeriesInstanceUID)'} ({counted(len(items), 'image')}"
+            f"{', ' + what if what else ''})")
 
 
 # --------------------------------------------------------------------------
@@ -557,8 +583,8 @@ def read_nifti(path: Path, *, max_pixels: int, volume: int | None = None) -> Ima
     n_volumes = shape[3] if len(shape) == 4 else 1
     index = 0 if volume is None else int(volume)
     if not 0 <= index < n_volumes:
-        raise ImageReadError(f"{path}: volume {index} does not exist; the file holds {n_volumes} "
-                             f"volume(s), numbered 0 to {n_volumes - 1}")
+        raise ImageReadError(f"{path}: volume {index} does not exist; the file holds "
+                             f"{counted(n_volumes, 'volume')}, numbered 0 to {n_volumes - 1}")
     spatial = (shape + (1, 1))[:3]
     _check_pixels(path, spatial, max_pixels)
     dtype = header.get_data_dtype()
@@ -659,3 +685,120 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, image: Image, *,
         data = gzip.compress(data, compresslevel=6, mtime=0)
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
+
+
+# --------------------------------------------------------------------------
+# Label descriptions for viewers, and the viewing orientation
+
+
+def _label_rows(colors, names) -> list[tuple[int, tuple[int, int, int], str]]:
+    colors = np.asarray(colors)
+    if colors.ndim != 2 or colors.shape[1] != 3 or len(names) != colors.shape[0]:
+        raise ValueError(f"need one RGB colour per name, got colours of shape {colors.shape} "
+                         f"and {counted(len(names), 'name')}")
+    rows = []
+    for k, (rgb, name) in enumerate(zip(colors, names)):
+        text = " ".join(str(name).replace('"', "'").split())  # one line, no quotes
+        rows.append((k, tuple(int(c) for c in rgb), text))
+    return rows
+
+
+def write_itksnap_labels(path: str | os.PathLike, colors, names, *,
+                         overwrite: bool = False) -> None:
+    """Write an ITK-SNAP label description file: a colour and a name per label.
+
+    ITK-SNAP loads it with Segmentation > Import Label Descriptions; lines
+    are ``IDX -R- -G- -B- -A-- VIS MSH "LABEL"`` (colours 0..255, opacity
+    0..1, visible, shown in 3-D), label ``k`` on line ``k``.  (ITK-SNAP
+    always draws label 0 as its clear label.)
+
+    Parameters
+    ----------
+    path : path
+    colors : (K, 3) array of int in 0..255
+        Colour of label ``k``, as in the overlay.
+    names : sequence of K str
+    overwrite : bool, default False
+    """
+    lines = [
+        "################################################",
+        "# ITK-SnAP Label Description File (written by gmmseg)",
+        "# File format:",
+        "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
+        "# Fields:",
+        "#    IDX:   Zero-based index",
+        "#    -R-:   Red color component (0..255)",
+        "#    -G-:   Green color component (0..255)",
+        "#    -B-:   Blue color component (0..255)",
+        "#    -A-:   Label transparency (0.00 .. 1.00)",
+        "#    VIS:   Label visibility (0 or 1)",
+        "#    MSH:   Label mesh visibility (0 or 1)",
+        "#  LABEL:   Label description",
+        "################################################",
+    ]
+    for k, (r, g, b), name in _label_rows(colors, names):
+        lines.append(f"{k:5d} {r:5d} {g:4d} {b:4d} {1:8.2f} {1:2d} {1:2d}    \"{name}\"")
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_fsleyes_lut(path: str | os.PathLike, colors, names, *, overwrite: bool = False) -> None:
+    """Write an FSLeyes lookup table (``.lut``): ``value R G B name`` per label, colours 0..1.
+
+    FSLeyes loads it in the lookup table panel of a label overlay (FSLeyes
+    reads its own ``.lut`` format, not ITK-SNAP's); labels are in ascending
+    order as FSLeyes requires, without comment lines (which FSLeyes before
+    1.12.3 misread).
+    """
+    lines = [f"{k} {r / 255:.5f} {g / 255:.5f} {b / 255:.5f} {name}"
+             for k, (r, g, b), name in _label_rows(colors, names)]
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+#: Where the ends of each viewing axis lie: superior to inferior, anterior
+#: to posterior, right to left (the radiological convention of ITK-SNAP).
+VIEWING_LETTERS = (("S", "I"), ("A", "P"), ("R", "L"))
+
+
+def viewing_axes(image: Image) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
+    """How to turn a volume so that it is seen as radiologists see it.
+
+    Axis ``d`` of the turned volume is axis ``order[d]`` of ``image.data``,
+    reversed where ``flip[d]``: axis 0 runs from superior to inferior, axis 1
+    from anterior to posterior and axis 2 from the patient's right to left
+    (see `VIEWING_LETTERS`), so a slice across axis 0 is an axial view with
+    anterior up and the patient's right on the left, as ITK-SNAP shows it.
+    Each voxel axis goes to the patient axis it points along most (as
+    nibabel's ``io_orientation``), from ``meta["affine"]``.
+
+    Returns
+    -------
+    (order, flip) or None
+        None for 2-D images, and for volumes without an affine (built in
+        memory) or with a degenerate one.
+    """
+    affine = image.meta.get("affine")
+    if affine is None or image.ndim != 3:
+        return None
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    # image axis a (slice, row, column) is the NIfTI voxel axis 2 - a (k, j, i).
+    directions = columns[:, [2, 1, 0]].T
+    lengths = np.linalg.norm(directions, axis=1)
+    if not np.all(np.isfinite(directions)) or np.any(lengths <= 0):
+        return None
+    directions = directions / lengths[:, np.newaxis]
+    patient_of = {}
+    weight = np.abs(directions)
+    for _ in range(3):  # the strongest remaining (image axis, patient axis) pair first
+        a, p = np.unravel_index(np.argmax(weight), weight.shape)
+        patient_of[int(a)] = int(p)
+        weight[a, :] = -1.0
+        weight[:, p] = -1.0
+    order, flip = [], []
+    for d in range(3):
+        patient = 2 - d  # viewing axis 0 is S (RAS axis 2), 1 is A, 2 is R
+        a = next(a for a, p in patient_of.items() if p == patient)
+        order.append(a)
+        flip.append(bool(directions[a, patient] > 0))  # index 0 must be the S / A / R end
+    return tuple(order), tuple(flip)

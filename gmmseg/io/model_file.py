@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -97,22 +98,25 @@ def read_model_file(path, array_names):
     try:
         if path.suffix.lower() == ".json":
             doc = json.loads(path.read_text())
+            if not isinstance(doc, dict) or "format" not in doc:
+                raise fail("not a readable gmmseg model file (JSON without gmmseg's format entry)")
             fmt, version = doc["format"], doc["format_version"]
             info, checksum = doc["info"], doc["checksum"]
             header = json.dumps(info, sort_keys=True)
             arrays = {n: np.asarray(doc["arrays"][n], dtype=np.float64) for n in array_names}
         else:
-            with np.load(path, allow_pickle=False) as npz:
-                fmt = str(npz["format"])
-                version = int(npz["format_version"])
-                header = str(npz["info"])
-                checksum = str(npz["checksum"])
-                arrays = {n: np.asarray(npz[n], dtype=np.float64) for n in array_names}
+            fmt, version, header, checksum, arrays = _read_npz(path, array_names, fail)
             info = json.loads(header)
+    except ModelFileError:
+        raise
     except FileNotFoundError as err:
         raise fail("no such file") from err
+    except UnicodeDecodeError as err:
+        raise fail("not a readable gmmseg model file (not JSON text)") from err
+    except zipfile.BadZipFile as err:
+        raise fail("not a readable gmmseg model file (a damaged .npz archive)") from err
     except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
-        raise fail(f"not a readable gmmseg model file ({type(err).__name__}: {err})") from err
+        raise fail(f"not a readable gmmseg model file ({_reason(err)})") from err
     if fmt != FORMAT_NAME:
         raise fail(f"not a gmmseg model file (format {fmt!r})")
     if version != FORMAT_VERSION:
@@ -121,6 +125,55 @@ def read_model_file(path, array_names):
     if checksum != _checksum(header, arrays):
         raise fail("checksum mismatch: the file was modified or corrupted")
     return arrays, info
+
+
+# The first bytes of a zip archive (an .npz is one): a local file header,
+# or the end-of-directory record of an empty archive.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _read_npz(path, array_names, fail):
+    """``(format, version, header, checksum, arrays)`` of an ``.npz`` model file.
+
+    Never unpickles: a file that is not a zip archive is refused from its
+    first bytes (``np.load`` would otherwise take it for a pickle), and an
+    archive holding object arrays is refused without NumPy's advice to load
+    it with ``allow_pickle``.
+    """
+    with open(path, "rb") as fh:  # ours to close, also when the archive is damaged
+        if fh.read(4) not in _ZIP_MAGIC:
+            raise fail("not a readable gmmseg model file (not an .npz archive)")
+        fh.seek(0)
+        with np.load(fh, allow_pickle=False) as npz:
+            return _npz_contents(npz, array_names, fail)
+
+
+def _npz_contents(npz, array_names, fail):
+    """The entries of an open model archive; object arrays refused, never loaded."""
+    missing = [n for n in ("format", "format_version", "info", "checksum", *array_names)
+               if n not in npz.files]
+    if "format" in missing:
+        held = ", ".join(npz.files[:5]) + (", ..." if len(npz.files) > 5 else "")
+        raise fail(f"not a readable gmmseg model file (an .npz archive of {held or 'nothing'}, "
+                   "without gmmseg's format entry)")
+    if missing:
+        raise fail(f"not a readable gmmseg model file (no {missing[0]!r} array)")
+    try:
+        arrays = {n: np.asarray(npz[n], dtype=np.float64) for n in array_names}
+        return (str(npz["format"]), int(npz["format_version"]), str(npz["info"]),
+                str(npz["checksum"]), arrays)
+    except ValueError as err:
+        if "pickle" in str(err):  # object arrays: gmmseg never unpickles
+            raise fail("not a readable gmmseg model file (it holds Python objects, "
+                       "which gmmseg never loads)") from err
+        raise
+
+
+def _reason(err):
+    """An error of NumPy or json in one line, without advice to unpickle."""
+    if "pickle" in str(err):
+        return "it holds Python objects, which gmmseg never loads"
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def _checksum(header, arrays):

@@ -14,7 +14,7 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from ..errors import ImageReadError, one_line
+from ..errors import ImageReadError, counted, one_line
 from .image import (
     _RGB,
     Image,
@@ -178,7 +178,7 @@ def _read_tiff(path: Path, max_pixels: int) -> Image:
                     hint = "; installing imagecodecs may help (pip install imagecodecs)"
                 raise ImageReadError(
                     f"{path}: unsupported TIFF ({_name(page.compression)} compression, "
-                    f"{_name(page.photometric)}, {page.bitspersample}-bit, {len(tif.pages)} page(s)){hint}"
+                    f"{_name(page.photometric)}, {page.bitspersample}-bit, {counted(len(tif.pages), 'page')}){hint}"
                 )
             if not use_pillow:
                 arr = series.asarray()

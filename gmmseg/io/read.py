@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import numbers
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageReadError, one_line
+from ..errors import ImageReadError, counted, one_line
 from .image import (
+    _RGB,
     DEFAULT_MAX_PIXELS,
     Image,
     _default_channels,
@@ -49,17 +52,37 @@ _RASTER_SUFFIXES = (".jp2", ".j2k", ".vrt", ".asc", ".nc", ".hdf", ".h5", ".ers"
 # Conversions from arrays
 
 
-def as_image(obj: Image | np.ndarray | str | os.PathLike, *, valid: np.ndarray | None = None) -> Image:
+#: More channels than this in a 3-D array read channel-last look like a volume's slices.
+_MANY_CHANNELS = 16
+
+
+def as_image(obj: Image | np.ndarray | str | os.PathLike, *, valid: np.ndarray | None = None,
+             channel_axis: int | None = -1,
+             spacing: tuple[float, ...] | None = None) -> Image:
     """Return `obj` as an `Image`.
+
+    Arrays follow scikit-image's conventions: ``(H, W)`` is grey, a 3-D
+    array is ``(H, W, C)`` (channels on ``channel_axis``, the last by
+    default) and ``channel_axis=None`` makes it a single-channel volume
+    ``(Z, H, W)``; a 4-D array is ``(Z, H, W, C)``.  Three channels of
+    ``uint8``/``uint16``, or of floats in ``[0, 1]``, are an RGB photo.
 
     Parameters
     ----------
     obj : Image, ndarray or path
-        An `Image` (returned as is when `valid` is None); a ``(H, W)`` grey,
-        ``(H, W, C)`` or ``(Z, H, W, C)`` array of a numeric dtype (not
-        copied); or a file path, read with `read_image`.
+        An `Image` (returned as is when `valid` and `spacing` are None); an
+        array of a numeric dtype (not copied); or a file path, read with
+        `read_image`.
     valid : (H, W) or (Z, H, W) ndarray of bool, optional
         Extra validity mask, combined with the image's own mask by AND.
+    channel_axis : int or None, default -1
+        The array's channel axis; None: no channel axis (a 3-D array is a
+        volume).  A 3-D array read with ``channel_axis=-1`` that has more
+        than 16 channels gets a warning: it may be a volume (``channel_axis=2``
+        reads it as channels without one).
+    spacing : sequence of float, optional
+        Physical size of a pixel along each spatial axis (``(z, y, x)`` for
+        volumes), e.g. anisotropic voxels; replaces the image's own.
 
     Returns
     -------
@@ -72,8 +95,8 @@ def as_image(obj: Image | np.ndarray | str | os.PathLike, *, valid: np.ndarray |
     TypeError
         `obj` is of another type or dtype, or `valid` is not boolean.
     ValueError
-        `obj` has another number of dimensions or no pixels, or `valid` has
-        the wrong shape.
+        `obj` has another number of dimensions or no pixels, `channel_axis`
+        is out of range, or `valid` or `spacing` has the wrong shape.
     ImageReadError
         `obj` is a path that cannot be read.
 
@@ -83,15 +106,21 @@ def as_image(obj: Image | np.ndarray | str | os.PathLike, *, valid: np.ndarray |
     >>> img = as_image(np.array([[0.0, np.nan], [1.0, 2.0]], np.float32))
     >>> img.data.shape, img.valid.tolist()
     ((2, 2, 1), [[True, False], [True, True]])
+    >>> as_image(np.zeros((8, 4, 4)), channel_axis=None, spacing=(3, 1, 1)).spatial_shape
+    (8, 4, 4)
+    >>> as_image(np.full((4, 4, 3), 0.5)).is_rgb
+    True
     """
     if isinstance(obj, Image):
         image = obj
     elif isinstance(obj, np.ndarray):
-        image = _image_from_array(obj)
+        image = _image_from_array(obj, channel_axis)
     elif isinstance(obj, (str, os.PathLike)):
         image = read_image(obj)
     else:
         raise TypeError(f"image must be an Image, an ndarray or a file path, got {type(obj).__name__}")
+    if spacing is not None:
+        image = dataclasses.replace(image, spacing=tuple(spacing), meta=dict(image.meta))
     if valid is None:
         return image
     if not isinstance(valid, np.ndarray) or valid.dtype != np.bool_:
@@ -104,23 +133,45 @@ def as_image(obj: Image | np.ndarray | str | os.PathLike, *, valid: np.ndarray |
     return dataclasses.replace(image, valid=image.valid & valid, meta=dict(image.meta))
 
 
-def _image_from_array(array: np.ndarray) -> Image:
+def _image_from_array(array: np.ndarray, channel_axis=-1) -> Image:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"image must have a bool, integer or float dtype, got {array.dtype}")
-    if array.ndim == 2:
+    if array.ndim == 2 or (array.ndim == 3 and channel_axis is None):
         data = array[..., np.newaxis]
-    elif array.ndim in (3, 4):
-        data = array
+    elif array.ndim in (3, 4) and channel_axis is not None:
+        if (isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer))
+                or not -array.ndim <= channel_axis < array.ndim):
+            raise ValueError(f"channel_axis must be None or an axis of the {array.ndim}-D "
+                             f"array, got {channel_axis!r}")
+        data = np.moveaxis(array, channel_axis, -1)
+        if array.ndim == 3 and channel_axis == -1 and data.shape[-1] > _MANY_CHANNELS:
+            warnings.warn(
+                f"image of shape {array.shape} is read as (H, W, C) with {data.shape[-1]} "
+                "channels; if it is a (Z, H, W) volume, pass channel_axis=None",
+                UserWarning, stacklevel=3)
     else:
-        raise ValueError(f"image must have shape (H, W), (H, W, C) or (Z, H, W, C), got shape {array.shape}")
+        raise ValueError(f"image must have shape (H, W), (H, W, C) or (Z, H, W, C) (or (Z, H, W) "
+                         f"with channel_axis=None), got shape {array.shape}")
     if data.size == 0:
         raise ValueError(f"image must have at least one pixel and one channel, got shape {array.shape}")
+    valid = _finite_mask(data)
     return Image(
         data=data,
-        valid=_finite_mask(data),
-        channels=_default_channels(data.shape[-1], data.dtype),
+        valid=valid,
+        channels=_array_channels(data, valid),
         meta={"format": "ndarray"},
     )
+
+
+def _array_channels(data: np.ndarray, valid: np.ndarray) -> tuple[str, ...]:
+    """Channel names of an array: RGB for 3 channels of photo integers or floats in [0, 1]."""
+    if data.shape[-1] == 3 and data.dtype.kind == "f" and valid.any():
+        # scikit-image's float images are in [0, 1]: such an array is a photo.
+        # min/max over the valid pixels of each channel, without a copy of them
+        if all(data[..., c].min(where=valid, initial=np.inf) >= 0
+               and data[..., c].max(where=valid, initial=-np.inf) <= 1 for c in range(3)):
+            return _RGB
+    return _default_channels(data.shape[-1], data.dtype)
 
 
 
@@ -327,8 +378,8 @@ def _select_bands(image: Image, bands: tuple[int, ...] | None) -> Image:
     n = image.n_channels
     wrong = [b for b in bands if b > n]
     if wrong:
-        raise ImageReadError(f"{image.path}: band {wrong[0]} does not exist; the image has {n} "
-                             f"channel(s), numbered 1 to {n}")
+        raise ImageReadError(f"{image.path}: band {wrong[0]} does not exist; the image has "
+                             f"{counted(n, 'channel')}, numbered 1 to {n}")
     if bands == tuple(range(1, n + 1)):
         return image
     index = [b - 1 for b in bands]
@@ -361,8 +412,14 @@ def _read_head(path: Path) -> bytes:
     try:
         st = path.stat()
     except FileNotFoundError as err:
+        if path.is_symlink():
+            raise ImageReadError(f"{path}: broken symbolic link (its target "
+                                 f"{os.readlink(path)} does not exist)") from err
         raise ImageReadError(f"{path}: file not found") from err
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ImageReadError(f"{path}: symbolic link loop (the link leads back to "
+                                 "itself)") from err
         raise ImageReadError(f"{path}: cannot access file ({one_line(err, with_type=True)})") from err
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(f"{path}: is a directory, not an image file")

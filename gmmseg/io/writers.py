@@ -16,6 +16,10 @@ import tifffile
 
 from ..errors import OutputExistsError
 
+#: Most segments a label map can hold: label files are uint8 up to 255
+#: segments and uint16 beyond (`label_dtype`).
+MAX_LABELS = int(np.iinfo(np.uint16).max)
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
@@ -300,7 +304,8 @@ def label_dtype(n_components: int) -> type[np.unsignedinteger]:
     """
     if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
         raise TypeError(f"n_components must be an integer, got {type(n_components).__name__}")
-    if not 1 <= n_components <= 65535:
-        raise ValueError(f"n_components must be between 1 and 65535, got {n_components}")
+    if not 1 <= n_components <= MAX_LABELS:
+        raise ValueError(f"n_components must be between 1 and {MAX_LABELS} (label maps are "
+                         f"uint8 or uint16), got {n_components}")
     return np.uint8 if n_components <= 255 else np.uint16
 

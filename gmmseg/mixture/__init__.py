@@ -7,8 +7,12 @@ per number of components and keeps the best by BIC, AIC or ICL.
 Modules, each with one concern (dependencies point down this list, never up):
 
 - `selection`: the K sweep, `select_k` and `SelectKResult`;
+- `_cost`: what a fit will cost, said before it starts (`n_free_parameters`,
+  `estimate_fit_cost` from measured per-row costs);
 - `_gaussian_mixture`: the `GaussianMixture` estimator (parameters, fitted
   state, the EM loop, (de)serialising its state for model files);
+- `_estimator`: scikit-learn's estimator protocol without scikit-learn
+  (parameters by name, repr, tags, fitted state, training columns, pickling);
 - `_init`: seeding and the first responsibilities;
 - `_validation`: the allowed values and the one check of each
   (`check_n_components`, `check_covariance_type`, `check_criterion`, ...);
@@ -21,6 +25,7 @@ The EM core knows no files: model files are written and read by
 ``load``.
 """
 
+from ._cost import FitCost, estimate_fit_cost, n_free_parameters
 from ._em import EStepResult
 from ._gaussian_mixture import GaussianMixture
 from ._parameters import canonical_order
@@ -41,6 +46,7 @@ __all__ = [
     "CRITERIA",
     "INIT_METHODS",
     "EStepResult",
+    "FitCost",
     "GaussianMixture",
     "SelectKResult",
     "canonical_order",
@@ -48,5 +54,7 @@ __all__ = [
     "check_criterion",
     "check_k_values",
     "check_n_components",
+    "estimate_fit_cost",
+    "n_free_parameters",
     "select_k",
 ]

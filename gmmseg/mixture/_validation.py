@@ -14,7 +14,7 @@ It fits nothing and touches no files.
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
+from scipy import linalg, sparse
 
 from ._em import _CHUNK_FLOATS
 from ._parameters import (
@@ -152,33 +152,66 @@ def _check_non_negative(value, name):
 
 
 def _check_dtype(value):
-    """The E-step's compute dtype: float32 or float64."""
+    """The compute dtype: float32, float64, or None (follow the data, see `_check_X`)."""
+    if value is None:
+        return None
     try:
         dtype = np.dtype(value)
     except TypeError as err:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {value!r}") from err
+        raise ValueError(f"dtype must be None, 'float32' or 'float64', got {value!r}") from err
     if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {value!r}")
+        raise ValueError(f"dtype must be None, 'float32' or 'float64', got {value!r}")
     return dtype
 
 
-def _check_X(X, dtype):
-    """``X`` as a C-contiguous finite ``(N, D)`` array of ``dtype``, N and D >= 1."""
-    if hasattr(X, "dtype") and X.dtype == object or isinstance(X, (str, bytes)):
-        raise ValueError("X must be a numeric array of shape (n_samples, n_features)")
+def _as_real_array(X):
+    """``X`` as an ndarray of real numbers (or bools), not yet checked for shape.
+
+    Object arrays of numbers are converted, as scikit-learn does; anything
+    that is not numbers raises, with numpy's reason.
+    """
+    if sparse.issparse(X):
+        raise ValueError(
+            "X is a sparse matrix, but GaussianMixture needs dense data: pass X.toarray()")
+    if isinstance(X, (str, bytes)):
+        raise TypeError("X must be a numeric array of shape (n_samples, n_features)")
     try:
         X = np.asarray(X)
     except (TypeError, ValueError) as err:
         raise ValueError(f"X must be a numeric array: {err}") from err
+    if X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except TypeError as err:  # an element that is no number at all: a dict, None
+            raise TypeError(f"X must hold numbers only: {err}") from err
+        except ValueError as err:
+            raise ValueError(f"X must hold numbers only: {err}") from err
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(f"X is complex ({X.dtype}): Complex data not supported; "
+                         "pass X.real, X.imag or np.abs(X) as features")
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
         raise ValueError(f"X must be numeric, got dtype {X.dtype}")
+    return X
+
+
+def _check_X(X, dtype):
+    """``X`` as a C-contiguous finite ``(N, D)`` array of ``dtype``, N and D >= 1.
+
+    ``dtype=None`` keeps float32 data float32 and makes anything else float64,
+    scikit-learn's rule: float64 in, float64 out.
+    """
+    X = _as_real_array(X)
     if X.ndim != 2:
+        hint = (". Reshape your data: X.reshape(-1, 1) if it has a single feature, "
+                "X.reshape(1, -1) if it is a single sample") if X.ndim == 1 else ""
         raise ValueError(
-            f"X must be 2-D (n_samples, n_features), got an array of shape {X.shape}; "
-            "use X.reshape(-1, 1) for a single feature"
-        )
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X is empty: shape {X.shape}")
+            f"X must be 2-D (n_samples, n_features), got an array of shape {X.shape}{hint}")
+    for axis, what in enumerate(("sample(s)", "feature(s)")):
+        if X.shape[axis] == 0:
+            raise ValueError(f"X is empty: found array with 0 {what} (shape={X.shape}) "
+                             "while a minimum of 1 is required.")
+    if dtype is None:
+        dtype = np.float32 if X.dtype == np.float32 else np.float64
     X = np.ascontiguousarray(X, dtype=dtype)
     # In row blocks: one (n_samples, n_features) bool array is as large as X.
     step = max(1, _CHUNK_FLOATS // X.shape[1])
@@ -197,7 +230,7 @@ def _check_sample_weight(sample_weight, n):
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("sample_weight must be finite and non-negative")
     if w.sum() <= 0:
-        raise ValueError("sample_weight must have a positive sum")
+        raise ValueError("sample_weight is all zero: at least one row needs a positive weight")
     return w
 
 

@@ -8,13 +8,22 @@ option.
 
 Modules: ``segment`` (image to labels, the defaults, the K choice),
 ``appearance`` (what segments are counted on: the pixels' appearance,
-de-quantised), ``result`` (:class:`Segmentation`), ``outputs`` (file names,
-the written set, the report), ``selection`` (K sweep on an image, its
+de-quantised), ``presets`` (``preset=``), ``tissue`` (the ``t1`` preset's
+tissue classification), ``result`` (:class:`Segmentation`), ``outputs``
+(file names, the written set, the report), ``figures`` (the pictures:
+overlays, volume montages, heat maps with colour bars, label names),
+``selection`` (K sweep on an image, its
 plot), ``shared`` (one model for many images).
 """
 
+from .presets import preset_arguments
 from .result import Segmentation
-from .segment import DEFAULT_K_RANGE, DEFAULT_MAX_FIT_SAMPLES, segment
+from .segment import (
+    DEFAULT_K_RANGE,
+    DEFAULT_MAX_FIT_SAMPLES,
+    check_segment_count,
+    segment,
+)
 from .selection import plot_selection, select_k
 from .shared import (
     DEFAULT_PER_IMAGE,
@@ -24,6 +33,7 @@ from .shared import (
     load_shared_model,
     save_shared_model,
 )
+from .tissue import TissueSegmentation, segment_tissue
 
 __all__ = [
     "DEFAULT_K_RANGE",
@@ -31,11 +41,15 @@ __all__ = [
     "DEFAULT_PER_IMAGE",
     "MODEL_OPTIONS",
     "Segmentation",
+    "TissueSegmentation",
     "check_model_input",
+    "check_segment_count",
     "fit_shared_model",
     "load_shared_model",
     "plot_selection",
+    "preset_arguments",
     "save_shared_model",
     "segment",
+    "segment_tissue",
     "select_k",
 ]

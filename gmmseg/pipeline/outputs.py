@@ -21,7 +21,16 @@ import numpy as np
 
 from .. import postprocess
 from ..errors import OutputExistsError
-from ..io import result_suffix, write_json, write_png, write_result_map
+from ..io import (
+    label_table_suffixes,
+    pixel_size,
+    result_suffix,
+    write_json,
+    write_label_table,
+    write_png,
+    write_result_map,
+)
+from . import figures
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +39,15 @@ _ANOMALY_PERCENTILES = (1.0, 99.5)
 
 #: Every kind of output, in the order they are listed: the tag in its file
 #: name and its suffix (``"labels"`` / ``"float"``: the input's label or
-#: float-map format, see :func:`gmmseg.io.result_suffix`).
+#: float-map format, see :func:`gmmseg.io.result_suffix`; ``"table:S"``: a
+#: file that names and colours the map's labels, written with the map when
+#: the input's format has one with suffix S, see
+#: :func:`gmmseg.io.label_table_suffixes`).
 OUTPUT_KINDS = {
     "labels": ("labels", "labels"),
+    "labels_itksnap": ("labels", "table:.txt"),
+    "labels_lut": ("labels", "table:.lut"),
+    "labels_aux": ("labels", "table:.tif.aux.xml"),
     "overlay": ("overlay", ".png"),
     "report": ("report", ".json"),
     "proba": ("proba", "float"),
@@ -42,41 +57,76 @@ OUTPUT_KINDS = {
     "anomaly": ("anomaly", ".png"),
     "anomaly_mask": ("anomaly_mask", "labels"),
     "regions": ("regions", "labels"),
+    "regions_itksnap": ("regions", "table:.txt"),
+    "regions_lut": ("regions", "table:.lut"),
+    "regions_aux": ("regions", "table:.tif.aux.xml"),
     "regions_overlay": ("regions_overlay", ".png"),
+    # Maps of tissue classification (gmmseg.pipeline.tissue), as FAST writes them.
+    "pve": ("pve", "float"),
+    "bias": ("bias", "float"),
+    "restored": ("restored", "float"),
 }
+#: Kinds written only when the segmentation has them (``seg.extra_maps``).
+EXTRA_KINDS = ("pve", "bias", "restored")
+
+# The suffixes a result map of each format kind can have (see result_suffix).
+_MAP_SUFFIXES = {"labels": (".png", ".tif", ".nii.gz"), "float": (".tif", ".nii.gz")}
 
 
 def output_paths(image, out_dir, stem, *, proba=False, log_likelihood=False,
-                 uncertainty=False, anomaly=False, anomaly_mask=False, regions=False):
+                 uncertainty=False, anomaly=False, anomaly_mask=False, regions=False,
+                 extra=()):
     """The files a save of ``image``'s segmentation writes with these options, by kind.
 
     ``labels``, ``overlay``, ``report`` always; ``proba``,
     ``log_likelihood`` (also with ``anomaly``), ``uncertainty`` (heat map)
     and ``uncertainty_map`` (float), ``anomaly`` (heat map),
-    ``anomaly_mask`` and ``regions`` (with ``regions_overlay``) on request.
+    ``anomaly_mask`` and ``regions`` (with ``regions_overlay``) on request;
+    the kinds in ``extra`` (of :data:`EXTRA_KINDS`) for segmentations that
+    have them.  Label and region maps of NIfTI / DICOM inputs come with
+    ``*_itksnap`` and ``*_lut`` files, of rasters with ``*_aux`` (see
+    :func:`gmmseg.io.label_table_suffixes`).
     """
     wanted = {
         "labels": True, "overlay": True, "report": True, "proba": proba,
         "log_likelihood": log_likelihood or anomaly, "uncertainty": uncertainty,
         "uncertainty_map": uncertainty, "anomaly": anomaly, "anomaly_mask": anomaly_mask,
         "regions": regions, "regions_overlay": regions,
+        **{kind: kind in extra for kind in EXTRA_KINDS},
     }
+    tables = label_table_suffixes(image)
     out_dir = Path(out_dir)
     paths = {}
     for kind, (tag, suffix) in OUTPUT_KINDS.items():
-        if wanted[kind]:
-            if suffix in ("labels", "float"):
-                suffix = result_suffix(image, suffix)
-            paths[kind] = out_dir / f"{stem}_{tag}{suffix}"
+        if suffix.startswith("table:"):
+            suffix = suffix[len("table:"):]
+            if not (wanted[tag] and suffix in tables):
+                continue
+        elif not wanted[kind]:
+            continue
+        elif suffix in ("labels", "float"):
+            suffix = result_suffix(image, suffix)
+        paths[kind] = out_dir / f"{stem}_{tag}{suffix}"
     return paths
 
 
 def find_output(folder, stem, kind):
-    """The existing file of output ``kind`` for ``stem`` in ``folder`` (any suffix), or None."""
-    tag = OUTPUT_KINDS[kind][0]
-    escaped = "".join(f"[{c}]" if c in "*?[" else c for c in stem)
-    found = sorted(p for p in Path(folder).glob(f"{escaped}_{tag}.*") if p.is_file())
-    return found[0] if found else None
+    """The existing file of output ``kind`` for ``stem`` in ``folder``, or None.
+
+    A map kind may have any of its formats' suffixes (``.png``, ``.tif``,
+    ``.nii.gz``); the side files beside it (``.txt``, ``.lut``,
+    ``.tif.aux.xml``) are other kinds.
+    """
+    tag, suffix = OUTPUT_KINDS[kind]
+    if suffix.startswith("table:"):
+        suffixes = (suffix[len("table:"):],)
+    else:
+        suffixes = _MAP_SUFFIXES.get(suffix, (suffix,))
+    for suffix in suffixes:
+        path = Path(folder) / f"{stem}_{tag}{suffix}"
+        if path.is_file():
+            return path
+    return None
 
 
 def region_request(image, regions, region_scale):
@@ -138,6 +188,7 @@ def segmentation_report(seg, segments, *, uncertainty, anomaly_quantile, anomaly
             "dtype": str(img.data.dtype),
             "channels": list(img.channels),
             "spacing": list(img.spacing) if img.spacing else None,
+            "pixel_size": pixel_size(img),
             "valid_pixels": n_valid,
             "valid_share": n_valid / max(1, math.prod(img.spatial_shape)),
         },
@@ -171,8 +222,9 @@ def segmentation_report(seg, segments, *, uncertainty, anomaly_quantile, anomaly
         "segments": segments,
         "timings": dict(seg.info.get("timings", {})),
     }
-    if seg.info.get("model_selection") is not None:
-        out["model_selection"] = seg.info["model_selection"]
+    for entry in ("model_selection", "preset", "tissue"):
+        if seg.info.get(entry) is not None:
+            out[entry] = seg.info[entry]
     if uncertainty:
         values = seg.uncertainty[seg.valid].astype(np.float64)
         out["uncertainty"] = {
@@ -193,13 +245,51 @@ def segmentation_report(seg, segments, *, uncertainty, anomaly_quantile, anomaly
     return out
 
 
-def _heat_map(seg, values, **kwargs):
-    """A heat-map picture of a per-pixel map (the middle slice of a volume, as the overlay)."""
-    valid = seg.valid
-    if values.ndim == 3:
-        z = values.shape[0] // 2
-        values, valid = values[z], valid[z]
-    return postprocess.heat_map(values, valid, **kwargs)
+def _heat_maps(seg, uncertainty, anomaly):
+    """The heat-map pictures asked for, and the report's ``"heat_maps"`` entry on them."""
+    pictures, entry = {}, {}
+    if uncertainty:
+        label = figures.UNCERTAINTY_LABEL.format(k=seg.n_components)
+        pictures["uncertainty"] = figures.heat_picture(
+            seg.image, seg.uncertainty, seg.valid, value_range=(0.0, 1.0), cmap="viridis",
+            label=label)
+        entry["uncertainty"] = {"quantity": label, "value_range": [0.0, 1.0],
+                                "colormap": "viridis"}
+    if anomaly:
+        values = -seg.log_likelihood
+        value_range = postprocess.percentile_range(values, seg.valid,
+                                                   percentiles=_ANOMALY_PERCENTILES)
+        low, high = _ANOMALY_PERCENTILES
+        label = figures.ANOMALY_LABEL.format(low=low, high=high)
+        pictures["anomaly"] = figures.heat_picture(
+            seg.image, values, seg.valid, value_range=value_range, cmap="magma", label=label)
+        entry["anomaly"] = {"quantity": label, "value_range": list(value_range),
+                            "percentiles": list(_ANOMALY_PERCENTILES), "colormap": "magma"}
+    return pictures, entry
+
+
+def _label_tables(seg, paths, segments, region_map):
+    """Write the files that name and colour the labels (and regions) for viewers."""
+    medical = "labels_itksnap" in paths
+    names = figures.segment_names(seg, invalid_as_zero=medical)
+    colors = postprocess.segment_colors(seg.n_components)
+    size = pixel_size(seg.image)
+    columns = {"Pixels": [s["pixels"] for s in segments]}
+    if size is not None:
+        columns[f"{size['measure'].capitalize()} ({size['units']})"] = [
+            s[size["measure"]] for s in segments]
+        if "hectares" in segments[0]:
+            columns["Hectares"] = [s["hectares"] for s in segments]
+    tables = [("labels", names, colors, columns)]
+    if region_map is not None:
+        counts = postprocess.pixel_counts(region_map)
+        tables.append(("regions", [f"region {r}" for r in range(len(counts))],
+                       postprocess.segment_colors(len(counts)),
+                       {"Pixels": [int(c) for c in counts]}))
+    for tag, names, colors, columns in tables:
+        for kind in (f"{tag}_itksnap", f"{tag}_lut", f"{tag}_aux"):
+            if kind in paths:
+                yield kind, names, colors, columns
 
 
 def _regions_meanwhile(seg, n_regions, scale):
@@ -245,7 +335,8 @@ def _stale_outputs(image, paths, out_dir, stem):
     if not isinstance(listed, dict):
         return []
     every = output_paths(image, out_dir, stem, proba=True, log_likelihood=True,
-                         uncertainty=True, anomaly=True, anomaly_mask=True, regions=True)
+                         uncertainty=True, anomaly=True, anomaly_mask=True, regions=True,
+                         extra=EXTRA_KINDS)
     ours = {p.name for p in every.values()} - {p.name for p in paths.values()}
     return [report.with_name(name) for name in listed.values()
             if isinstance(name, str) and name in ours]
@@ -259,9 +350,10 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
     limit = (seg.anomaly_threshold(anomaly_quantile, threshold=anomaly_threshold)
              if want_mask else None)
     request = region_request(seg.image, regions, region_scale)
+    extra = getattr(seg, "extra_maps", {})
     paths = output_paths(seg.image, out_dir, stem, proba=proba, log_likelihood=log_likelihood,
                          uncertainty=uncertainty, anomaly=anomaly, anomaly_mask=want_mask,
-                         regions=request is not None)
+                         regions=request is not None, extra=tuple(extra))
     if not overwrite:
         existing = [str(p) for p in paths.values() if p.exists()]
         if existing:
@@ -282,27 +374,33 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
 
     try:
         write("labels", write_result_map, seg.labels, seg.image,
-              n_components=seg.n_components)
+              n_components=seg.n_components, colors=postprocess.segment_colors(seg.n_components))
         pending = _regions_meanwhile(seg, *request) if request is not None else None
-        write("overlay", write_png, seg.overlay(alpha))
+        # A volume's overlay is a montage of slices in three planes (2-D: the image's size).
+        write("overlay", write_png, seg.montage(alpha))
         segments = seg.stats()     # (while the regions are worked out)
         region_map = None
         if pending is not None:
             region_map = pending.result()
-            write("regions", write_result_map, region_map, seg.image,
-                  n_components=int(region_map.max()) + 1)
-            write("regions_overlay", write_png, seg.overlay(alpha, labels=region_map))
+            n_regions = int(region_map.max()) + 1
+            write("regions", write_result_map, region_map, seg.image, n_components=n_regions,
+                  colors=postprocess.segment_colors(n_regions))
+            write("regions_overlay", write_png,
+                  seg.montage(alpha, labels=region_map, legend=False))
+        for kind, names, colors, columns in _label_tables(seg, paths, segments, region_map):
+            write(kind, write_label_table, names, colors, columns=columns)
         if proba:
             write("proba", write_result_map, seg.proba, seg.image)
+        for kind, values in extra.items():
+            write(kind, write_result_map, values, seg.image)
         if log_likelihood or anomaly:
             write("log_likelihood", write_result_map, seg.log_likelihood, seg.image)
+        heat, heat_entry = _heat_maps(seg, uncertainty, anomaly)
         if uncertainty:
-            write("uncertainty", write_png,
-                  _heat_map(seg, seg.uncertainty, value_range=(0.0, 1.0), cmap="viridis"))
+            write("uncertainty", write_png, heat["uncertainty"])
             write("uncertainty_map", write_result_map, seg.uncertainty, seg.image)
         if anomaly:
-            write("anomaly", write_png,
-                  _heat_map(seg, -seg.log_likelihood, percentiles=_ANOMALY_PERCENTILES))
+            write("anomaly", write_png, heat["anomaly"])
         if want_mask:
             mask = seg.anomaly_mask(threshold=limit)
             if paths["anomaly_mask"].name.endswith(".png"):
@@ -315,6 +413,8 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
         report = segmentation_report(seg, segments, uncertainty=uncertainty,
                                      anomaly_quantile=anomaly_quantile,
                                      anomaly_threshold=anomaly_threshold)
+        if heat_entry:
+            report["heat_maps"] = heat_entry
         seg.info.pop("regions", None)  # from an earlier save
         asked = regions_request(regions, region_scale)
         if asked is not None:  # batch --resume reads it

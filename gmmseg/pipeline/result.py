@@ -17,9 +17,9 @@ import numpy as np
 
 from .. import postprocess
 from ..features import FeatureExtractor, lab
-from ..io import Image
+from ..io import Image, pixel_size
 from ..mixture import GaussianMixture
-from . import outputs
+from . import figures, outputs
 
 
 @dataclass(eq=False)
@@ -84,14 +84,39 @@ class Segmentation:
         shape instead of :attr:`labels`, e.g. ``seg.regions(8)``.
         """
         z = self._slice_index(slice_index)
-        data = self.image.data
-        labels = self.labels if labels is None else np.asarray(labels)
+        labels = self._labels_like(labels)
+        return figures.overlay_picture(self.image, labels, alpha=alpha, boundaries=boundaries,
+                                       bands=bands, slice_index=z)
+
+    def montage(self, alpha=0.5, *, boundaries=True, bands=None, labels=None, legend=True,
+                n_slices=postprocess.N_SLICES, planes="auto", tile_size=postprocess.TILE_SIZE):
+        """A volume's segments as a montage of slices, ``(H, W, 3)`` uint8 (what ``save`` writes).
+
+        Evenly spaced slices in three planes (``planes="auto"``: only the
+        acquired plane for stacks under 8 slices), each drawn at physical
+        size -- one scale in pixels per millimetre in every tile and both
+        directions -- with ``tile_size`` pixels for the largest plane.  NIfTI
+        and DICOM volumes are turned as radiologists view them (axial
+        slices with anterior up and the patient's right on the left), with
+        orientation letters at the tiles' edges and the file's voxel index
+        in each caption.  ``legend`` adds each segment's colour, name, share
+        and volume.  2-D images give :meth:`overlay`.
+        """
+        labels = self._labels_like(labels)
+        if self.labels.ndim == 2:
+            return self.overlay(alpha, boundaries=boundaries, bands=bands, labels=labels)
+        names = figures.segment_names(self) if legend and labels is self.labels else None
+        return figures.overlay_picture(self.image, labels, alpha=alpha, boundaries=boundaries,
+                                       bands=bands, names=names, n_slices=n_slices,
+                                       planes=planes, tile_size=tile_size)
+
+    def _labels_like(self, labels):
+        if labels is None:
+            return self.labels
+        labels = np.asarray(labels)
         if labels.shape != self.labels.shape:
             raise ValueError(f"labels must have shape {self.labels.shape}, got {labels.shape}")
-        if z is not None:
-            data, labels = data[z], labels[z]
-        rgb = postprocess.display_rgb(data, labels >= 0, bands=bands)
-        return postprocess.overlay(rgb, labels, alpha=alpha, boundaries=boundaries)
+        return labels
 
     def region_hierarchy(self, *, min_size=postprocess.REGION_MIN_SIZE,
                          boundary_weight=postprocess.REGION_BOUNDARY_WEIGHT):
@@ -140,9 +165,28 @@ class Segmentation:
             n_regions, scale=scale)
 
     def stats(self):
-        """Per-segment pixel count, share and mean/std in the input's units."""
-        return postprocess.segment_stats(
+        """Per-segment pixel count, share, mean/std in the input's units, and physical size.
+
+        See :func:`gmmseg.postprocess.segment_stats`.  Where the input's
+        pixel size is known (:func:`gmmseg.io.pixel_size`), each entry also
+        has ``"area"`` (2-D) or ``"volume"`` (3-D) in ``"units"``: the CRS's
+        units squared for rasters (``"m^2"``, ``"degree^2"``, ...) with
+        ``"hectares"`` for projected CRSs, ``"mm^3"`` with
+        ``"millilitres"`` for NIfTI and DICOM volumes, ``"mm^2"`` for single
+        slices.
+        """
+        stats = postprocess.segment_stats(
             self.labels, self.image.data, self.n_components, valid=self.labels >= 0)
+        size = pixel_size(self.image)
+        if size is not None:
+            for entry in stats:
+                n = entry["pixels"]
+                entry[size["measure"]] = n * size["per_pixel"]
+                entry["units"] = size["units"]
+                for key in ("hectares", "millilitres"):
+                    if f"{key}_per_pixel" in size:
+                        entry[key] = n * size[f"{key}_per_pixel"]
+        return stats
 
     @functools.cached_property
     def uncertainty(self):
@@ -240,16 +284,23 @@ class Segmentation:
 
         Files are ``{stem}_labels.png`` (uint8, uint16 if K > 255; formats
         with geometry keep it, see :func:`gmmseg.io.result_suffix`),
-        ``{stem}_overlay.png``, ``{stem}_report.json`` and on request:
+        ``{stem}_overlay.png`` (for a volume, :meth:`montage`: slices in
+        three planes at physical size, with a legend), ``{stem}_report.json``,
+        for NIfTI and DICOM inputs ``{stem}_labels.txt`` (ITK-SNAP label
+        descriptions) and ``{stem}_labels.lut`` (FSLeyes lookup table), for
+        rasters ``{stem}_labels.tif.aux.xml`` (GDAL category names and
+        raster attribute table, which QGIS shows; the GeoTIFF itself gets
+        the overlay's colours as its colour table), and on request:
 
         * ``proba``: ``{stem}_proba.tif`` (float32, ``(..., K)``);
         * ``log_likelihood``: ``{stem}_loglik.tif`` (float32, NaN where invalid);
         * ``uncertainty``: ``{stem}_uncertainty.png``, a heat map of
-          :attr:`uncertainty` (0 dark .. 1 bright, "viridis"), and the float
-          map ``{stem}_uncertainty.tif``;
+          :attr:`uncertainty` (0 dark .. 1 bright, "viridis") with a colour
+          bar, and the float map ``{stem}_uncertainty.tif``;
         * ``anomaly``: ``{stem}_anomaly.png``, a heat map of ``-log p``
-          (bright = unusual; its 1st..99.5th percentiles span the colours,
-          "magma"), and the float map ``{stem}_loglik.tif``;
+          in nats (bright = unusual; its 1st..99.5th percentiles span the
+          colours, "magma") with a colour bar, and the float map
+          ``{stem}_loglik.tif``;
         * ``anomaly_quantile`` or ``anomaly_threshold``: the
           :meth:`anomaly_mask` as ``{stem}_anomaly_mask.png`` (uint8, 255 =
           anomalous; for volumes and georeferenced inputs a 0/1 map in the
@@ -257,8 +308,8 @@ class Segmentation:
           the report;
         * ``regions``: connected regions (:meth:`regions`) as
           ``{stem}_regions.png`` (uint8, uint16 beyond 255 regions; the
-          labels' geometry and their convention for invalid pixels), their
-          overlay ``{stem}_regions_overlay.png``, and a ``"regions"`` entry
+          labels' geometry, side files and convention for invalid pixels),
+          their overlay ``{stem}_regions_overlay.png``, and a ``"regions"`` entry
           in the report (count and pixels per region).  ``"auto"`` (the
           default): cut at ``region_scale`` for colour photos
           (:attr:`gmmseg.io.Image.is_photo`), none for other images;
@@ -266,7 +317,8 @@ class Segmentation:
           that many regions; None: no regions.
 
         Float maps use the input's geometry (``.nii.gz`` / GeoTIFF) where it
-        has one; heat maps show the middle slice of a volume.
+        has one; heat maps of a volume are montages like its overlay.  The
+        report's ``"heat_maps"`` entry gives each heat map's value range.
         Nothing is written if any target exists and ``overwrite`` is False;
         each file is written to a temporary name and renamed, and files this
         call wrote are removed again if a later one fails.  With

@@ -12,17 +12,31 @@ import contextlib
 import logging
 import numbers
 import time
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
 from .. import mrf, postprocess
-from ..errors import GmmsegError, TooFewDistinctRowsError, one_line
+from ..errors import (
+    GmmsegError,
+    LargeModelWarning,
+    TooFewDistinctRowsError,
+    counted,
+    one_line,
+)
 from ..features import FeatureExtractor
-from ..io import as_image
-from ..mixture import GaussianMixture, check_k_values
+from ..io import MAX_LABELS, as_image, resolve_mask
+from ..mixture import (
+    GaussianMixture,
+    check_k_values,
+    check_n_components,
+    estimate_fit_cost,
+    n_free_parameters,
+)
 from ..mixture import select_k as select_k_arrays
 from .appearance import appearance_features, sample_rows
+from .presets import with_presets
 from .result import Segmentation
 
 logger = logging.getLogger(__name__)
@@ -40,20 +54,35 @@ DEFAULT_CRITERION = "auto"
 # init_trials=10): on its 5,000 pixels 3 count the 90 synthetic images of
 # scripts/check_select_k.py as well as 10 do, for 0.4 of the time.
 _COUNT_TRIALS = 3
+#: Fewest fit pixels per free parameter of the mixture before ``n_components``
+#: counts as far beyond what the pixels support.  Below one, the average
+#: component has fewer pixels than parameters (a full covariance in D
+#: dimensions alone needs D + 1 pixels to be non-singular): what EM fits is
+#: the noise of a few pixels.  Rules of thumb for a good fit ask for ten per
+#: parameter; segmentations of clean images do well with far fewer, so only
+#: the hopeless case is called out.
+MIN_PIXELS_PER_PARAMETER = 1
+#: A fit of more than ``DEFAULT_K_RANGE``'s largest K estimated to take longer
+#: than this many seconds is announced before it starts, so that a large K
+#: never runs for minutes without a word.
+ANNOUNCE_FIT_SECONDS = 30.0
 
 
+@with_presets
 def segment(image, n_components=4, *, features="auto", covariance_type="full", random_state=0,
             max_fit_samples=DEFAULT_MAX_FIT_SAMPLES, mask=None, model=None,
             feature_extractor=None, standardize=True, pca=None, min_region_size=0,
             smoothing=0.0, connectivity=None, init_params="k-means++", n_init=1, max_iter=100,
-            tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion=DEFAULT_CRITERION):
+            tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion=DEFAULT_CRITERION, channel_axis=-1,
+            spacing=None, preset=None):
     """Segment an image with a Gaussian mixture over per-pixel features.
 
     Parameters
     ----------
     image : Image, ndarray or path
-        ``(H, W)``, ``(H, W, C)`` or an :class:`~gmmseg.io.Image` (volumes
-        ``(Z, H, W, C)`` too), or a file path.  Never modified.
+        An :class:`~gmmseg.io.Image`, a file path, or an array read as
+        :func:`gmmseg.io.as_image` reads it with ``channel_axis`` (None: a
+        ``(Z, H, W)`` volume) and ``spacing``.  Never modified.
     n_components : int, "auto" or sequence of int, default=4
         Number of segments K.  "auto" chooses K in 1..10 by ``criterion`` (as
         :func:`select_k` does), a sequence of ints among those; the choice
@@ -69,16 +98,16 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     max_fit_samples : int or None, default=150000
         Fit on at most this many random valid pixels (None: all); every pixel
         is labelled.
-    mask : bool ndarray of the image's spatial shape, optional
-        Pixels to segment; combined with the image's own validity mask.
+    mask : bool ndarray of the image's spatial shape, path or "nonzero", optional
+        Pixels to segment, combined with the image's validity mask: an array,
+        a file on the image's grid (non-zero = in), or "nonzero"; see
+        :func:`gmmseg.io.resolve_mask`.
     model : GaussianMixture, optional
         A fitted mixture to apply instead of fitting one.  Its features come
         from ``feature_extractor`` or, if that is None, from the model's
         ``metadata_["features"]`` (as stored by a saved gmmseg model).
     feature_extractor : FeatureExtractor, optional
         A fitted extractor to reuse (with ``model``).
-    standardize, pca :
-        Passed to :class:`~gmmseg.features.FeatureExtractor`.
     min_region_size : int, default=0
         Merge connected regions of fewer pixels into their neighbour.
     smoothing : float, default=0
@@ -89,10 +118,16 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     connectivity : int, optional
         Neighbourhood of the prior: 4 or 8 (default) in 2-D, 6 or 26
         (default) in 3-D, weighted by the physical pixel spacing.
-    init_params, n_init, max_iter, tol, reg_covar, n_jobs :
-        Passed to :class:`~gmmseg.mixture.GaussianMixture`.
+    standardize, pca, init_params, n_init, max_iter, tol, reg_covar, n_jobs :
+        Passed to :class:`~gmmseg.features.FeatureExtractor` and
+        :class:`~gmmseg.mixture.GaussianMixture`.
     criterion : {"auto", "icl", "bic", "aic"}, default="auto"
         How ``n_components="auto"`` chooses K (see :func:`select_k`).
+    preset : str, optional
+        A named recipe (:data:`gmmseg.presets.PRESETS`: ``photo``,
+        ``fluorescence``, ``t1``; "auto": as the file says, see
+        :func:`gmmseg.presets.auto_preset`): its values for every argument
+        not passed explicitly; ``info["preset"]`` records them.
 
     Returns
     -------
@@ -110,19 +145,16 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     >>> seg.labels[[0, 0], [0, 19]].tolist()
     [0, 1]
     """
+    del preset  # applied by with_presets
     k_values = None if model is not None else candidate_ks(n_components)
     timings = {}
     t0 = time.perf_counter()
-    img, where, valid, n_valid = read_valid(image, mask, timings)
+    img, where, valid, n_valid = read_valid(image, mask, timings, channel_axis=channel_axis,
+                                            spacing=spacing)
     pretrained = model is not None
     with _stopwatch(timings, "features"):
-        if pretrained:
-            if feature_extractor is None:
-                feature_extractor = stored_feature_extractor(model)
-            X = feature_extractor.transform(img, valid=valid)
-        else:
-            feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
-            X = feature_extractor.fit_transform(img, valid=valid, random_state=random_state)
+        X, feature_extractor = _features(img, valid, model, feature_extractor, features,
+                                         standardize, pca, random_state)
     fit_samples = selection = None
     with _stopwatch(timings, "fit"):
         if not pretrained:
@@ -147,7 +179,30 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         labels, proba, log_lik, mean_ll = _label(model, X, valid, q, min_region_size)
         del X, q
     timings["total"] = time.perf_counter() - t0
-    info = {
+    info = _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size,
+                 smoothing, energies, selection, timings)
+    if not pretrained:
+        _record_features(model, feature_extractor)
+    logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
+                where, n_valid, model.n_components, timings["total"])
+    return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
+
+
+def _features(img, valid, model, feature_extractor, features, standardize, pca, random_state):
+    """The features of the valid pixels and their extractor: a model's own, or fitted here."""
+    if model is not None:
+        if feature_extractor is None:
+            feature_extractor = stored_feature_extractor(model)
+        return feature_extractor.transform(img, valid=valid), feature_extractor
+    feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
+    return feature_extractor.fit_transform(img, valid=valid, random_state=random_state), \
+        feature_extractor
+
+
+def _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size, smoothing,
+          energies, selection, timings):
+    """``Segmentation.info`` of a :func:`segment` call."""
+    return {
         "n_valid": n_valid, "mean_log_likelihood": mean_ll, "fit_samples": fit_samples,
         "random_state": random_state if isinstance(random_state, (int, type(None))) else None,
         "pretrained": pretrained, "min_region_size": int(min_region_size or 0),
@@ -157,11 +212,6 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         "model_selection": None if selection is None else selection_summary(selection),
         "timings": timings,
     }
-    if not pretrained:
-        _record_features(model, feature_extractor)
-    logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
-                where, n_valid, model.n_components, timings["total"])
-    return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
 
 
 @contextlib.contextmanager
@@ -230,28 +280,23 @@ def _record_features(model, feature_extractor):
 
 
 def combined_mask(img, mask):
-    """The image's valid pixels, within ``mask`` if one is given."""
-    if mask is None:
-        return img.valid
-    mask = np.asarray(mask)
-    if mask.dtype != bool or mask.shape != img.spatial_shape:
-        raise ValueError(
-            f"mask must be a bool array of shape {img.spatial_shape}, got "
-            f"{mask.dtype} {mask.shape}")
-    return img.valid & mask
+    """The image's valid pixels, within ``mask`` (array, file or rule: :func:`resolve_mask`)."""
+    mask = resolve_mask(mask, img)
+    return img.valid if mask is None else img.valid & mask
 
 
 def where_of(img):
     return f"{img.path}: " if img.path else ""
 
 
-def read_valid(image, mask, timings):
+def read_valid(image, mask, timings, **array_options):
     """The image, its ``"path: "`` prefix for messages, its valid pixels and their count.
 
     Refuses an image with no valid pixel; ``timings["read"]`` gets the read's seconds.
+    ``array_options`` (``channel_axis``, ``spacing``) go to :func:`gmmseg.io.as_image`.
     """
     t = time.perf_counter()
-    img = as_image(image)
+    img = as_image(image, **array_options)
     timings["read"] = time.perf_counter() - t
     where = where_of(img)
     valid = combined_mask(img, mask)
@@ -264,10 +309,10 @@ def read_valid(image, mask, timings):
 def candidate_ks(n_components):
     """None for a fixed K, else the sorted candidate K to choose from.
 
-    The one reading of ``segment``'s ``n_components``: an integer K (checked
-    by :func:`gmmseg.mixture.check_n_components` when the mixture is made),
-    ``"auto"`` (K in :data:`DEFAULT_K_RANGE`) or a sequence of candidate K
-    (:func:`gmmseg.mixture.check_k_values`).
+    The one reading of ``segment``'s ``n_components``: an integer K
+    (:func:`check_segment_count`), ``"auto"`` (K in :data:`DEFAULT_K_RANGE`)
+    or a sequence of candidate K (:func:`gmmseg.mixture.check_k_values`,
+    each a count a label map holds).
 
     Examples
     --------
@@ -275,14 +320,40 @@ def candidate_ks(n_components):
     (True, 10, [2, 4])
     """
     if isinstance(n_components, numbers.Integral):
-        return None  # GaussianMixture checks it
+        check_segment_count(n_components)
+        return None
     if isinstance(n_components, str) and n_components == "auto":
         return list(range(DEFAULT_K_RANGE[0], DEFAULT_K_RANGE[1] + 1))
     if isinstance(n_components, str) or not isinstance(n_components, Iterable):
         raise ValueError(
             f"n_components must be an integer >= 1, 'auto' or a sequence of integers, "
             f"got {n_components!r}")
-    return check_k_values(n_components, name="candidate n_components")
+    ks = check_k_values(n_components, name="candidate n_components")
+    check_segment_count(ks[-1], name="candidate n_components")
+    return ks
+
+
+def check_segment_count(value, name="n_components"):
+    """A number of segments: an integer K >= 1 that a label map can hold.
+
+    :func:`gmmseg.mixture.check_n_components`, and at most
+    :data:`gmmseg.io.MAX_LABELS` (65535): label files are uint8 up to 255
+    segments and uint16 beyond, so a larger K could be fitted but never
+    written.
+
+    Examples
+    --------
+    >>> check_segment_count(300)
+    300
+    >>> check_segment_count(70000)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_components must be at most 65535 (label maps are uint16), got 70000
+    """
+    k = check_n_components(value, name)
+    if k > MAX_LABELS:
+        raise ValueError(f"{name} must be at most {MAX_LABELS} (label maps are uint16), got {k}")
+    return k
 
 
 def stored_feature_extractor(model):
@@ -336,7 +407,8 @@ def fit_mixture(X, n_components, where, params, max_fit_samples,
     ``where``.
     """
     X_fit = fit_sample(X, max_fit_samples, params["random_state"])
-    model = GaussianMixture(n_components, **params)
+    model = GaussianMixture(check_segment_count(n_components), **params)
+    announce_fit_cost(model, X_fit, len(X), where)
     try:
         model.fit(X_fit)
     except TooFewDistinctRowsError as err:
@@ -345,6 +417,61 @@ def fit_mixture(X, n_components, where, params, max_fit_samples,
         raise GmmsegError(f"{where}{err}") from err
     model.sort_components()
     return model, len(X_fit)
+
+
+def announce_fit_cost(model, X_fit, n_label, where=""):
+    """Warn before ``model.fit(X_fit)`` when K is beyond what the pixels support or slow.
+
+    A :class:`~gmmseg.errors.LargeModelWarning` when the mixture has fewer
+    than :data:`MIN_PIXELS_PER_PARAMETER` fit pixels per free parameter, or
+    when K is beyond the range ``"auto"`` tries and the fit is estimated
+    (:func:`gmmseg.mixture.estimate_fit_cost`, measured on this machine) to
+    take over :data:`ANNOUNCE_FIT_SECONDS`.  The message gives both counts
+    and the estimate, so that the wait is known before it starts.
+    """
+    (n, d), k = X_fit.shape, model.n_components
+    n_params = n_free_parameters(k, d, model.covariance_type)
+    per_parameter = n / n_params
+    thin = per_parameter < MIN_PIXELS_PER_PARAMETER
+    if not thin and k <= DEFAULT_K_RANGE[1]:
+        return
+    cost = estimate_fit_cost(model, X_fit, n_label)
+    if not thin and cost.total < ANNOUNCE_FIT_SECONDS:
+        return
+    each = f"{per_parameter:.0f}" if per_parameter >= 10 else f"{per_parameter:.2g}"
+    starts = f", n_init={model.n_init}" if model.n_init > 1 else ""
+    warnings.warn(
+        f"{where}n_components={k} means {counted(n_params, 'free parameter', grouped=True)} "
+        f"for {counted(n, 'fit pixel', grouped=True)}, {each} pixels each"
+        + (": fewer pixels than parameters, components fit noise" if thin else "")
+        + f"; the fit takes up to about {_duration(cost.total)} here "
+        f"({_duration(cost.iteration)} per EM iteration, max_iter={model.max_iter}{starts}); "
+        "choose K with gmmseg.pipeline.select_k or use a smaller n_components",
+        LargeModelWarning, stacklevel=2)
+
+
+def _duration(seconds):
+    """Seconds for a person: ``'0.4 s'``, ``'12 s'``, ``'3 min 10 s'``, ``'2 h 5 min'``.
+
+    Examples
+    --------
+    >>> _duration(0.42), _duration(12.3), _duration(190), _duration(7500)
+    ('0.4 s', '12 s', '3 min 10 s', '2 h 5 min')
+    >>> _duration(0.004)
+    'under 0.1 s'
+    """
+    if seconds < 0.1:
+        return "under 0.1 s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def select_on_fit_sample(X, k_values, where, criterion, params, max_fit_samples,

@@ -43,6 +43,8 @@ def select_k(
     tol=1e-3,
     reg_covar=1e-6,
     n_jobs=None,
+    channel_axis=-1,
+    spacing=None,
 ):
     """How many segments: fit a mixture for each K in ``k_min..k_max``, choose one.
 
@@ -80,7 +82,7 @@ def select_k(
     covariance_types : str or sequence of str, default=("full",)
         Also choose among these covariance types (each is fitted for every
         K of the density sweep; the count uses the chosen one).
-    features, standardize, pca, mask, random_state, max_fit_samples :
+    features, standardize, pca, mask, random_state, max_fit_samples, channel_axis, spacing :
         As for :func:`segment`.
     init_params, n_init, max_iter, tol, reg_covar, n_jobs :
         Passed to :class:`~gmmseg.mixture.GaussianMixture`.
@@ -120,7 +122,8 @@ def select_k(
     criterion = check_criterion(criterion)
     timings = {}
     t0 = time.perf_counter()
-    img, where, valid, n_valid = read_valid(image, mask, timings)
+    img, where, valid, n_valid = read_valid(image, mask, timings, channel_axis=channel_axis,
+                                            spacing=spacing)
     t = time.perf_counter()
     extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
     X = extractor.fit_transform(img, valid=valid, random_state=random_state)

@@ -14,7 +14,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ..errors import GmmsegError, ModelFileError, OutputExistsError, failure_reason, one_line
+from ..errors import (GmmsegError, ModelFileError, OutputExistsError, counted, failure_reason,
+                      one_line)
 from ..features import FeatureExtractor
 from ..io import read_image
 from ..mixture import GaussianMixture
@@ -66,7 +67,7 @@ def check_model_input(image, extractor: FeatureExtractor, *, path=None) -> None:
             f"input is {'a volume' if ndim == 3 else 'a 2-D image'}")
     if image.n_channels != extractor.input_channels_:
         raise GmmsegError(
-            f"{where}: model expects {extractor.input_channels_} channels, "
+            f"{where}: model expects {counted(extractor.input_channels_, 'channel')}, "
             f"image has {image.n_channels}")
 
 
@@ -136,8 +137,11 @@ def fit_shared_model(
         X = extractor.fit_many(images, per_image=per_image, random_state=opts["random_state"])
     except ValueError as err:
         if not used:
+            if len(paths) == 1:
+                raise GmmsegError(f"the input cannot be used to fit a shared model: "
+                                  f"{': '.join(skipped[0]) if skipped else one_line(err)}") from err
             raise GmmsegError(
-                f"none of the {len(paths)} input(s) can be used to fit a shared model"
+                f"none of the {counted(len(paths), 'input')} can be used to fit a shared model"
                 + (f" (first problem: {skipped[0][0]}: {skipped[0][1]})" if skipped else "")
             ) from err
         raise GmmsegError(f"shared model: {one_line(err)}") from err
@@ -172,7 +176,7 @@ def _usable_images(paths, read_kwargs, used, skipped, on_input):
                         f"unlike the first input {first['path']}")
                 if image.n_channels != first["channels"]:
                     raise GmmsegError(
-                        f"{path}: has {image.n_channels} channels, the first input "
+                        f"{path}: has {counted(image.n_channels, 'channel')}, the first input "
                         f"{first['path']} has {first['channels']}")
             if image.n_valid == 0:
                 raise GmmsegError(f"{path}: no valid pixels (all masked, NaN or nodata)")
@@ -233,6 +237,6 @@ def load_shared_model(path) -> tuple[GaussianMixture, FeatureExtractor]:
         raise ModelFileError(f"{path}: the stored feature extractor is not fitted")
     if extractor.n_features_ != model.means_.shape[1]:
         raise ModelFileError(
-            f"{path}: the feature extractor gives {extractor.n_features_} features but the "
+            f"{path}: the feature extractor gives {counted(extractor.n_features_, 'feature')} but the "
             f"mixture has {model.means_.shape[1]}")
     return model, extractor

@@ -51,7 +51,7 @@ _COLORMAP_ANCHORS = {
 }
 
 
-def display_rgb(data, valid=None, *, bands=None, percentiles=(2, 98)):
+def display_rgb(data, valid=None, *, bands=None, percentiles=(2, 98), value_ranges=None):
     """An 8-bit RGB picture of any image, for looking at (not for analysis).
 
     - uint8 data is used as is (no rescaling); uint8 RGB comes back equal.
@@ -75,6 +75,10 @@ def display_rgb(data, valid=None, *, bands=None, percentiles=(2, 98)):
         ``(3, 2, 1)`` for a true-colour view of a multi-band scene.
     percentiles : (float, float), default (2, 98)
         Lower and upper percentile for the stretch, ``0 <= low < high <= 100``.
+    value_ranges : sequence of (float, float) or None, optional
+        The stretch of each shown channel, as :func:`display_ranges` gives
+        it (e.g. for a whole volume, so that its slices match); replaces
+        ``percentiles``.
 
     Returns
     -------
@@ -100,28 +104,103 @@ def display_rgb(data, valid=None, *, bands=None, percentiles=(2, 98)):
     height, width, n_channels = data.shape
     valid = _as_mask(valid, (height, width))
     low, high = _check_percentiles(percentiles)
-
-    if bands is None:
-        bands = (0, 1, 2) if n_channels >= 3 else (0,)
+    bands = _check_bands(bands, n_channels)
+    if value_ranges is None:
+        value_ranges = [None] * len(bands)
     else:
-        bands = tuple(bands)
-        if len(bands) not in (1, 3) or not all(
-            isinstance(b, numbers.Integral) and not isinstance(b, bool) and 0 <= b < n_channels
-            for b in bands
-        ):
-            raise ValueError(
-                f"bands must be 1 or 3 channel indices in 0..{n_channels - 1}, got {bands!r}"
-            )
+        value_ranges = [None if r is None else _check_range(r, "value_ranges")
+                        for r in value_ranges]
+        if len(value_ranges) != len(bands):
+            raise ValueError(f"value_ranges must give one range per shown channel "
+                             f"({len(bands)}), got {len(value_ranges)}")
 
     out = np.empty((height, width, 3), dtype=np.uint8)
-    if len(bands) == 1:
-        out[...] = _channel_to_uint8(data[..., bands[0]], valid, low, high)[..., np.newaxis]
-    else:
-        for j, band in enumerate(bands):
-            out[..., j] = _channel_to_uint8(data[..., band], valid, low, high)
+    for j, (band, limits) in enumerate(zip(bands, value_ranges)):
+        channel = _channel_to_uint8(data[..., band], valid, low, high, limits)
+        if len(bands) == 1:
+            out[...] = channel[..., np.newaxis]
+        else:
+            out[..., j] = channel
     if valid is not None:
         out[~valid] = 0
     return out
+
+
+def display_ranges(data, valid=None, *, bands=None, percentiles=(2, 98)):
+    """The stretch :func:`display_rgb` gives each shown channel, over data of any shape.
+
+    Use it to show slices of a volume (or tiles of a mosaic) alike: take the
+    ranges over the whole, then pass them to ``display_rgb(...,
+    value_ranges=...)`` for each part.
+
+    Parameters
+    ----------
+    data : (..., C) ndarray
+        E.g. a volume ``(Z, H, W, C)``.
+    valid : bool ndarray of ``data.shape[:-1]``, optional
+    bands, percentiles
+        As for :func:`display_rgb`.
+
+    Returns
+    -------
+    list of (float, float) or None
+        One per shown channel; None where the channel is shown as is
+        (uint8, bool).
+    """
+    data = np.asarray(data)
+    if data.ndim < 2:
+        raise ValueError(f"data must have spatial axes and a channel axis, got shape {data.shape}")
+    _check_real(data, "data")
+    valid = _as_mask(valid, data.shape[:-1])
+    low, high = _check_percentiles(percentiles)
+    ranges = []
+    for band in _check_bands(bands, data.shape[-1]):
+        channel = data[..., band]
+        if channel.dtype in (np.uint8, np.bool_):
+            ranges.append(None)
+            continue
+        flat = channel.reshape(-1, channel.shape[-1]) if channel.ndim > 1 else channel[None]
+        mask = None if valid is None else valid.reshape(flat.shape)
+        ranges.append(_stretch_range(flat, mask, low, high))
+    return ranges
+
+
+def percentile_range(values, valid=None, *, percentiles=(1, 99.5)):
+    """``(low, high)``: the ``percentiles`` of the valid finite ``values``, of any shape.
+
+    The range :func:`heat_map` colours by default, over a whole volume
+    (on a regular subsample of about a million values for large arrays).
+    """
+    values = np.asarray(values)
+    _check_real(values, "values")
+    valid = _as_mask(valid, values.shape)
+    flat = values.reshape(-1, values.shape[-1]) if values.ndim > 1 else values[None]
+    mask = None if valid is None else valid.reshape(flat.shape)
+    return _stretch_range(flat, mask, *_check_percentiles(percentiles))
+
+
+def _check_range(value_range, name):
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be two numbers, got {value_range!r}") from err
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{name} must be finite with low < high, got {value_range!r}")
+    return lo, hi
+
+
+def _check_bands(bands, n_channels):
+    if bands is None:
+        return (0, 1, 2) if n_channels >= 3 else (0,)
+    bands = tuple(bands)
+    if len(bands) not in (1, 3) or not all(
+        isinstance(b, numbers.Integral) and not isinstance(b, bool) and 0 <= b < n_channels
+        for b in bands
+    ):
+        raise ValueError(
+            f"bands must be 1 or 3 channel indices in 0..{n_channels - 1}, got {bands!r}"
+        )
+    return bands
 
 
 def _check_percentiles(percentiles):
@@ -134,13 +213,13 @@ def _check_percentiles(percentiles):
     return low, high
 
 
-def _channel_to_uint8(channel, valid, low, high):
+def _channel_to_uint8(channel, valid, low, high, limits=None):
     """One (H, W) channel to uint8: as is for uint8, 0/255 for bool, else stretched."""
     if channel.dtype == np.uint8:
         return channel
     if channel.dtype == np.bool_:
         return channel.view(np.uint8) * np.uint8(255)
-    lo, hi = _stretch_range(channel, valid, low, high)
+    lo, hi = _stretch_range(channel, valid, low, high) if limits is None else limits
     scale = 255.0 / (hi - lo)
     out = np.empty(channel.shape, dtype=np.uint8)
     for rows in _row_blocks(channel.shape[0], channel.shape[1]):
@@ -237,12 +316,7 @@ def heat_map(values, valid=None, *, value_range=None, percentiles=(1, 99.5), cma
     if value_range is None:
         lo, hi = _stretch_range(values, valid, *_check_percentiles(percentiles))
     else:
-        try:
-            lo, hi = (float(v) for v in value_range)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"value_range must be two numbers, got {value_range!r}") from err
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+        lo, hi = _check_range(value_range, "value_range")
     scale = 255.0 / (hi - lo)
     out = np.zeros(values.shape + (3,), dtype=np.uint8)
     for rows in _row_blocks(values.shape[0], values.shape[1]):
