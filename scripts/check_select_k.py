@@ -11,7 +11,7 @@ alone would choose on the same features.
 
 Usage::
 
-    python scripts/check_select_k.py [--n 30] [--criterion icl] [--kinds rgb,gray,bands]
+    python scripts/check_select_k.py [--n 30] [--criterion auto|icl|bic] [--kinds rgb,gray,bands]
 """
 
 import argparse
@@ -29,7 +29,7 @@ from synthetic_segments import four_quadrants, photo_set
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30, help="images per kind (default 30)")
-    parser.add_argument("--criterion", default="icl", help="icl (default), bic or aic")
+    parser.add_argument("--criterion", default="auto", help="auto (default: the count where clear, else BIC), icl, bic or aic")
     parser.add_argument("--kinds", default="rgb,gray,bands", help="comma-separated kinds")
     args = parser.parse_args()
     warnings.simplefilter("ignore")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
-from synthetic_segments import blob_photo, four_quadrants
+from synthetic_segments import blob_photo, four_quadrants, photo_set
 
 import gmmseg
 from gmmseg.cli import main
@@ -212,13 +212,19 @@ def test_neighbourhood_features_and_a_large_pca_are_built_on_the_whole_image():
 
 @pytest.mark.parametrize("kind", ["rgb", "gray", "bands"])
 def test_auto_counts_the_segments_of_synthetic_photos(kind):
-    """Seeds 0, 2, 4 of the benchmark: 2, 4 (with a gradient) and 6 segments."""
-    for seed in (0, 2, 4):
-        k = 2 + seed
-        image, _ = blob_photo(k, seed, kind)
+    """The 30 seeded images of the benchmark (2-6 segments, a third with a gradient).
+
+    Default features and criterion, as ``segment(image, "auto")`` chooses;
+    the issue asks for the true K on at least 90% of them.
+    """
+    misses = []
+    for seed, k, image in photo_set(30, kind):
         result = gmmseg.select_k(image)
-        assert result.n_components == k, (kind, seed, result.count.curve()["icl"])
-        assert result.info["decided_by"] == "count"
+        if result.n_components != k:
+            misses.append((seed, k, result.n_components))
+        elif k > 1:
+            assert result.info["decided_by"] == "count", seed
+    assert len(misses) <= 3, misses
 
 
 def test_four_quadrants_give_four_segments_that_are_the_quadrants():
