@@ -2,16 +2,20 @@
 
 On a 1024 x 1024 RGB photo (``sample_images/astronaut.png`` upscaled), K = 1..10:
 
-* gmmseg: ``gmmseg.select_k(photo, 1, 10)`` -- Lab features built once, one
-  150,000-pixel fit sample, one mixture per K with work shared between K,
-  BIC on the fit sample;
+* gmmseg: ``gmmseg.select_k(photo, 1, 10, features="lab")`` -- Lab
+  features built once, one 150,000-pixel fit sample, one mixture per K with
+  work shared between K, BIC and AIC on the fit sample, and the count of
+  clusters by ICL on 5,000 of its pixels (R, G, B, de-quantised); K is the
+  count where its clusters are clear, else BIC's;
 * the tutorial a user would otherwise write: ``skimage.color.rgb2lab``,
   then scikit-learn ``GaussianMixture(K).fit(X)`` and ``.bic(X)`` on all
   pixels for each K.
 
 Printed side by side: time and BIC per K, the total time and the K each
-picks, and where gmmseg's K lies on scikit-learn's own BIC curve (target:
-the same K, or one whose BIC is within 1% of the curve's minimum).
+picks (gmmseg by ICL and by BIC), and where gmmseg's BIC choice lies on
+scikit-learn's own BIC curve (target: the same K, or one whose BIC is
+within 1% of the curve's minimum).  ``--repeat N`` times gmmseg's sweep N
+times and prints the spread.
 
 Then what sharing work between K buys: on the same fit sample, the sweep as
 independent ``GaussianMixture(K).fit`` calls (as they run today, and with
@@ -19,7 +23,7 @@ BLAS pinned to one thread as ``select_k`` does), time and BIC per K.
 
 Usage::
 
-    python scripts/bench_select_k.py [--skip-tutorial] [--size 1024]
+    python scripts/bench_select_k.py [--skip-tutorial] [--skip-reuse] [--repeat 5] [--size 1024]
 """
 
 import argparse
@@ -79,22 +83,38 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-tutorial", action="store_true",
                         help="only time gmmseg (the tutorial takes minutes)")
+    parser.add_argument("--skip-reuse", action="store_true",
+                        help="leave out the comparison with independent fits")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time gmmseg's sweep this many times (min, median, max)")
     parser.add_argument("--size", type=int, default=1024, help="photo side in pixels")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.2f}  "
-          f"gmmseg {gmmseg.__version__}")
+          f"gmmseg {gmmseg.__version__}  OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(not set)')}  OPENBLAS_L2_SIZE="
+          f"{os.environ.get('OPENBLAS_L2_SIZE', '(not set)')}")
 
     rgb = photo(args.size)
     gmmseg.select_k(rgb[:64, :64], 1, 2)  # warm up imports and OpenCV
-    t = time.perf_counter()
-    result = gmmseg.select_k(rgb, 1, 10, features="lab", random_state=0)
-    t_gm = time.perf_counter() - t
+    times = []
+    for _ in range(max(args.repeat, 1)):
+        t = time.perf_counter()
+        result = gmmseg.select_k(rgb, 1, 10, features="lab", random_state=0)
+        times.append(time.perf_counter() - t)
+    t_gm = float(np.median(times))
     gm_rows = {r["n_components"]: r for r in result.rows}
-    print(f"\n{args.size} x {args.size} photo, K = 1..10, BIC, full covariances")
+    print(f"\n{args.size} x {args.size} photo, K = 1..10, full covariances")
+    count = result.info["count"]
     print(f"gmmseg.select_k: features {result.info['timings']['features']:.2f} s, "
           f"{result.info['fit_samples']:,} fit pixels, shared k-means++ seeding "
-          f"{result.info['seeding_seconds']:.2f} s, {result.info['trial_rows']:,} screening rows")
+          f"{result.info['seeding_seconds']:.2f} s, {result.info['trial_rows']:,} screening rows; "
+          f"count on {count['fit_samples']:,} pixels of {count['features']} "
+          f"({result.count.info['seconds']:.2f} s): ICL K = {count['chosen']}, "
+          f"{'clear' if count['clear'] else 'not clear'}")
+    if len(times) > 1:
+        print(f"sweep times over {len(times)} runs: min {min(times):.2f} s, median {t_gm:.2f} s, "
+              f"max {max(times):.2f} s")
 
     tut = None if args.skip_tutorial else tutorial(rgb)
     header = f"{'K':>3} {'gmmseg BIC (fit sample)':>24} {'s':>6} {'start':>6}"
@@ -111,19 +131,25 @@ def main():
             line += (f"   {s['bic']:>24.1f}{'*' if k == best else ' '} {s['seconds']:7.2f} "
                      f"{s['n_iter']:>5}")
         print(line)
-    print(f"total: gmmseg {t_gm:.2f} s (features + sweep), picks K = {result.n_components}")
+    k_bic = result.best_by("bic")[0]
+    print(f"total: gmmseg {t_gm:.2f} s (features + sweep + count), picks K = "
+          f"{result.n_components} ({result.info['decided_by']}; K = {k_bic} by BIC)")
     if tut:
         t_sk = sum(s["seconds"] for s in tut)
         sk_bic = np.array([s["bic"] for s in tut])
         k_sk = int(np.argmin(sk_bic)) + 1
-        gap = (sk_bic[result.n_components - 1] - sk_bic.min()) / abs(sk_bic.min())
-        print(f"       scikit-learn {t_sk:.1f} s, picks K = {k_sk}")
+        gap = (sk_bic[k_bic - 1] - sk_bic.min()) / abs(sk_bic.min())
+        print(f"       scikit-learn {t_sk:.1f} s, picks K = {k_sk} by BIC")
         print(f"speed-up: {t_sk / t_gm:.1f}x (target >= 20x)")
-        print(f"gmmseg's K = {result.n_components} on scikit-learn's BIC curve: "
+        print(f"gmmseg's BIC choice K = {k_bic} on scikit-learn's BIC curve: "
               f"{100 * gap:.3f}% above its minimum (target: same K or <= 1%) -> "
-              f"{'OK' if result.n_components == k_sk or gap <= 0.01 else 'MISSED'}")
+              f"{'OK' if k_bic == k_sk or gap <= 0.01 else 'MISSED'}")
+    if not args.skip_reuse:
+        reuse(rgb)
 
-    # What sharing work between K buys, on the very same fit sample.
+
+def reuse(rgb):
+    """What sharing work between K buys, on the very same fit sample."""
     img = gmmseg.as_image(rgb)
     X = FeatureExtractor("lab").fit_transform(img, valid=img.valid, random_state=0)
     X_fit = fit_sample(X, DEFAULT_MAX_FIT_SAMPLES, 0)

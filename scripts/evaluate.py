@@ -121,6 +121,7 @@ def run_gmmseg(image, params):
     if key not in cache:
         cache[key] = gmmseg.segment(image, **params)
     seg = cache[key]
+    _WORKER["n_components"] = seg.n_components  # recorded with the scores (-k auto: the choice)
     if regions in (None, "off") or regions == "auto" and not seg.image.is_photo:
         return seg.labels
     if isinstance(regions, int):
@@ -260,6 +261,7 @@ def evaluate_image(image_id):
         scores = {}
         for name, params in settings:
             t = time.perf_counter()
+            _WORKER.pop("n_components", None)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -272,6 +274,8 @@ def evaluate_image(image_id):
             seconds = time.perf_counter() - t
             m = region_metrics(labels, gts)
             m["seconds"] = round(seconds, 4)
+            if "n_components" in _WORKER:
+                m["n_components"] = _WORKER["n_components"]
             scores[name] = m
         out["methods"][method] = scores
     return image_id, out
@@ -316,10 +320,20 @@ def summarize(per_image, method, settings):
         "per_setting": {name: {"pri": float(ods_pri[i]), "voi": float(ods_voi[i]),
                                "covering": float(ods_cov[i])} for i, name in enumerate(names)},
         "errors": errors,
+        "mean_n_components": _mean_n_components(per_image, method, names),
         "mean_seconds_per_image": float(sum(
             s.get("seconds", 0.0) for r in per_image.values()
             for s in r["methods"][method].values()) / len(ids)),
     }
+
+
+def _mean_n_components(per_image, method, names):
+    """Mean K over images of a one-setting method (``-k auto``: the mean chosen K), else None."""
+    if len(names) != 1:
+        return None
+    ks = [r["methods"][method][names[0]].get("n_components") for r in per_image.values()]
+    ks = [k for k in ks if k is not None]
+    return float(np.mean(ks)) if ks else None
 
 
 def format_table(summary):
@@ -333,6 +347,8 @@ def format_table(summary):
             f"{method:<{width}} {o['pri']:8.3f} {b['pri']:8.3f} {o['voi']:8.3f} {b['voi']:8.3f} "
             f"{o['covering']:8.3f} {b['covering']:8.3f} {s['mean_seconds_per_image']:7.1f}  "
             f"{c['pri']} | {c['voi']} | {c['covering']}"
+            + (f"  (mean K {s['mean_n_components']:.2f})"
+               if s.get("mean_n_components") is not None else "")
             + (f"  [{s['errors']} failed runs]" if s["errors"] else ""))
     return "\n".join(lines)
 

@@ -283,13 +283,15 @@ def test_select_k_prints_a_table_with_the_choice_marked(runner, photo):
     result = runner.invoke(main, ["select-k", str(photo), "--k-max", "6", "--seed", "1"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["K", "mean", "loglik", "BIC", "AIC", "iter", "seconds"]
-    rows = [line for line in lines[1:] if not line.startswith("chosen")]
+    assert lines[0].split() == ["K", "mean", "loglik", "BIC", "AIC", "count", "ICL", "entropy",
+                                "iter", "seconds"]
+    rows = [line for line in lines[1:] if not line.startswith(("count:", "chosen"))]
     assert len(rows) == 6
     assert len({len(line) for line in rows}) == 1  # aligned
     marked = [line for line in rows if line.startswith("*")]
     assert len(marked) == 1 and marked[0].split()[1] == "4"  # the four colour blocks
-    assert lines[-1].startswith("chosen: K = 4 by BIC on 3,072 fit pixels")
+    assert lines[-2].startswith("count: K = 4 by ICL on 3,072 pixels of rgb, de-quantised; clear")
+    assert lines[-1].startswith("chosen: K = 4 (the count) on 3,072 fit pixels")
 
 
 def test_select_k_several_covariance_types_and_aic(runner, photo):
@@ -357,10 +359,11 @@ def test_segment_k_auto(runner, photo, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(main, ["segment", str(photo), "-k", "auto", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "4 segments (chosen by BIC among K = 1..10)" in result.stdout
+    assert "4 segments (counted by ICL among K = 1..10)" in result.stdout
     report = json.loads((out / "photo_report.json").read_text())
     selection = report["model_selection"]
-    assert selection["criterion"] == "bic" and selection["chosen"] == 4
+    assert selection["criterion"] == "auto" and selection["chosen"] == 4
+    assert selection["decided_by"] == "count" and selection["count"]["clear"]
     assert selection["k_values"] == list(range(1, 11)) and len(selection["bic"]) == 10
     assert report["model"]["n_components"] == 4
 

@@ -162,7 +162,7 @@ def test_other_initialisations(init_params):
         (dict(k_values=[]), "non-empty"),
         (dict(k_values=[0, 1]), "integers >= 1"),
         (dict(k_values=None), "iterable"),
-        (dict(criterion="icl"), "criterion must be one of"),
+        (dict(criterion="mdl"), "criterion must be one of"),
         (dict(covariance_types=("wide",)), "covariance_types"),
         (dict(n_components=3), "sets n_components"),
         (dict(means_init=np.zeros((2, 2))), "sets means_init"),

@@ -229,7 +229,7 @@ def n_components_option(*, auto=True):
         k_min, k_max = DEFAULT_K_RANGE
         kind = ComponentsType()
         text = (f"Number of segments, or 'auto': the K in {k_min}..{k_max} with the lowest "
-                "--criterion (see select-k).")
+                "--criterion on the pixels' appearance (see select-k).")
     else:
         kind, text = ComponentsType(auto=False), "Number of segments."
     return click.option("-k", "--n-components", type=kind,
@@ -255,7 +255,8 @@ criterion_option = click.option(
     "--criterion", type=_LibraryChoice(CRITERIA, check_criterion),
     default=SEGMENT_DEFAULTS["criterion"],
     show_default=True,
-    help="How K is chosen by select-k and -k auto: the lowest BIC or AIC on the fit sample.")
+    help="How select-k and -k auto choose K: the lowest ICL (clusters that stand apart), "
+         "BIC or AIC (density fit) on the fit sample.")
 
 threads_option = click.option(
     "--threads", type=click.IntRange(1), default=None,

@@ -124,7 +124,9 @@ def _selection_note(seg):
     if not chosen:
         return ""
     ks = chosen["k_values"]
-    return f" (chosen by {chosen['criterion'].upper()} among K = {ks[0]}..{ks[-1]})"
+    decided_by = chosen.get("decided_by", chosen["criterion"])
+    how = "counted by ICL" if decided_by == "count" else f"chosen by {decided_by.upper()}"
+    return f" ({how} among K = {ks[0]}..{ks[-1]})"
 
 
 def _preset_note(seg) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from ..errors import counted
+from ..mixture import CLEAR_ENTROPY
 from ._errors import cli_text, report_failure
 from ._help import GroupedCommand
 from .options import (
@@ -52,19 +53,23 @@ gmmseg select-k cells.tif --preset fluorescence        # on the preset's feature
 @feature_fit_options
 @em_options
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also draw BIC and AIC against K, the choice marked, into this file "
+              help="Also draw BIC, AIC and ICL against K, the choice marked, into this file "
                    "(.png, .pdf, .svg; needs matplotlib).")
 @overwrite_option("an existing --plot file")
 @verbosity_options
 def select_k(image, read_kwargs, preset, k_min, k_max, criterion, covariance_types,
              features, pca, seed, max_fit_samples, init_params, n_init, max_iter, tol, threads,
              plot, overwrite):
-    """How many segments: fit K = K_MIN..K_MAX to IMAGE, pick the lowest BIC (or AIC).
+    """How many segments: fit K = K_MIN..K_MAX to IMAGE, count its clusters, choose K.
 
-    Prints one row per K (and covariance type): mean log-likelihood per fit
-    pixel, BIC, AIC, EM iterations and seconds; '*' marks the choice.  The
-    criteria are computed on the fit sample (--max-fit-samples random valid
-    pixels): the pixels that 'segment -k auto' fits on with the same options.
+    As 'segment -k auto' chooses.  Prints one row per K (and covariance
+    type): the density of the features (mean log-likelihood per fit pixel,
+    BIC, AIC) on the fit sample (--max-fit-samples random valid pixels), the
+    count's ICL and mean entropy per pixel on 5,000 of them (their
+    appearance: the features without position, colour as R, G, B, integer
+    values de-quantised), EM iterations and seconds; '*' marks the choice.
+    --criterion auto (default) takes the count where its clusters are clear
+    (mean entropy at most 0.1 nats), else the lowest BIC.
     """
     import importlib.util
 
@@ -115,21 +120,32 @@ def select_k(image, read_kwargs, preset, k_min, k_max, criterion, covariance_typ
 
 
 def _selection_table(result):
-    """The lines select-k prints: an aligned table, the chosen row marked '*'."""
+    """The lines select-k prints: an aligned table, the chosen row marked '*', the why."""
     several = len({r["covariance_type"] for r in result.rows}) > 1
     header = ["", "K"] + (["covariance"] if several else []) + [
-        "mean loglik", "BIC", "AIC", "iter", "seconds", ""]
+        "mean loglik", "BIC", "AIC", "count ICL", "entropy", "iter", "seconds", ""]
+    count = result.count
+    counted = {} if count is None else {r["n_components"]: r for r in count.rows}
     table = [header]
     for r in result.rows:
         chosen = (r["n_components"] == result.n_components
                   and r["covariance_type"] == result.covariance_type)
         cells = ["*" if chosen else "", str(r["n_components"])]
         cells += [r["covariance_type"]] if several else []
+        c = counted.get(r["n_components"]) if r["covariance_type"] == getattr(
+            count, "covariance_type", None) else None
         if r["error"] is not None:
-            cells += ["-", "-", "-", "-", f"{r['seconds']:.2f}", r["error"]]
+            cells += ["-", "-", "-"]
         else:
-            cells += [f"{r['mean_log_likelihood']:.4f}", f"{r['bic']:.1f}", f"{r['aic']:.1f}",
-                      str(r["n_iter"]), f"{r['seconds']:.2f}",
+            cells += [f"{r['mean_log_likelihood']:.4f}", f"{r['bic']:.1f}", f"{r['aic']:.1f}"]
+        if c is None or c["error"] is not None:
+            cells += ["-", "-"]
+        else:
+            cells += [f"{c['icl']:.1f}", f"{c['entropy'] / count.n_samples:.3f}"]
+        if r["error"] is not None:
+            cells += ["-", f"{r['seconds']:.2f}", r["error"]]
+        else:
+            cells += [str(r["n_iter"]), f"{r['seconds']:.2f}",
                       "" if r["converged"] else "not converged"]
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -137,14 +153,35 @@ def _selection_table(result):
     lines = [" ".join(cell.ljust(w) if i in left else cell.rjust(w)
                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
              for row in table]
-    lines.append(
-        f"chosen: K = {result.n_components}"
-        + (f" ({result.covariance_type})" if several else "")
-        + f" by {result.criterion.upper()} on "
-          f"{counted(round(result.n_samples), 'fit pixel', grouped=True)} "
-          f"({result.info['timings']['total']:.2f} s)")
+    return lines + _choice_lines(result, several)
+
+
+def _choice_lines(result, several):
+    """The count and the choice, in words."""
+    info, count, lines = result.info, result.count, []
+    k_bic = result.best_by("bic")[0]
+    if count is None and "error" in info.get("count", {}):
+        lines.append(f"count: none ({info['count']['error']})")
+    if count is not None:
+        details = info.get("count", {})
+        k_icl = count.best_by("icl")[0]
+        entropy = next(r["entropy"] for r in count.rows if r["n_components"] == k_icl and
+                       r["error"] is None) / count.n_samples
+        on = f"{count.n_samples:,.0f} pixels of {details.get('features', 'the features')}"
+        on += ", de-quantised" if details.get("dequantized") else ""
+        lines.append(f"count: K = {k_icl} by ICL on {on}; "
+                     + ("clear (one cluster, BIC agrees)" if count.clear and k_icl == 1 else
+                        f"{'clear' if count.clear else 'not clear'}: mean entropy {entropy:.3f} "
+                        f"nats per pixel ({'<=' if count.clear else '>'} {CLEAR_ENTROPY:g})"))
+    decided_by = info.get("decided_by", result.criterion)
+    how = "(the count)" if decided_by == "count" else f"by {decided_by.upper()}"
+    lines.append(f"chosen: K = {result.n_components}"
+                 + (f" ({result.covariance_type})" if several else "")
+                 + f" {how} on {counted(round(result.n_samples), 'fit pixel', grouped=True)} "
+                   f"({info['timings']['total']:.2f} s)"
+                 + (f"; BIC K = {k_bic}" if decided_by != "bic" else ""))
     ks = sorted({r["n_components"] for r in result.rows})
     if len(ks) > 1 and result.n_components == ks[-1]:
-        lines.append(f"note: the largest K tried was chosen; the {result.criterion.upper()} "
+        lines.append(f"note: the largest K tried was chosen; the {decided_by.upper()} "
                      "may fall further with a larger --k-max")
     return lines

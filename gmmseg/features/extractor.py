@@ -156,6 +156,17 @@ class FeatureExtractor:
 
     # -- building -----------------------------------------------------------
 
+    def resolve(self, image: ImageLike) -> list[FeatureItem]:
+        """The items the spec stands for on ``image`` (``"auto"`` resolved); computes nothing.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> [i.name for i in FeatureExtractor("auto").resolve(np.zeros((4, 4), np.float32))]
+        ['gray']
+        """
+        return self._resolve(_to_image(image))
+
     def _resolve(self, image: Image, *, pooled: bool = False) -> list[FeatureItem]:
         # A name given besides "auto" keeps its own weight and is not repeated.
         named = {item.name for item in self._items if item.func is None}

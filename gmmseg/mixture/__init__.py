@@ -2,7 +2,7 @@
 
 :class:`GaussianMixture` follows scikit-learn's names so that it can be
 swapped in for ``sklearn.mixture.GaussianMixture``; :func:`select_k` fits one
-per number of components and keeps the best by BIC or AIC.
+per number of components and keeps the best by BIC, AIC or ICL.
 
 Modules, each with one concern (dependencies point down this list, never up):
 
@@ -38,9 +38,10 @@ from ._validation import (
     check_k_values,
     check_n_components,
 )
-from .selection import SelectKResult, select_k
+from .selection import CLEAR_ENTROPY, SelectKResult, select_k
 
 __all__ = [
+    "CLEAR_ENTROPY",
     "COVARIANCE_TYPES",
     "CRITERIA",
     "INIT_METHODS",

@@ -24,7 +24,7 @@ from ._parameters import (
 )
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-CRITERIA = ("bic", "aic")
+CRITERIA = ("auto", "icl", "bic", "aic")
 INIT_METHODS = ("k-means++", "kmeans", "random", "random_from_data")
 
 
@@ -124,6 +124,10 @@ def check_covariance_type(value, name="covariance_type"):
 
 def check_criterion(value, name="criterion"):
     """One of :data:`CRITERIA`, the model-selection criteria of `select_k`.
+
+    ``"bic"`` and ``"aic"`` judge the density fit; ``"icl"`` (BIC plus twice
+    the classification entropy) the clusters; ``"auto"`` takes ICL's count
+    where its clusters are clear, else BIC's choice (see :func:`select_k`).
 
     Examples
     --------

@@ -6,11 +6,13 @@ files of a segmentation (:mod:`gmmseg.pipeline.outputs`).  Glues io,
 features, mixture, mrf and postprocess together; parses no command-line
 option.
 
-Modules: ``segment`` (image to labels, the defaults), ``presets``
-(``preset=``), ``tissue`` (the ``t1`` preset's tissue classification), ``result``
-(:class:`Segmentation`), ``outputs`` (file names, the written set, the
-report), ``figures`` (the pictures: overlays, volume montages, heat maps
-with colour bars, label names), ``selection`` (K sweep on an image, its
+Modules: ``segment`` (image to labels, the defaults, the K choice),
+``appearance`` (what segments are counted on: the pixels' appearance,
+de-quantised), ``presets`` (``preset=``), ``tissue`` (the ``t1`` preset's
+tissue classification), ``result`` (:class:`Segmentation`), ``outputs``
+(file names, the written set, the report), ``figures`` (the pictures:
+overlays, volume montages, heat maps with colour bars, label names),
+``selection`` (K sweep on an image, its
 plot), ``shared`` (one model for many images).
 """
 

@@ -18,7 +18,13 @@ from collections.abc import Iterable
 import numpy as np
 
 from .. import mrf, postprocess
-from ..errors import GmmsegError, LargeModelWarning, TooFewDistinctRowsError, counted
+from ..errors import (
+    GmmsegError,
+    LargeModelWarning,
+    TooFewDistinctRowsError,
+    counted,
+    one_line,
+)
 from ..features import FeatureExtractor
 from ..io import MAX_LABELS, as_image, resolve_mask
 from ..mixture import (
@@ -29,6 +35,7 @@ from ..mixture import (
     n_free_parameters,
 )
 from ..mixture import select_k as select_k_arrays
+from .appearance import appearance_features, sample_rows
 from .presets import with_presets
 from .result import Segmentation
 
@@ -40,6 +47,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_FIT_SAMPLES = 150_000
 #: Candidate K of ``n_components="auto"``.
 DEFAULT_K_RANGE = (1, 10)
+#: How ``n_components="auto"`` chooses K: the count of the appearance's
+#: clusters by ICL where they are clear, else BIC (see select_k).
+DEFAULT_CRITERION = "auto"
+# Short EM runs screened per K for the count (the model's sweep screens
+# init_trials=10): on its 5,000 pixels 3 count the 90 synthetic images of
+# scripts/check_select_k.py as well as 10 do, for 0.4 of the time.
+_COUNT_TRIALS = 3
 #: Fewest fit pixels per free parameter of the mixture before ``n_components``
 #: counts as far beyond what the pixels support.  Below one, the average
 #: component has fewer pixels than parameters (a full covariance in D
@@ -59,7 +73,7 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
             max_fit_samples=DEFAULT_MAX_FIT_SAMPLES, mask=None, model=None,
             feature_extractor=None, standardize=True, pca=None, min_region_size=0,
             smoothing=0.0, connectivity=None, init_params="k-means++", n_init=1, max_iter=100,
-            tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion="bic", channel_axis=-1,
+            tol=1e-3, reg_covar=1e-6, n_jobs=None, criterion=DEFAULT_CRITERION, channel_axis=-1,
             spacing=None, preset=None):
     """Segment an image with a Gaussian mixture over per-pixel features.
 
@@ -71,8 +85,8 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         ``(Z, H, W)`` volume) and ``spacing``.  Never modified.
     n_components : int, "auto" or sequence of int, default=4
         Number of segments K.  "auto" chooses K in 1..10 by ``criterion`` (as
-        :func:`select_k` does), a sequence of ints among those; the choice and
-        the curve go into ``info["model_selection"]`` and the report.
+        :func:`select_k` does), a sequence of ints among those; the choice
+        and the curves go into ``info["model_selection"]`` and the report.
         Ignored when ``model`` is given.
     features : str, callable or list, default="auto"
         Feature spec (``"lab,position:0.5"``), callables ``f(image) -> (..., d)``,
@@ -107,8 +121,8 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     standardize, pca, init_params, n_init, max_iter, tol, reg_covar, n_jobs :
         Passed to :class:`~gmmseg.features.FeatureExtractor` and
         :class:`~gmmseg.mixture.GaussianMixture`.
-    criterion : {"bic", "aic"}, default="bic"
-        How ``n_components="auto"`` chooses K.
+    criterion : {"auto", "icl", "bic", "aic"}, default="auto"
+        How ``n_components="auto"`` chooses K (see :func:`select_k`).
     preset : str, optional
         A named recipe (:data:`gmmseg.presets.PRESETS`: ``photo``,
         ``fluorescence``, ``t1``; "auto": as the file says, see
@@ -139,22 +153,20 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
                                             spacing=spacing)
     pretrained = model is not None
     with _stopwatch(timings, "features"):
-        if pretrained:
-            if feature_extractor is None:
-                feature_extractor = stored_feature_extractor(model)
-            X = feature_extractor.transform(img, valid=valid)
-        else:
-            feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
-            X = feature_extractor.fit_transform(img, valid=valid, random_state=random_state)
+        X, feature_extractor = _features(img, valid, model, feature_extractor, features,
+                                         standardize, pca, random_state)
     fit_samples = selection = None
     with _stopwatch(timings, "fit"):
         if not pretrained:
             params = dict(covariance_type=covariance_type, random_state=random_state,
                           init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                           reg_covar=reg_covar, n_jobs=n_jobs)
-            model, fit_samples, selection = _fit_for_segment(
-                X, valid, img.spacing, n_components, k_values, smoothing, where, criterion,
-                params, max_fit_samples)
+            selection = None if k_values is None else choose_k(
+                img, valid, where, X, feature_extractor.items_, k_values, criterion, params,
+                max_fit_samples, standardize=standardize, pca=pca)
+            model, fit_samples = _fit_for_segment(
+                X, valid, img.spacing, n_components, selection, smoothing, where, params,
+                max_fit_samples)
     q = energies = None
     if smoothing:
         with _stopwatch(timings, "smoothing"):
@@ -176,6 +188,17 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
 
 
+def _features(img, valid, model, feature_extractor, features, standardize, pca, random_state):
+    """The features of the valid pixels and their extractor: a model's own, or fitted here."""
+    if model is not None:
+        if feature_extractor is None:
+            feature_extractor = stored_feature_extractor(model)
+        return feature_extractor.transform(img, valid=valid), feature_extractor
+    feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
+    return feature_extractor.fit_transform(img, valid=valid, random_state=random_state), \
+        feature_extractor
+
+
 def _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size, smoothing,
           energies, selection, timings):
     """``Segmentation.info`` of a :func:`segment` call."""
@@ -186,7 +209,7 @@ def _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_si
         "smoothing": float(smoothing or 0.0), "smoothing_energies": energies,
         # hmrf_em records the start, each EM iteration and a final sweep.
         "smoothing_iterations": len(energies) - 2 if smoothing else 0,
-        "model_selection": None if selection is None else selection.summary(),
+        "model_selection": None if selection is None else selection_summary(selection),
         "timings": timings,
     }
 
@@ -201,18 +224,15 @@ def _stopwatch(timings, name):
         timings[name] = time.perf_counter() - t
 
 
-def _fit_for_segment(X, valid, spacing, n_components, k_values, smoothing, where, criterion,
-                     params, max_fit_samples):
-    """The mixture :func:`segment` labels with: ``(model, fit_samples, selection)``."""
-    selection = None
-    if k_values is not None:
-        selection = select_on_fit_sample(X, k_values, where, criterion, params,
-                                         max_fit_samples)
+def _fit_for_segment(X, valid, spacing, n_components, selection, smoothing, where, params,
+                     max_fit_samples):
+    """The mixture :func:`segment` labels with: ``(model, fit_samples)``."""
+    if selection is not None:
         n_components = selection.n_components
-    if selection is not None and not smoothing:
-        # The chosen fit is the model; its warnings are this call's.
-        selection.reemit_warnings()
-        return selection.model, selection.info["fit_samples"], selection
+        if not smoothing:
+            # The chosen fit is the model; its warnings are this call's.
+            selection.reemit_warnings()
+            return selection.model, selection.info["fit_samples"]
     if smoothing:
         # Start EM with the prior from a mixture of locally averaged
         # features, re-estimated on the real ones (see mrf.local_mean).
@@ -221,9 +241,8 @@ def _fit_for_segment(X, valid, spacing, n_components, k_values, smoothing, where
         start = model.e_step(X_start, labels=False, log_likelihood=False).proba
         del X_start
         model.m_step(X, start.T)
-        return model, fit_samples, selection
-    model, fit_samples = fit_mixture(X, n_components, where, params, max_fit_samples)
-    return model, fit_samples, selection
+        return model, fit_samples
+    return fit_mixture(X, n_components, where, params, max_fit_samples)
 
 
 def _label(model, X, valid, q, min_region_size):
@@ -368,12 +387,8 @@ def fit_sample(X, max_fit_samples, random_state):
         same rows, so :func:`segment` and :func:`select_k` fit on the same
         pixels.
     """
-    n = len(X)
-    if max_fit_samples is None or n <= max_fit_samples:
-        return X
-    rng = np.random.default_rng(random_state)
-    rows = np.sort(rng.choice(n, size=int(max_fit_samples), replace=False))
-    return X[rows]
+    rows = sample_rows(len(X), max_fit_samples, random_state)
+    return X if rows is None else X[rows]
 
 
 def too_few_pixels(where, n_components, what="distinct valid pixels"):
@@ -476,3 +491,76 @@ def select_on_fit_sample(X, k_values, where, criterion, params, max_fit_samples,
         model.sort_components()
     result.info["fit_samples"] = len(X_fit)
     return result
+
+
+def choose_k(img, valid, where, X, items, k_values, criterion, params, max_fit_samples, *,
+             standardize=True, pca=None, covariance_types=None):
+    """How many segments: the density of the model's features and the count of the appearance.
+
+    Two sweeps over ``k_values``, each by :func:`gmmseg.mixture.select_k`:
+
+    * the density sweep fits the model's own features ``X`` on the fit
+      sample (BIC, AIC; its models are the ones :func:`segment` labels with);
+    * the count fits the appearance of ``items`` (the model's features,
+      resolved), de-quantised, on :data:`~gmmseg.pipeline.appearance.COUNT_SAMPLES`
+      pixels of the fit sample (:func:`~gmmseg.pipeline.appearance.appearance_features`),
+      and ICL counts its clusters.
+
+    ``criterion``: "bic" or "aic" choose on the density sweep, "icl" takes
+    the count, "auto" the count where its clusters are clear
+    (:attr:`~gmmseg.mixture.SelectKResult.clear`), else BIC's K.  Returns the
+    density sweep's :class:`~gmmseg.mixture.SelectKResult` with that choice
+    (its covariance type: the lowest BIC at the chosen K), ``count`` the
+    count's result, ``info["decided_by"]`` ("count", "bic" or "aic") and
+    ``info["count"]`` the details of the appearance features.  A count that
+    cannot be made (no K fits its pixels) leaves the choice to the density,
+    ``count`` None and the reason in ``info["count"]["error"]``.
+    """
+    density = "bic" if criterion in ("auto", "icl") else criterion
+    result = select_on_fit_sample(X, k_values, where, density, params, max_fit_samples,
+                                  covariance_types)
+    try:
+        count, details = _count(img, valid, items, k_values, params, max_fit_samples,
+                                covariance=result.covariance_type, standardize=standardize,
+                                pca=pca)
+    except ValueError as err:
+        count, details = None, {"error": one_line(err)}
+    result.criterion, result.count, decided_by = criterion, count, density
+    if count is not None and (criterion == "icl" or criterion == "auto" and count.clear):
+        k = count.best_by("icl")[0]
+        rows = [r for r in result.rows if r["n_components"] == k and r["error"] is None]
+        if rows:
+            best = min(rows, key=lambda r: r["bic"])
+            result.n_components, result.covariance_type = k, best["covariance_type"]
+            result.model = result.models[(best["covariance_type"], k)]
+            decided_by = "count"
+    result.info.update(decided_by=decided_by, count=details)
+    return result
+
+
+def _count(img, valid, items, k_values, params, max_fit_samples, *, covariance, standardize,
+           pca):
+    """The count's :class:`~gmmseg.mixture.SelectKResult` (by ICL) and its feature details."""
+    params = {key: value for key, value in params.items() if key != "covariance_type"}
+    params["init_trials"] = _COUNT_TRIALS
+    extractor, X, details = appearance_features(
+        img, valid, items, max_fit_samples=max_fit_samples, random_state=params["random_state"],
+        standardize=standardize, pca=pca)
+    count = select_k_arrays(X, k_values, criterion="icl", covariance_types=(covariance,),
+                            **params)
+    count.features = extractor
+    details.update(fit_samples=len(X), chosen=count.n_components, clear=count.clear)
+    return count, details
+
+
+def selection_summary(result):
+    """``result.summary()`` with the count beside it (for reports), JSON-ready."""
+    out = result.summary()
+    if "decided_by" in result.info:
+        out["decided_by"] = result.info["decided_by"]
+        out["count"] = {key: value for key, value in result.info["count"].items()
+                        if key != "noise"}
+    if result.count is not None:
+        curve = result.count.curve()
+        out["count"].update({name: curve[name] for name in ("k_values", "icl", "entropy", "bic")})
+    return out
