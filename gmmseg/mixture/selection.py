@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..errors import TooFewDistinctRowsError, one_line
 from .._system import available_cpus
-from ._gaussian_mixture import GaussianMixture, _map_trials, _short_em, _trial_generators
+from ..errors import TooFewDistinctRowsError, one_line
+from ._gaussian_mixture import (
+    GaussianMixture,
+    _map_trials,
+    _short_em,
+    _trial_generators,
+)
 from ._init import (
-    _TRIAL_ITER,
     _has_n_distinct_rows,
     _kmeans_plusplus,
     _lloyd,
