@@ -1,41 +1,54 @@
-"""EM speed and memory: gmmseg.GaussianMixture vs scikit-learn, side by side.
+"""EM iteration speed against this machine's floor and against scikit-learn.
 
 Features come from a real photo: Lab colour plus scaled x, y of
 ``sample_images/astronaut.png`` upscaled to 1024 x 1024 (N = 1,048,576, D = 5),
-standardised.  For K in {4, 8} and covariance full and diag it prints:
+standardised.  In one run it prints:
 
-* ms per EM iteration for both, started from the same initial parameters;
-* whole-fit time for both with their own default initialisation, and the
-  mean log-likelihood of the fitted models over all rows, for seeds 0, 1, 2
-  (mixtures have many local optima; one seed proves little);
-* peak memory (tracemalloc: bytes numpy allocated) of a fit for both;
-* the float32 GEMM speed of this machine, to read the figures against.
+* the machine: CPU model, cores, BLAS libraries (threadpoolctl) and whether
+  ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are set;
+* this machine's floor, measured now: GEMM GFLOP/s on all cores (one BLAS
+  thread each, cache-sized blocks), ``cv2.exp`` elements/s on all cores,
+  memory copy GB/s;
+* for K in {4, 8, 16}, every covariance type, float32 and float64: gmmseg's
+  ms per EM iteration (median, min and max over repeats), the floor of that
+  case (its flops at the GEMM rate + its exps at the exp rate + reading X
+  once) and the ratio to it;
+* scikit-learn's ms per iteration from the same start (K = 8 full and diag
+  with ``--quick``, every K and type otherwise; float64, as it computes) and
+  the speed-up of gmmseg's float32 iteration over it;
+* which of the targets of issue 19 are met: every case within 5x of the
+  floor, >= 50x scikit-learn for K = 8 full and >= 25x for K = 8 diag.
 
 Usage::
 
-    python scripts/bench_em.py [--size 1024] [--quick]
+    python scripts/bench_em.py [--size 1024] [--repeats 5] [--quick]
 
-It takes about 10 minutes on 2 cores, nearly all of it in scikit-learn.
+About 1 minute with ``--quick`` on 2 cores, 3-4 minutes without (nearly all
+of it scikit-learn).
 """
 
 import argparse
 import os
+import platform
 import time
-import tracemalloc
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import threadpoolctl
-from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gmmseg import GaussianMixture
+from gmmseg._system import available_cpus
 from gmmseg.features import FeatureExtractor
 from gmmseg.io import as_image
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = (0, 1, 2)
+KS = (4, 8, 16)
+COVS = ("full", "tied", "diag", "spherical")
+TARGET_FLOOR = 5.0
+TARGET_SKLEARN = {(8, "full"): 50.0, (8, "diag"): 25.0}
 
 
 def photo_features(size):
@@ -45,86 +58,147 @@ def photo_features(size):
     return FeatureExtractor("lab,position").fit_transform(as_image(rgb))
 
 
-def gemm_gflops():
-    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(5):
-        a @ a
-    return 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+def machine():
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or model
+    blas = [f"{i['internal_api']} {i.get('version')} {i.get('architecture')} "
+            f"({i['num_threads']} threads)"
+            for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    env = {k: os.environ.get(k, "not set") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    return model, blas, env
 
 
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+def on_all_cores(fn, n_threads, seconds=0.3):
+    """Total rate of ``fn`` (which returns its work units) run on every thread."""
+    def loop(_):
+        done, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            done += fn()
+        return done / (time.perf_counter() - t0)
+    with threadpoolctl.threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        return sum(pool.map(loop, range(n_threads)))
 
 
-def peak_mib(fn):
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak / 2 ** 20
+def floor_rates(n_threads):
+    """GEMM flop/s per dtype, cv2.exp elements/s per dtype, copy bytes/s."""
+    rng = np.random.default_rng(0)
+    gemm, exp = {}, {}
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal((256, 256)).astype(dtype)
+        out = np.empty_like(a)
+        gemm[dtype] = on_all_cores(lambda a=a, out=out: np.matmul(a, a, out=out).size * 512,
+                                   n_threads)
+        e = -rng.random((64, 4096)).astype(dtype) * 50
+        exp_out = np.empty_like(e)
+        exp[dtype] = on_all_cores(lambda e=e, o=exp_out: cv2.exp(e, o).size, n_threads)
+    big = np.ones(2**25)  # 256 MiB
+    dst = np.empty_like(big)
+    np.copyto(dst, big)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        np.copyto(dst, big)
+    copy = 3 * 2 * big.nbytes / (time.perf_counter() - t0)  # read + write
+    return gemm, exp, copy
+
+
+def case_floor(n, d, k, cov, dtype, gemm, exp, copy):
+    """Seconds one EM iteration cannot beat: flops, exps and reading X once."""
+    per_row = 4 * d * d + 7 * d if cov in ("full", "tied") else 8 * d
+    return (n * k * per_row / gemm[dtype] + n * k / exp[dtype]
+            + n * d * np.dtype(dtype).itemsize / copy)
+
+
+def starts(X64, k, cov):
+    """One shared start per case: a short gmmseg fit on every 97th row."""
+    gm = GaussianMixture(k, covariance_type=cov, max_iter=2, init_trials=1,
+                         random_state=0).fit(X64[::97])
+    return {"weights_init": gm.weights_, "means_init": gm.means_,
+            "precisions_init": gm.precisions_, "covariance_type": cov, "tol": 0.0}
+
+
+def per_iteration(make, X, repeats, iters):
+    """Median, min, max seconds per EM iteration: ``(fit(1 + iters) - fit(1)) / iters``."""
+    def fit_seconds(max_iter):
+        t0 = time.perf_counter()
+        make(max_iter).fit(X)
+        return time.perf_counter() - t0
+    base = np.median([fit_seconds(1) for _ in range(repeats)])
+    each = np.array([(fit_seconds(1 + iters) - base) / iters for _ in range(repeats)])
+    return np.median(each), each.min(), each.max()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="image side in pixels")
-    parser.add_argument("--quick", action="store_true", help="K = 4 full only")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case")
+    parser.add_argument("--quick", action="store_true",
+                        help="scikit-learn for K = 8 full and diag only")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # non-convergence is expected with tol = 0
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    blas = [(i["internal_api"], i.get("architecture"), i["num_threads"])
-            for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    print(f"cores: {os.cpu_count()}  BLAS: {blas}  env: {env}")
-    print(f"float32 GEMM (2048^3, all threads): {gemm_gflops():.0f} GFLOP/s")
+    model, blas, env = machine()
+    n_threads = available_cpus()
+    print(f"CPU: {model}; cores available: {n_threads}")
+    print(f"BLAS: {'; '.join(blas)}")
+    print(f"OPENBLAS_CORETYPE: {env['OPENBLAS_CORETYPE']}; "
+          f"OPENBLAS_L2_SIZE: {env['OPENBLAS_L2_SIZE']}")
+    gemm, exp, copy = floor_rates(n_threads)
+    print(f"floor, {n_threads} threads: GEMM 256^3 blocks float32 {gemm[np.float32] / 1e9:.0f}, "
+          f"float64 {gemm[np.float64] / 1e9:.0f} GFLOP/s; cv2.exp float32 "
+          f"{exp[np.float32] / 1e9:.1f}, float64 {exp[np.float64] / 1e9:.1f} G/s; "
+          f"copy {copy / 1e9:.1f} GB/s")
     X32 = photo_features(args.size)
     X64 = X32.astype(np.float64)
-    print(f"features: N = {X32.shape[0]:,}, D = {X32.shape[1]} (Lab + x, y, standardised)\n")
+    n, d = X32.shape
+    print(f"features: N = {n:,}, D = {d} (Lab + x, y, standardised)\n")
 
-    cases = [(4, "full")] if args.quick else [(4, "full"), (8, "full"), (4, "diag"), (8, "diag")]
-    header = (f"{'K':>2} {'cov':5} | {'sk ms/it':>8} {'gm ms/it':>8} {'ratio':>6} | "
-              f"{'sk fit s':>8} {'gm fit s':>8} {'ratio':>6} | {'sk mean ll':>10} "
-              f"{'gm mean ll':>10} | {'sk MiB':>7} {'gm MiB':>7} | iters sk/gm")
+    header = (f"{'K':>2} {'cov':9} {'dtype':7} | {'ms/iter':>7} {'min':>6} {'max':>6} | "
+              f"{'floor':>5} {'ratio':>6} | {'sklearn':>7} {'speed-up':>8}")
     print(header)
     print("-" * len(header))
-    per_seed = []
-    for k, cov in cases:
-        start = SkGaussianMixture(k, covariance_type=cov, max_iter=1, random_state=0).fit(X64[::97])
-        init = dict(weights_init=start.weights_, means_init=start.means_,
-                    precisions_init=start.precisions_, covariance_type=cov, tol=0.0)
-        sk_iters, gm_iters = 3, 20
-        _, t_sk = timed(lambda: SkGaussianMixture(k, max_iter=sk_iters, **init).fit(X64))
-        _, t_gm = timed(lambda: GaussianMixture(k, max_iter=gm_iters, **init).fit(X32))
-        sk_it, gm_it = t_sk / sk_iters * 1e3, t_gm / gm_iters * 1e3
+    ratios, speedups = {}, {}
+    for k in KS:
+        for cov in COVS:
+            init = starts(X64, k, cov)
+            for X, dtype in ((X32, np.float32), (X64, np.float64)):
+                med, lo, hi = per_iteration(
+                    lambda m, k=k, init=init: GaussianMixture(k, max_iter=m, **init),
+                    X, args.repeats, 4)
+                floor = case_floor(n, d, k, cov, dtype, gemm, exp, copy)
+                ratios[k, cov, dtype] = med / floor
+                sk_text = ""
+                if dtype is np.float32 and (not args.quick or (k, cov) in TARGET_SKLEARN):
+                    sk, _, _ = per_iteration(
+                        lambda m, k=k, init=init: SkGaussianMixture(k, max_iter=m, **init),
+                        X64, 1, 2)
+                    speedups[k, cov] = sk / med
+                    sk_text = f"{sk * 1e3:7.0f} {sk / med:7.1f}x"
+                print(f"{k:>2} {cov:9} {np.dtype(dtype).name:7} | {med * 1e3:7.1f} "
+                      f"{lo * 1e3:6.1f} {hi * 1e3:6.1f} | {floor * 1e3:5.1f} "
+                      f"{med / floor:5.1f}x | {sk_text}", flush=True)
 
-        # Mixtures have many local optima: compare whole fits over a few seeds.
-        sk_fits = [timed(lambda: SkGaussianMixture(k, covariance_type=cov, random_state=s).fit(X64))
-                   for s in SEEDS]
-        gm_fits = [timed(lambda: GaussianMixture(k, covariance_type=cov, random_state=s).fit(X32))
-                   for s in SEEDS]
-        f_sk = np.median([t for _, t in sk_fits])
-        f_gm = np.median([t for _, t in gm_fits])
-        ll_sk = [m.score(X64) for m, _ in sk_fits]
-        ll_gm = [m.score(X32) for m, _ in gm_fits]
-        iters = "/".join(str(m.n_iter_) for m, _ in sk_fits) + " | " + "/".join(
-            str(m.n_iter_) for m, _ in gm_fits)
-        per_seed.append(f"{k:>2} {cov:5} scikit-learn " + " ".join(f"{v:.4f}" for v in ll_sk)
-                        + "   gmmseg " + " ".join(f"{v:.4f}" for v in ll_gm))
-        m_sk = peak_mib(lambda: SkGaussianMixture(k, max_iter=2, **init).fit(X64))
-        m_gm = peak_mib(lambda: GaussianMixture(k, max_iter=2, **init).fit(X32))
-        print(f"{k:>2} {cov:5} | {sk_it:8.0f} {gm_it:8.1f} {sk_it / gm_it:5.1f}x | "
-              f"{f_sk:8.2f} {f_gm:8.2f} {f_sk / f_gm:5.1f}x | {np.median(ll_sk):10.4f} "
-              f"{np.median(ll_gm):10.4f} | {m_sk:7.0f} {m_gm:7.0f} | {iters}", flush=True)
-    print(f"\nmean log-likelihood of each fit over all rows, seeds {SEEDS}:")
-    print("\n".join(per_seed))
-    print("\nms/it: same initial parameters, tol = 0. fit s: median over seeds of whole fits "
-          "with each library's default init, tol = 1e-3; mean ll: median over those fits, "
-          "over all rows (higher is better). MiB: tracemalloc peak of a 2-iteration fit "
-          "(gmmseg input float32, scikit-learn float64 as it converts to).")
+    print("\nms/iter: (fit with 5 iterations - fit with 1) / 4 from the same start, tol = 0, "
+          f"median of {args.repeats} (min, max); floor: this case's flops "
+          "(N K (4 D^2 + 7 D) full/tied, N K 8 D diag/spherical) at the GEMM rate + N K exps "
+          "at the cv2.exp rate + reading X once; sklearn: float64, (fit(3) - fit(1)) / 2, "
+          "speed-up over gmmseg float32.")
+    worst = max(ratios, key=ratios.get)
+    met = ratios[worst] <= TARGET_FLOOR
+    print(f"target: every case within {TARGET_FLOOR:.0f}x of the floor: "
+          f"{'met' if met else 'NOT met'} (worst {ratios[worst]:.1f}x: K = {worst[0]} "
+          f"{worst[1]} {np.dtype(worst[2]).name})")
+    for case, target in TARGET_SKLEARN.items():
+        got = speedups.get(case)
+        verdict = "not measured" if got is None else (
+            f"{'met' if got >= target else 'NOT met'} ({got:.1f}x)")
+        print(f"target: >= {target:.0f}x scikit-learn for K = {case[0]} {case[1]}: {verdict}")
 
 
 if __name__ == "__main__":

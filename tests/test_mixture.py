@@ -435,3 +435,63 @@ def test_a_fit_that_fails_leaves_an_unfitted_model(monkeypatch):
         gm.fit(X[:, :2])
     with pytest.raises(NotFittedError):  # not the new data's initial means with the old width
         gm.predict(X[:, :2])
+
+
+def separated_blobs(seed=0):
+    """Four tight, far-apart 2-D blobs: most responsibilities are far below e^-60."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [40.0, 0.0], [0.0, 40.0], [40.0, 40.0]])
+    return np.concatenate([rng.normal(c, 0.5, (500, 2)) for c in centres])
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_clamped_responsibilities_leave_the_statistics_unchanged(covariance_type):
+    """One EM step where most log responsibilities are thousands below the row's best:
+    the kernels clamp them at -60 before exp, and the M-step matches scikit-learn's
+    float64 one (which lets them underflow to 0) to float64 accuracy."""
+    X = separated_blobs()
+    init = initial_params(X, covariance_type, k=4)
+    common = dict(covariance_type=covariance_type, tol=0.0, max_iter=1, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGaussianMixture(4, **common).fit(X)
+        gm = GaussianMixture(4, dtype="float64", **common).fit(X)
+    np.testing.assert_allclose(gm.means_, sk.means_, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gm.covariances_, sk.covariances_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gm.weights_, sk.weights_, rtol=1e-10)
+    np.testing.assert_allclose(gm.lower_bound_, sk.lower_bound_, rtol=1e-12)
+
+
+def test_float32_responsibilities_have_no_subnormal_numbers():
+    """Products with subnormal floats run many times slower on some CPUs.
+
+    Rows on a line between two tight components: their log responsibility
+    ratios sweep through the range where exp gives float32 subnormals
+    (about -88 to -103), which the kernels clamp away.
+    """
+    x = np.linspace(-5.0, 15.0, 20000)
+    X = np.stack([x, np.zeros_like(x)], axis=1).astype(np.float32)
+    gm = GaussianMixture(2, max_iter=0, weights_init=[0.5, 0.5],
+                         means_init=[[0.0, 0.0], [10.0, 0.0]],
+                         precisions_init=np.full((2, 2), 4.0), covariance_type="diag").fit(X)
+    proba = gm.predict_proba(X)
+    assert proba.dtype == np.float32
+    tiny = np.finfo(np.float32).tiny
+    assert not np.any((proba != 0) & (np.abs(proba) < tiny))
+    assert proba.min() < 1e-20  # far components keep a clamped, normal, tiny share
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(1), (x > 5).astype(int))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_start_up_trials_on_threads_give_the_one_thread_result(covariance_type):
+    """The "small EM" trials run side by side; each has its own generator, so the
+    chosen start, and the fit, do not depend on the number of threads."""
+    X, _ = blobs(30000)  # more rows than one trial's subsample
+    kw = dict(covariance_type=covariance_type, random_state=3, dtype="float64")
+    one = GaussianMixture(3, n_jobs=1, **kw).fit(X)
+    two = GaussianMixture(3, n_jobs=2, **kw).fit(X)
+    assert one.n_iter_ == two.n_iter_
+    np.testing.assert_allclose(one.lower_bounds_, two.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(one.means_, two.means_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(one.covariances_, two.covariances_, rtol=1e-9, atol=1e-12)

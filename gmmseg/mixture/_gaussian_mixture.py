@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from .._system import available_cpus
 from ..errors import ConvergenceWarning, ModelFileError, TooFewDistinctRowsError
 from ._em import (
+    _augment,
     _chunk_rows,
     _m_step_moments,
     _pack_state,
@@ -345,9 +347,9 @@ class GaussianMixture(_Estimator):
         covariances = _finish_covariances(cov_k, nk, self.covariance_type, self.reg_covar_)
         self._set_params_from_covariances(weights, means, covariances)
 
-    def _run_stats(self, X, w, runner, state, resp=None):
+    def _run_stats(self, X, w, runner, state, resp=None, augmented=None):
         full_stats = self.covariance_type in ("full", "tied")
-        return _run_stats(X, w, runner, state, full_stats, resp)
+        return _run_stats(X, w, runner, state, full_stats, resp, augmented)
 
     def _runner(self, X):
         return _Runner(
@@ -449,19 +451,20 @@ class GaussianMixture(_Estimator):
         Biernacki, Celeux & Govaert (2003) found that running a few EM
         iterations from several starts and keeping the most likely one finds
         better optima than one long run from one start; on a subsample it
-        costs about one EM iteration over all rows.
+        costs about one EM iteration over all rows.  The trials are
+        independent: they run side by side, one per thread (each on one
+        thread, with its own random generator drawn from ``rng`` in order, so
+        the result does not depend on the number of threads).
         """
         sub_x, sub_w = _trial_subsample(X, w, rng)
         if sub_x is not X and not _has_n_distinct_rows(sub_x, sub_w, self.n_components):
             sub_x, sub_w = X, w  # a rare value the subsample missed
-        best = None
-        for _ in range(self.init_trials):
-            self.reg_covar_ = float(self.reg_covar)
-            self._initialize(sub_x, sub_w, rng, given)
-            lower_bound, _, _ = self._em(sub_x, sub_w, max_iter=min(_TRIAL_ITER, self.max_iter))
-            if best is None or lower_bound > best[0]:
-                best = (lower_bound, self._fitted_state())
-        self._restore_state(best[1])
+        params = self.get_params()
+        jobs = [(params, sub_x, sub_w, trial_rng, None, given)
+                for trial_rng in _trial_generators(rng, self.init_trials)]
+        screened = _map_trials(_short_em, jobs, self.n_jobs or available_cpus())
+        best = max(range(len(screened)), key=lambda i: (screened[i][0], -i))  # first of equals
+        self._restore_state(screened[best][1])
 
     def _em(self, X, w, max_iter=None, lower_bounds=None):
         """EM from the current parameters: ``(lower bound, n_iter, converged)``.
@@ -474,11 +477,12 @@ class GaussianMixture(_Estimator):
         converged = False
         n_iter = 0
         total_weight = float(len(X) if w is None else w.sum())
+        augmented = _augment(X)  # [X, 1], once for all the passes
         with self._runner(X) as runner:
             for n_iter in range(1, max_iter + 1):
                 previous = lower_bound
                 state = self._state(X.dtype)
-                stats = self._run_stats(X, w, runner, state)
+                stats = self._run_stats(X, w, runner, state, augmented=augmented)
                 lower_bound = stats.log_lik / total_weight
                 lower_bounds.append(lower_bound)
                 self._m_step(stats, X, w, runner, state)
@@ -716,3 +720,41 @@ class GaussianMixture(_Estimator):
             setattr(self, name, value)
         self.n_features_in_ = arrays["means_"].shape[1]
         self.metadata_ = info.get("metadata") or {}
+
+
+def _trial_generators(rng, n):
+    """``n`` independent generators drawn from ``rng``, in order."""
+    return [np.random.default_rng(seed) for seed in rng.integers(0, 2**63, size=n)]
+
+
+def _short_em(params, x, w, rng, start=None, given=None):
+    """One "small EM" trial, on one thread: ``(lower bound, fitted state)``.
+
+    Starts from ``start`` ``(weights, means, covariances)``, or else from
+    ``params``' own initialisation drawn from ``rng`` (with the initial
+    arrays ``given``), then runs at most ``_TRIAL_ITER`` EM iterations on ``x``.
+    """
+    model = GaussianMixture(**(params | {"n_jobs": 1}))
+    model.n_features_in_ = x.shape[1]
+    model.reg_covar_ = float(model.reg_covar)
+    if start is None:
+        model._initialize(x, w, rng, given or {})
+    else:
+        model._set_params_from_covariances(*start)
+    lower_bound, _, _ = model._em(x, w, max_iter=min(_TRIAL_ITER, model.max_iter))
+    return lower_bound, model._fitted_state()
+
+
+def _map_trials(fn, jobs, n_threads):
+    """``[fn(*job) for job in jobs]``, spread over up to ``n_threads`` threads.
+
+    Short EM runs release the GIL in their matrix products and OpenCV calls,
+    so independent trials keep every core busy where one trial's chunks
+    could not (a trial's subsample is only a few chunks).  BLAS stays pinned
+    to one thread by the caller.
+    """
+    n_threads = max(1, min(int(n_threads), len(jobs)))
+    if n_threads == 1:
+        return [fn(*job) for job in jobs]
+    with ThreadPoolExecutor(n_threads) as pool:
+        return list(pool.map(lambda job: fn(*job), jobs))

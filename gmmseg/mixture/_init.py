@@ -49,9 +49,11 @@ def _kmeans_plusplus(x, w, n_components, rng):
     big cluster.
     """
     weight = np.ones(len(x)) if w is None else w
+    x64 = x.astype(np.float64)
+    x_sq = np.einsum("nd,nd->n", x64, x64)
     first = rng.choice(len(x), p=weight / weight.sum())
-    centers = [x[first].astype(np.float64)]
-    _, closest = _nearest(x, np.array(centers))
+    centers = [x64[first]]
+    closest = _distances_to(x64, x_sq, x64[first:first + 1])[:, 0]
     n_trials = 2 + int(math.log(n_components))
     for _ in range(1, n_components):
         score = closest * weight
@@ -59,16 +61,21 @@ def _kmeans_plusplus(x, w, n_components, rng):
         if total <= 0.0:
             raise _too_few_distinct(n_components)
         candidates = rng.choice(len(x), size=n_trials, p=score / total)
-        best = None
-        for idx in candidates:
-            _, dist = _nearest(x, x[idx:idx + 1].astype(np.float64))
-            np.minimum(dist, closest, out=dist)
-            potential = float(dist @ weight)
-            if best is None or potential < best[0]:
-                best = (potential, idx, dist)
-        centers.append(x[best[1]].astype(np.float64))
-        closest = best[2]
+        # All candidates at once: one (n, D) x (D, trials) product.
+        dist = np.minimum(_distances_to(x64, x_sq, x64[candidates]), closest[:, None])
+        best = int(np.argmin(weight @ dist))  # the first of equals, as one by one
+        centers.append(x64[candidates[best]])
+        closest = np.ascontiguousarray(dist[:, best])
     return np.array(centers)
+
+
+def _distances_to(x64, x_sq, centers):
+    """Squared distances ``(n, C)`` of float64 rows (norms ``x_sq``) to centres."""
+    d2 = x64 @ centers.T
+    d2 *= -2.0
+    d2 += x_sq[:, None]
+    d2 += np.einsum("cd,cd->c", centers, centers)
+    return np.maximum(d2, 0.0, out=d2)
 
 
 def _lloyd(x, w, centers, max_iter=20, tol=1e-4):

@@ -46,14 +46,20 @@ def _cholesky_factors(covariances, covariance_type):
     """
     if covariance_type in ("full", "tied"):
         covs = covariances[None] if covariance_type == "tied" else covariances
-        d = covs.shape[-1]
-        out = np.empty_like(covs)
-        for k, cov in enumerate(covs):
-            try:
-                cov_chol = linalg.cholesky(cov, lower=True)
-            except linalg.LinAlgError as err:
-                raise np.linalg.LinAlgError(f"component {k}") from err
-            out[k] = linalg.solve_triangular(cov_chol, np.eye(d), lower=True).T
+        try:
+            # One batched call for all K: the per-component SciPy calls cost
+            # more than the arithmetic in the short EM runs of the start-up.
+            cov_chol = np.linalg.cholesky(covs)
+        except np.linalg.LinAlgError:
+            cov_chol = None
+        if cov_chol is None or not np.all(np.isfinite(cov_chol)):
+            for k, cov in enumerate(covs):  # which component failed
+                try:
+                    linalg.cholesky(cov, lower=True)
+                except (linalg.LinAlgError, ValueError) as err:
+                    raise np.linalg.LinAlgError(f"component {k}") from err
+            raise np.linalg.LinAlgError("component 0")
+        out = np.triu(np.swapaxes(np.linalg.inv(cov_chol), 1, 2))
         return out[0] if covariance_type == "tied" else out
     if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
         bad = int(np.argwhere(~(covariances > 0.0)).ravel()[0]) if np.any(

@@ -26,10 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .._system import available_cpus
 from ..errors import TooFewDistinctRowsError, one_line
-from ._gaussian_mixture import GaussianMixture
+from ._gaussian_mixture import (
+    GaussianMixture,
+    _map_trials,
+    _short_em,
+    _trial_generators,
+)
 from ._init import (
-    _TRIAL_ITER,
     _has_n_distinct_rows,
     _kmeans_plusplus,
     _lloyd,
@@ -585,17 +590,12 @@ def _moments_of(x, r, model):
     return mean, cov
 
 
-def _short_em(params, x, w, rng, start):
-    """One "small EM" trial: a start, then at most 50 EM iterations on ``x``."""
-    model = GaussianMixture(**params)
-    model.n_features_in_ = x.shape[1]
-    model.reg_covar_ = float(model.reg_covar)
-    if start is None:
-        model._initialize(x, w, rng, {})
-    else:
-        model._set_params_from_covariances(*start)
-    lower_bound, _, _ = model._em(x, w, max_iter=min(_TRIAL_ITER, model.max_iter))
-    return lower_bound, model._fitted_state()
+def _failure_or_short_em(*args):
+    """`_short_em`, or the ``ValueError`` of a start whose fit failed."""
+    try:
+        return _short_em(*args)
+    except ValueError as err:
+        return err
 
 
 def _fit_for_selection(X, w, k, ctype, template, screen, previous, rng):
@@ -608,13 +608,15 @@ def _fit_for_selection(X, w, k, ctype, template, screen, previous, rng):
     if previous is not None and previous.n_components == k - 1 and x is screen.x:
         starts += [("grown", s) for s in _grown_starts(previous, x, xw, rng)]
         starts += [("split", s) for s in _split_start(previous, x, xw)]
+    jobs = [(params, x, xw, trial_rng, start)
+            for (_, start), trial_rng in zip(starts, _trial_generators(rng, len(starts)))]
     screened, failure = [], None
-    for kind, start in starts:
-        try:
-            lower_bound, state = _short_em(params, x, xw, rng, start)
-        except ValueError as err:
-            failure = err
+    for (kind, _), result in zip(starts, _map_trials(_failure_or_short_em, jobs,
+                                                      params["n_jobs"] or available_cpus())):
+        if isinstance(result, ValueError):
+            failure = result
             continue
+        lower_bound, state = result
         screened.append((-np.inf if np.isnan(lower_bound) else lower_bound, kind, state))
     if not screened:
         raise failure
