@@ -62,13 +62,14 @@ PRESETS = MappingProxyType({p.name: p for p in (
                             "intensity with the Potts prior (nuclei Dice 0.890 against 0.820)",
             n_components=2, features="contrast", smoothing=1.0),
     _preset("t1", "T1-weighted brain MRI (skull-stripped or with mask=): CSF, GM, WM with "
-                  "bias field, partial volume and a tissue prior, as FSL FAST",
+                  "bias field, partial volume, noise-scaled edge-preserving smoothing and a "
+                  "tissue prior, as FSL FAST",
             method="tissue", n_components=3, mask="nonzero", smoothing=T1_SMOOTHING,
-            bias_field=True, partial_volume=True),
+            bias_field=True, partial_volume=True, denoise=True),
 )})
 
 #: Arguments only the tissue method takes (a mixture preset refuses them).
-TISSUE_OPTIONS = ("bias_field", "partial_volume", "knot_distance")
+TISSUE_OPTIONS = ("bias_field", "partial_volume", "knot_distance", "denoise")
 
 
 def check_preset(name, param="preset"):

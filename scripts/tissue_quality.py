@@ -10,9 +10,10 @@ Cases (the corruptions are held out: nothing was tuned on them):
 
 * ``clean``: the template;
 * ``bias``: times a smooth multiplicative field of +-25 % (Gaussian-smoothed
-  noise, sigma 40 mm, scaled to 0.75..1.25 over the brain; seed 1);
+  noise, sigma 40 mm, scaled to 0.75..1.25 over the brain; field seed ``s``
+  for every ``s`` of ``--seeds``, default 1);
 * ``bias+noise``: that, plus Rician noise of 4 % of the white-matter
-  intensity (seed 2);
+  intensity (noise seed ``s + 1``);
 * ``2mm``: the template and its tissue maps averaged over the brain voxels
   of 2 x 2 x 2 blocks, the blocks at least half brain kept (more partial
   volume, 8x fewer voxels).
@@ -23,12 +24,18 @@ if dipy is importable, dipy's ``TissueClassifierHMRF`` (beta 0.1, its
 documented value, 10 iterations).  For each: mean Dice and Dice per class,
 wall and CPU seconds, and the CSF / GM / WM volumes in mL (hard labels, and
 for t1 the partial-volume-weighted ones) against the truth's (hard: the
-argmax; PV: the sum of the probability maps).
+argmax; PV: the sum of the probability maps).  ``L`` and ``R`` are the mean
+Dice over each hemisphere (voxel x below / above the midline, x = 0 mm):
+the method's settings were developed on the clean template and seed 1, so
+the right hemisphere and the other seeds are held out.  With several seeds
+a last line per case and method gives the mean and spread (sd) over them.
+The header names the CPU, the cores, the BLAS and whether
+``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are set.
 
 Usage::
 
     python scripts/tissue_quality.py [--cases clean,bias,bias+noise,2mm]
-        [--methods mixture,t1,dipy] [--smoothing 1.0]
+        [--methods mixture,t1,dipy] [--smoothing 1.0] [--seeds 1,3,5]
 
 dipy is not a gmmseg dependency; install it apart (``pip install --target
 /tmp/dipy_site dipy`` and ``PYTHONPATH=/tmp/dipy_site``).
@@ -41,6 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 from scipy import ndimage
 
 import gmmseg
@@ -77,19 +85,19 @@ def block_mean(a, k=2):
         axis=(-5, -3, -1))
 
 
-def cases(t1, probs, mask, names):
-    """``name -> (image, probabilities, mask)``."""
+def cases(t1, probs, mask, names, seeds=(1,)):
+    """``(name, seed or None) -> (image, probabilities, mask)``, built when asked for."""
     data = t1.data[..., 0].astype(np.float32)
     truth_wm = np.median(data[mask & (probs.argmax(0) == 2)])
-    field = bias_field(mask)
-    out = {}
     for name in names:
-        if name == "clean":
-            out[name] = (t1, probs, mask)
-        elif name == "bias":
-            out[name] = (_image(t1, data * field), probs, mask)
-        elif name == "bias+noise":
-            out[name] = (_image(t1, rician(data * field, 0.04 * truth_wm)), probs, mask)
+        if name in ("bias", "bias+noise"):
+            for seed in seeds:
+                x = data * bias_field(mask, seed=seed)
+                if name == "bias+noise":
+                    x = rician(x, 0.04 * truth_wm, seed=seed + 1)
+                yield (name, seed), (_image(t1, x), probs, mask)
+        elif name == "clean":
+            yield (name, None), (t1, probs, mask)
         elif name == "2mm":
             # Blocks at least half brain; each the mean of its brain voxels
             # (averaging in the zeros of the stripped background would add a
@@ -99,10 +107,9 @@ def cases(t1, probs, mask, names):
             inside = share >= 0.5
             img = gmmseg.Image(np.where(inside, small, 0)[..., None], np.ones(small.shape, bool),
                                spacing=(2.0, 2.0, 2.0), channels=("gray",))
-            out[name] = (img, block_mean(probs) / np.maximum(share, 1e-6), inside)
+            yield (name, None), (img, block_mean(probs) / np.maximum(share, 1e-6), inside)
         else:
             raise SystemExit(f"unknown case {name!r}")
-    return out
 
 
 def _image(t1, data):
@@ -133,13 +140,43 @@ def run(method, image, mask, smoothing):
     return labels, pv, time.perf_counter() - t, time.process_time() - c
 
 
+def machine():
+    """CPU model, cores, BLAS libraries and the OpenBLAS variables, as one line."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = [(i["internal_api"], i.get("architecture"), i["num_threads"])
+            for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    return f"CPU: {model}  cores: {os.cpu_count()}  BLAS: {blas}  env: {env}"
+
+
+def hemispheres(image, mask):
+    """Masks of the voxels left and right of x = 0 mm (by the affine; halves of axis 0 else)."""
+    affine = (image.meta or {}).get("affine")
+    n = mask.shape[0]
+    if affine is not None:
+        x = np.asarray(affine)[0, 0] * np.arange(n) + np.asarray(affine)[0, 3]
+    else:
+        x = np.arange(n) - (n - 1) / 2
+    left = (x < 0)[:, None, None] & mask
+    return left, mask & ~left
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="clean,bias,bias+noise,2mm")
     parser.add_argument("--methods", default="mixture,t1,dipy")
     parser.add_argument("--smoothing", type=float, default=None,
                         help="t1 prior strength (default: the preset's)")
+    parser.add_argument("--seeds", default="1",
+                        help="comma-separated seeds of the bias field (noise: seed + 1)")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
     if "dipy" in methods:
         try:
@@ -150,29 +187,41 @@ def main():
     smoothing = (gmmseg.presets.PRESETS["t1"].settings["smoothing"] if args.smoothing is None
                  else args.smoothing)
     t1, probs, mask = load()
-    print(f"cores: {os.cpu_count()}  gmmseg {gmmseg.__version__}  t1 smoothing {smoothing}")
-    header = (f"{'case':11} {'method':8} {'Dice':>6} {'CSF':>6} {'GM':>6} {'WM':>6} "
-              f"{'wall s':>7} {'CPU s':>7}   volumes mL CSF / GM / WM (hard; PV)")
+    print(machine())
+    print(f"gmmseg {gmmseg.__version__}  t1 smoothing {smoothing}  seeds {seeds}")
+    header = (f"{'case':11} {'seed':>4} {'method':8} {'Dice':>6} {'L':>6} {'R':>6} {'CSF':>6} "
+              f"{'GM':>6} {'WM':>6} {'wall s':>7} {'CPU s':>7}   "
+              "volumes mL CSF / GM / WM (hard; PV)")
     print(header)
-    for name, (image, p, m) in cases(t1, probs, mask, args.cases.split(",")).items():
+    scores = {}
+    for (name, seed), (image, p, m) in cases(t1, probs, mask, args.cases.split(","), seeds):
         truth = np.where(m, p.argmax(0), -1)
         voxel_ml = np.prod(image.spacing or (1.0, 1.0, 1.0)) / 1000
         hard = [np.sum(truth == k) * voxel_ml for k in range(3)]
         soft = [p[k][m].sum() * voxel_ml for k in range(3)]
-        print(f"{name:11} {'truth':8} {'':>6} {'':>6} {'':>6} {'':>6} {'':>7} {'':>7}   "
-              + " / ".join(f"{v:.0f}" for v in hard) + "; "
+        tag = f"{name:11} {seed if seed is not None else '':>4}"
+        print(f"{tag} {'truth':8} " + " " * 60 + " / ".join(f"{v:.0f}" for v in hard) + "; "
               + " / ".join(f"{v:.0f}" for v in soft))
+        left, right = hemispheres(image, m)
         for method in methods:
             labels, pv, wall, cpu = run(method, image, m, smoothing)
             if not np.any(labels[m] >= 0):
-                print(f"{name:11} {method:8} failed: no voxel labelled ({wall:.1f} s)")
+                print(f"{tag} {method:8} failed: no voxel labelled ({wall:.1f} s)")
                 continue
             d = dice(labels, truth, m)
+            halves = [np.mean(dice(labels, truth, h)) for h in (left, right)]
+            scores.setdefault((name, method), []).append([np.mean(d), *halves])
             vols = " / ".join(f"{np.sum(labels == k) * voxel_ml:.0f}" for k in range(3))
             if pv is not None:
                 vols += "; " + " / ".join(f"{v * voxel_ml:.0f}" for v in pv)
-            print(f"{name:11} {method:8} {np.mean(d):6.3f} {d[0]:6.3f} {d[1]:6.3f} {d[2]:6.3f} "
-                  f"{wall:7.1f} {cpu:7.1f}   {vols}", flush=True)
+            print(f"{tag} {method:8} {np.mean(d):6.3f} {halves[0]:6.3f} {halves[1]:6.3f} "
+                  f"{d[0]:6.3f} {d[1]:6.3f} {d[2]:6.3f} {wall:7.1f} {cpu:7.1f}   {vols}",
+                  flush=True)
+    for (name, method), rows in scores.items():
+        if len(rows) > 1:
+            mean, sd = np.mean(rows, axis=0), np.std(rows, axis=0, ddof=1)
+            print(f"{name:11} {'all':>4} {method:8} " + " ".join(
+                f"{a:.3f}+-{b:.3f}" for a, b in zip(mean, sd)) + "   (mean+-sd: Dice, L, R)")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ def nuclei_dice(seg):
 def test_every_preset_has_a_summary_and_settings_segment_takes():
     import inspect
 
-    params = set(inspect.signature(gmmseg.segment).parameters) | {
-        "bias_field", "partial_volume", "knot_distance"}
+    from gmmseg.pipeline.tissue import segment_tissue
+
+    params = set(inspect.signature(gmmseg.segment).parameters)
+    tissue = set(inspect.signature(segment_tissue).parameters)
+    assert {"bias_field", "partial_volume", "knot_distance", "denoise"} <= tissue
+    params |= tissue
     assert {"photo", "fluorescence", "t1"} <= set(PRESETS)
     for preset in PRESETS.values():
         assert preset.summary and "\n" not in preset.summary

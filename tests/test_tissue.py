@@ -11,6 +11,7 @@ from gmmseg.tissue import (
     compositions,
 )
 from gmmseg.tissue.bias import spline_basis, voxel_coords
+from gmmseg.tissue.denoise import diffuse, noise_sigma
 from gmmseg.tissue.partial_volume import fit_intensity_model
 
 LEVELS = np.array([30.0, 70.0, 100.0])      # CSF, GM, WM of a T1 scan, in arbitrary units
@@ -101,13 +102,62 @@ def test_the_prior_raises_dice_on_a_noisy_phantom_and_keeps_a_clean_one(phantom)
     fractions, mask = phantom
     truth = fractions.argmax(axis=0)
     noisy = scan(fractions, mask, noise=12.0, seed=1)
-    without = classify_tissue(noisy, mask, bias=False, beta=0.0)
-    with_prior = classify_tissue(noisy, mask, bias=False)          # the default strength
+    # The prior alone (the diffusion, which also acts on noise, off):
+    without = classify_tissue(noisy, mask, bias=False, beta=0.0, denoise=False)
+    with_prior = classify_tissue(noisy, mask, bias=False, denoise=False)   # default strength
     assert dice(with_prior.labels, truth, mask) > dice(without.labels, truth, mask) + 0.01
     clean = scan(fractions, mask, noise=1.0)
-    plain = dice(classify_tissue(clean, mask, bias=False, beta=0.0).labels, truth, mask)
-    smoothed = dice(classify_tissue(clean, mask, bias=False, beta=1.0).labels, truth, mask)
+    plain = dice(classify_tissue(clean, mask, bias=False, beta=0.0, denoise=False).labels,
+                 truth, mask)
+    smoothed = dice(classify_tissue(clean, mask, bias=False, beta=1.0, denoise=False).labels,
+                    truth, mask)
     assert smoothed >= plain - 0.002
+
+
+def test_denoising_raises_dice_on_a_noisy_phantom_and_keeps_a_clean_one(phantom):
+    fractions, mask = phantom
+    truth = fractions.argmax(axis=0)
+    noisy = scan(fractions, mask, noise=12.0, seed=1)
+    raw = classify_tissue(noisy, mask, bias=False, denoise=False)
+    smoothed = classify_tissue(noisy, mask, bias=False)
+    assert dice(smoothed.labels, truth, mask) > dice(raw.labels, truth, mask) + 0.02
+    assert 10.0 < smoothed.info["noise_sigma"] < 14.0
+    # The restored image is the input's, not the smoothed one:
+    np.testing.assert_array_equal(smoothed.restored, noisy)
+    clean = scan(fractions, mask, noise=1.0)
+    before = dice(classify_tissue(clean, mask, bias=False, denoise=False).labels, truth, mask)
+    after = dice(classify_tissue(clean, mask, bias=False).labels, truth, mask)
+    assert after >= before - 0.002
+
+
+def test_noise_estimate_ignores_borders_and_the_outside():
+    rng = np.random.default_rng(3)
+    steps = np.repeat([0.0, 100.0, 40.0, 160.0], 10)            # tissue-like borders
+    x = steps[None, :, None] + np.zeros((30, 40, 30)) + rng.normal(0, 5.0, (30, 40, 30))
+    valid = np.ones(x.shape, bool)
+    valid[:, :, :5] = False
+    x[~valid] = 1e6                                             # never read
+    assert abs(noise_sigma(x, valid) - 5.0) < 0.4
+    assert noise_sigma(np.zeros((4, 4)), np.ones((4, 4), bool)) == 0.0
+
+
+def test_diffusion_smooths_noise_keeps_borders_and_the_mask():
+    rng = np.random.default_rng(4)
+    clean = np.repeat([50.0, 100.0], 20)[None, :, None] + np.zeros((24, 40, 24))
+    x = clean + rng.normal(0, 5.0, clean.shape)
+    valid = np.ones(x.shape, bool)
+    valid[:, :, :4] = False
+    x[~valid] = 500.0
+    out = diffuse(x, valid, 2 * 5.0)
+    inside = valid.copy()
+    inside[:, 17:23] = False                                    # away from the border
+    assert np.std((out - clean)[inside]) < 0.5 * np.std((x - clean)[inside])
+    # The step keeps its height (a Gaussian of the same reach would halve it
+    # next to the border), and nothing flows in from outside the mask:
+    left, right = out[:, 19, 4:].mean(), out[:, 20, 4:].mean()
+    assert right - left > 40.0
+    np.testing.assert_array_equal(out[~valid], 500.0)
+    np.testing.assert_array_equal(diffuse(x, valid, 0.0), x.astype(np.float32))
 
 
 def test_the_prior_does_not_move_a_flat_border():

@@ -30,7 +30,8 @@ from .segment import _stopwatch, read_valid
 #: the feature mixture it does not run.
 TISSUE_ARGUMENTS = frozenset({
     "n_components", "mask", "smoothing", "random_state", "min_region_size", "n_jobs",
-    "channel_axis", "spacing", "tol", "bias_field", "partial_volume", "knot_distance"})
+    "channel_axis", "spacing", "tol", "bias_field", "partial_volume", "knot_distance",
+    "denoise"})
 
 
 @dataclass(eq=False)
@@ -86,7 +87,7 @@ class TissueSegmentation(Segmentation):
 
 def segment_tissue(image, n_components=3, *, mask=None, smoothing=tissue.DEFAULT_BETA,
                    bias_field=True, partial_volume=True,
-                   knot_distance=tissue.DEFAULT_KNOT_DISTANCE, random_state=0,
+                   knot_distance=tissue.DEFAULT_KNOT_DISTANCE, denoise=True, random_state=0,
                    min_region_size=0, n_jobs=None, tol=1e-3, channel_axis=-1, spacing=None):
     """Classify a single-channel scan into tissues (the ``t1`` preset's method).
 
@@ -106,6 +107,9 @@ def segment_tissue(image, n_components=3, *, mask=None, smoothing=tissue.DEFAULT
     knot_distance : float, default=100
         Knot distance of the bias field's B-splines, in mm (pixels if the
         image has no spacing).
+    denoise : bool, default=True
+        Classify after edge-preserving diffusion scaled to the noise
+        estimated in the mask (:mod:`gmmseg.tissue.denoise`).
     random_state, n_jobs :
         Accepted for symmetry with :func:`gmmseg.segment`; the method is
         deterministic and runs in NumPy.
@@ -137,7 +141,7 @@ def segment_tissue(image, n_components=3, *, mask=None, smoothing=tissue.DEFAULT
             result = tissue.classify_tissue(
                 img.data[..., 0], valid, n_classes=n_components, spacing=img.spacing,
                 beta=float(smoothing), bias=bool(bias_field), knot_distance=knot_distance,
-                partial_volume=bool(partial_volume), tol=tol)
+                partial_volume=bool(partial_volume), denoise=bool(denoise), tol=tol)
         except ValueError as err:
             raise GmmsegError(f"{where}{err}") from err
     labels = result.labels
@@ -155,7 +159,7 @@ def segment_tissue(image, n_components=3, *, mask=None, smoothing=tissue.DEFAULT
         "min_region_size": int(min_region_size or 0), "smoothing": float(smoothing),
         "smoothing_energies": None, "smoothing_iterations": 0, "model_selection": None,
         "timings": timings, "tissue": _tissue_info(result, bias_field, partial_volume,
-                                                   knot_distance),
+                                                   knot_distance, denoise),
     }
     return TissueSegmentation(labels, proba, result.log_likelihood, model, extractor, img,
                               info, bias_field=result.bias, restored=result.restored)
@@ -177,7 +181,7 @@ def _as_mixture(result):
     return model
 
 
-def _tissue_info(result, bias_field, partial_volume, knot_distance):
+def _tissue_info(result, bias_field, partial_volume, knot_distance, denoise):
     """The report's ``"tissue"`` entry: the intensity model and the options."""
     pv = result.model
     return {
@@ -189,5 +193,6 @@ def _tissue_info(result, bias_field, partial_volume, knot_distance):
         "fraction_weights": pv.fraction_weights.tolist(),
         "bias_field": bool(bias_field), "partial_volume": bool(partial_volume),
         "knot_distance_mm": float(knot_distance) if bias_field else None,
+        "denoise": bool(denoise), "noise_sigma": float(result.info["noise_sigma"]),
         "iterations": int(result.n_iter), "converged": bool(result.converged),
     }

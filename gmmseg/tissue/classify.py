@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bias import DEFAULT_KNOT_DISTANCE, SplineField, voxel_coords
+from .denoise import CONDUCTANCE, diffuse, noise_sigma
 from .partial_volume import PartialVolumeModel, fit_intensity_model, histogram, softmax
 from .prior import DEFAULT_BETA, CompositionPrior
 
@@ -92,7 +93,7 @@ class TissueResult:
 
 def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAULT_BETA,
                     bias=True, knot_distance=DEFAULT_KNOT_DISTANCE, partial_volume=True,
-                    tol=1e-3, coarse=True):
+                    denoise=True, tol=1e-3, coarse=True):
     """Classify the voxels of a scan into tissues, as FAST does for a T1 brain.
 
     Parameters
@@ -113,6 +114,10 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
         Knot distance of the bias field's B-splines, in mm.
     partial_volume : bool, default=True
         Model the voxels that mix two neighbouring classes.
+    denoise : bool, default=True
+        Classify the intensities after edge-preserving diffusion whose
+        strength follows the noise estimated in the mask (:mod:`.denoise`);
+        the restored image is the input's, not the smoothed one.
     tol : float, default=1e-3
         Stop when the class means move by less than ``tol`` times their
         spread and the log bias field by less than ``tol``.
@@ -149,6 +154,9 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
     box = _bounding_box(valid)
     crop = _Crop(x[box], valid[box], spacing, x.shape, tuple(s.start for s in box),
                  knot_distance if bias else None)
+    sigma = noise_sigma(crop.x, crop.valid)
+    if denoise:
+        crop.x = diffuse(crop.x, crop.valid, CONDUCTANCE * sigma, spacing=spacing)
     values = crop.x[crop.valid]
     if bias and not np.any(values > 0):
         raise ValueError("the bias field needs positive intensities; use bias=False")
@@ -181,6 +189,7 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
         model = fit_intensity_model(stage.restored(), n_classes)
         stage.label(model)
     result = stage.result(model, x.shape, box, n_iter, converged)
+    result.info["noise_sigma"] = sigma
     result.restored = np.divide(x, result.bias, out=np.zeros_like(x), where=np.isfinite(x))
     return result
 
