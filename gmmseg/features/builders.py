@@ -343,7 +343,8 @@ def _position_columns(image: Image) -> list[str]:
     return ["x", "y"] if len(image.spatial_shape) == 2 else ["z", "y", "x"]
 
 
-def _texture_columns(image: Image, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0)) -> list[str]:
+def _texture_columns(image: Image, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0),
+                     offset: float | None = None) -> list[str]:
     _spacing(image)
     return [
         f"{kind}_s{sigma:g}" for sigma in _check_sigmas(sigmas) for kind in ("mean", "std", "grad")
