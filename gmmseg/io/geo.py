@@ -47,7 +47,12 @@ def _valid_mask(rasterio, ds, data: np.ndarray, indexes: tuple[int, ...],
     for c, index in enumerate(indexes):
         band = data[c]
         band_flags = ds.mask_flag_enums[index - 1]
-        if nodata is None:
+        file_nodata = ds.nodatavals[index - 1]
+        if nodata is None and band_flags == [flags.nodata] and _exact(band, file_nodata):
+            # GDAL's nodata mask of an integer band is exactly this comparison,
+            # without reading the band a second time.
+            band_valid = band != file_nodata
+        elif nodata is None:
             band_valid = (np.ones(band.shape, dtype=bool) if band_flags == [flags.all_valid]
                           else ds.read_masks(index, window=window) != 0)
         else:
@@ -58,6 +63,14 @@ def _valid_mask(rasterio, ds, data: np.ndarray, indexes: tuple[int, ...],
         if band.dtype.kind == "f":
             finite &= np.isfinite(band)
     return valid & finite
+
+
+def _exact(band: np.ndarray, value) -> bool:
+    """Whether ``value`` is an integer nodata value that ``band`` (an integer array) can hold."""
+    if band.dtype.kind not in "iu" or value is None or not float(value).is_integer():
+        return False
+    info = np.iinfo(band.dtype)
+    return info.min <= value <= info.max
 
 
 def _nodata_text(values: tuple) -> str:

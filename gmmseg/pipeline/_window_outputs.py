@@ -169,5 +169,7 @@ def finish_report(done, source, extractor, model, n_valid, fit_samples, selectio
     }
     if selection is not None:
         report["model_selection"] = selection.summary()
+    if run_info.get("preset"):
+        report["preset"] = run_info["preset"]
     write_json(os.path.join(out_dir, f"{stem}_report.json"), report, overwrite=overwrite)
     return report

@@ -64,7 +64,7 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
           "tib": 2**40}
 
 
-def parse_memory(text) -> int:
+def parse_memory(text, name="max_memory") -> int:
     """Bytes from ``"2GB"``, ``"1.5 GiB"``, ``"512M"``, ``"2e9"`` or an integer.
 
     Decimal units (kB, MB, GB, TB; K, M, G, T alone) are powers of 1000,
@@ -86,11 +86,11 @@ def parse_memory(text) -> int:
                              str(text))
         unit = match.group(2).lower() if match else None
         if match is None or unit not in _UNITS:
-            raise ValueError("max_memory must be a size such as 2GB, 512MiB or a number of "
+            raise ValueError(f"{name} must be a size such as 2GB, 512MiB or a number of "
                              f"bytes, got {text!r}")
         value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise ValueError(f"max_memory must be positive, got {text!r}")
+        raise ValueError(f"{name} must be positive, got {text!r}")
     return value
 
 
@@ -450,14 +450,14 @@ def _prior_model(task, plan, halo, fit_args, smoothing, connectivity, spacing, t
     return model, selection, int(len(X))
 
 
-def segment_windowed(path, out_dir, stem=None, *, n_components=4, features="auto",
+def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="auto",
                      covariance_type="full", random_state=0, max_fit_samples=None,
                      standardize=True, pca=None, smoothing=0.0, connectivity=None,
                      init_params="k-means++", n_init=1, max_iter=100, tol=1e-3, reg_covar=1e-6,
                      n_jobs=None, criterion="bic", bands=None, nodata=None, volume=None,
                      max_memory=None, workers=1, scheduler=None, processes=True,
                      save_proba=False, save_loglik=False, alpha=0.5, overwrite=False,
-                     min_region_size=0, regions="off", progress=None):
+                     min_region_size=0, regions="off", progress=None, preset_record=None):
     """Segment an image file window by window and write its results; never hold the image.
 
     Arguments as :func:`gmmseg.segment` (same defaults; the same seed gives
@@ -487,6 +487,9 @@ def segment_windowed(path, out_dir, stem=None, *, n_components=4, features="auto
         A ``"local"`` cluster of worker processes (True) or threads.
     progress : callable, optional
         ``progress(done, total)`` after each labelled window.
+    preset : str, optional
+        A mixture preset (``photo``, ``fluorescence``), as :func:`gmmseg.segment`
+        takes it; explicit arguments win.
 
     Returns
     -------
@@ -512,6 +515,12 @@ def segment_windowed(path, out_dir, stem=None, *, n_components=4, features="auto
     budget = check_max_memory(max_memory)
     k_values = candidate_ks(n_components)
     stem = stem or file_stem(path)
+    os.makedirs(out_dir, exist_ok=True)
+    if not overwrite:
+        for suffix in ("_labels.tif", "_labels.nii.gz", "_report.json"):
+            if os.path.lexists(os.path.join(out_dir, stem + suffix)):
+                raise GmmsegError(f"{os.path.join(out_dir, stem + suffix)}: output file "
+                                  "exists (use overwrite=True to replace it)")
     options = dict(bands=bands, nodata=nodata, volume=volume)
     with open_windows(path, **options) as source:
         options = source.options
@@ -570,7 +579,8 @@ def segment_windowed(path, out_dir, stem=None, *, n_components=4, features="auto
                           dict(random_state=random_state, smoothing=float(smoothing or 0.0),
                                workers=workers, scheduler=None if scheduler is None
                                else str(scheduler), max_memory=budget,
-                               prior_sweeps=WINDOW_SWEEPS if smoothing else None))
+                               prior_sweeps=WINDOW_SWEEPS if smoothing else None,
+                               preset=preset_record))
 
 
 def _plan(source, items, n_features, n_components, smoothing, proba, loglik, budget, workers,
@@ -650,3 +660,71 @@ def _label_all(task, plan, model, source, out_dir, stem, run, progress, *, smoot
         raise
     return {"paths": dict(outputs.paths), "counts": outputs.counts, "ll_sum": outputs.ll_sum,
             "colors": outputs.colors}
+
+
+def needs_windows(path, *, max_memory=None, features="auto", n_components=4, smoothing=0.0,
+                  save_proba=False, save_loglik=False, bands=None, nodata=None, volume=None,
+                  pca=None, preset=None, **_):
+    """Whether segmenting ``path`` in memory would exceed ``max_memory``.
+
+    The working set is estimated from the file's header: pixels times
+    :func:`bytes_per_pixel` for its bands, dtype, features, K (the largest
+    candidate for ``"auto"``), smoothing and maps, plus :data:`BASELINE`.
+    Files that cannot be read window by window (PNG, JPEG, DICOM, TIFF
+    layouts that need the whole image) are always segmented in memory: False.
+    """
+    from ..errors import ImageReadError
+    from ..features import FeatureExtractor
+    from ..io.windows import open_windows
+    from .segment import candidate_ks
+
+    budget = check_max_memory(max_memory)
+    if preset not in (None, "auto"):
+        from .presets import preset_arguments
+
+        given = {"features": features, "smoothing": smoothing}
+        arguments, _ = preset_arguments(preset, {})
+        features = given["features"] if features != "auto" else arguments.get("features", "auto")
+        smoothing = smoothing or arguments.get("smoothing", 0.0)
+    try:
+        source = open_windows(path, bands=bands, nodata=nodata, volume=volume)
+    except ImageReadError:
+        return False
+    with source:
+        probe = source.read(tuple((0, min(8, n)) for n in source.shape))
+        extractor = FeatureExtractor(features, pca=pca)
+        items = extractor.resolved_items(probe)
+        n_features = extractor.raw_rows(probe, items=items).shape[1] if all(
+            i.func is None for i in items) else source.n_channels
+        ks = candidate_ks(n_components)
+        k = ks[-1] if ks else int(n_components)
+        per_pixel = bytes_per_pixel(
+            source.n_channels, source.dtype.itemsize, n_features, k,
+            smoothing=bool(smoothing),
+            neighbourhood=any(i.name in ("texture", "contrast") for i in items),
+            maps=(k if save_proba else 0) + (1 if save_loglik else 0))
+        return BASELINE + working_set(source.shape, per_pixel) > budget
+
+
+def with_windowed_presets(fn):
+    """Give :func:`segment_windowed` ``preset=`` as :func:`gmmseg.segment` has it (mixture presets)."""
+    import functools
+    import inspect
+
+    accepted = set(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def wrapper(path, out_dir, stem=None, *, preset=None, **kwargs):
+        if preset in (None, "auto"):
+            return fn(path, out_dir, stem, **kwargs)
+        from .presets import preset_arguments
+
+        arguments, record = preset_arguments(preset, kwargs, accepted, method="mixture",
+                                             what="the windowed path (an image beyond "
+                                                  "max_memory)")
+        return fn(path, out_dir, stem, preset_record=record, **arguments)
+
+    return wrapper
+
+
+segment_windowed = with_windowed_presets(_segment_windowed)
