@@ -23,6 +23,7 @@ or labels; :mod:`gmmseg.pipeline.windowed` plans and runs the windows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,23 @@ from ..errors import ImageReadError, one_line
 from .image import Image, logged_warnings, require
 
 Region = tuple[tuple[int, int], ...]
+
+#: GDAL's block cache while windows are read (GDAL's default is 5% of the
+#: RAM, per process): windows are read once each, so a small cache loses
+#: nothing and keeps the memory budget honest.
+GDAL_CACHE = 64 * 1024**2
+
+
+@contextlib.contextmanager
+def gdal_cache(size=GDAL_CACHE):
+    """GDAL's block cache held to ``size`` bytes in this block (nothing without rasterio)."""
+    try:
+        import rasterio
+    except ImportError:
+        yield
+        return
+    with rasterio.Env(GDAL_CACHEMAX=max(1, size // 2**20)):
+        yield
 
 
 @dataclass

@@ -107,63 +107,63 @@ def connect(scheduler, workers, *, processes=True):
     return client, cluster
 
 
-def _run_dask(fn, task, jobs, consume, progress, scheduler, workers, processes):
+def _run_dask(fn, task, jobs, consume, progress, client):
     import distributed
 
-    client, cluster = connect(scheduler, workers, processes=processes)
+    n_workers = max(1, sum(w.get("nthreads", 1) for w in
+                           client.scheduler_info()["workers"].values()))
+    shared = client.scatter(task, broadcast=True, hash=False)
+    queue = iter(jobs)
+    # At most two windows per worker thread in flight: results come back to
+    # be written here, and must not pile up in memory.  range first: zip
+    # stops on it without drawing a window from the queue.
+    running = distributed.as_completed(
+        [client.submit(fn, shared, *args, pure=False)
+         for _, args in zip(range(2 * n_workers), queue)])
+    for done, future in enumerate(running, start=1):
+        result = future.result()
+        future.release()
+        for args in queue:
+            running.add(client.submit(fn, shared, *args, pure=False))
+            break
+        consume(result)
+        if progress:
+            progress(done, len(jobs))
+
+
+@contextlib.contextmanager
+def window_runner(*, workers=1, scheduler=None, processes=True):
+    """A ``run(fn, task, jobs, consume, progress=None)`` for the passes of one windowed run.
+
+    ``consume(fn(task, *args))`` is called in this thread for every
+    ``args`` in ``jobs``, in completion order.
+
+    Parameters
+    ----------
+    workers : int
+        Windows at once (threads here, or a local cluster's worker processes).
+    scheduler : str or distributed.Client, optional
+        ``"local"`` or a scheduler address: run on Dask, one client (and
+        local cluster) for every pass.
+    processes : bool
+        A local cluster of processes (True) or of threads in this process.
+    """
+    client = cluster = None
+    if scheduler is not None:
+        client, cluster = connect(scheduler, workers, processes=processes)
+
+    def run(fn, task, jobs, consume, progress=None):
+        jobs = list(jobs)
+        if client is not None:
+            _run_dask(fn, task, jobs, consume, progress, client)
+        elif workers > 1 and len(jobs) > 1:
+            _run_threads(fn, task, jobs, consume, progress, workers)
+        else:
+            _run_here(fn, task, jobs, consume, progress)
+
     try:
-        n_workers = max(1, sum(w.get("nthreads", 1) for w in
-                               client.scheduler_info()["workers"].values()))
-        shared = client.scatter(task, broadcast=True)
-        queue = iter(jobs)
-        # At most two windows per worker thread in flight: results come
-        # back to be written here, and must not pile up in memory.
-        running = distributed.as_completed(
-            [client.submit(fn, shared, *args, pure=False)
-             for args, _ in zip(queue, range(2 * n_workers))])
-        done = 0
-        for future in running:
-            result = future.result()
-            future.release()
-            for args in queue:
-                running.add(client.submit(fn, shared, *args, pure=False))
-                break
-            consume(result)
-            done += 1
-            if progress:
-                progress(done, len(jobs))
+        yield run
     finally:
         if cluster is not None:
             client.close()
             cluster.close()
-
-
-def run_windows(fn, task, jobs, consume, *, workers=1, scheduler=None, processes=True,
-                progress=None):
-    """``consume(fn(task, *args))`` for every ``args`` in ``jobs``, in completion order.
-
-    Parameters
-    ----------
-    fn : callable
-        A module-level function (picklable for Dask).
-    task : WindowTask
-        Shared by every call; sent once to a Dask cluster.
-    jobs : list of tuple
-    consume : callable
-        Called in this thread with each result.
-    workers : int
-        Windows at once (threads here, or a local cluster's worker processes).
-    scheduler : str or distributed.Client, optional
-        ``"local"`` or a scheduler address: run on Dask.
-    processes : bool
-        A local cluster of processes (True) or of threads in this process.
-    progress : callable, optional
-        ``progress(done, total)`` after each window.
-    """
-    jobs = list(jobs)
-    if scheduler is not None:
-        _run_dask(fn, task, jobs, consume, progress, scheduler, workers, processes)
-    elif workers > 1 and len(jobs) > 1:
-        _run_threads(fn, task, jobs, consume, progress, workers)
-    else:
-        _run_here(fn, task, jobs, consume, progress)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import mrf
-from ..io.windows import open_windows
+from ..io.windows import gdal_cache, open_windows
 
 
 @dataclass
@@ -57,7 +57,8 @@ class WindowResult:
 
 
 def _read(task: WindowTask, outer):
-    with open_windows(task.path, **task.options) as source:
+    # A Dask worker process has GDAL's default cache (5% of the RAM) otherwise.
+    with gdal_cache(), open_windows(task.path, **task.options) as source:
         return source.read(outer)
 
 

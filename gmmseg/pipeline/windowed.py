@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GmmsegError, counted
+from ..io.windows import GDAL_CACHE, gdal_cache
 from ._window_outputs import PREVIEW_SIZE
 
 #: Default budget ceiling: a quarter of the available memory caps it below.
@@ -51,8 +52,6 @@ WINDOW_SWEEPS = 6
 #: on, and their number: about ``DEFAULT_MAX_FIT_SAMPLES`` pixels.
 PRIOR_TILE = 128
 PRIOR_TILES = 9
-#: GDAL's block cache during a windowed run (GDAL's default is 5% of the RAM).
-GDAL_CACHE = 64 * 1024**2
 #: The process before any pixel: Python, NumPy, OpenCV, SciPy, rasterio and
 #: gmmseg imported take about 110 MiB resident here (130 MiB with
 #: dask.distributed); a constant, not the measured RSS, so that the same
@@ -181,7 +180,7 @@ def _extent(core, halo, shape):
     return tuple((max(0, a - h), min(n, b + h)) for (a, b), h, n in zip(core, halo, shape))
 
 
-def plan_windows(shape, block, per_pixel, budget, halo, *, where=""):
+def plan_windows(shape, block, per_pixel, budget, halo, *, size=None, where=""):
     """Windows of whole blocks, as large as ``budget`` bytes allows with their halo.
 
     Parameters
@@ -194,6 +193,9 @@ def plan_windows(shape, block, per_pixel, budget, halo, *, where=""):
         Bytes one window (core and halo) may take.
     halo : tuple of int
         Pixels of context each side, per axis.
+    size : int, optional
+        Window side in pixels instead of the largest the budget allows
+        (rounded up to whole blocks; volumes: slices per slab).
 
     Raises
     ------
@@ -202,7 +204,7 @@ def plan_windows(shape, block, per_pixel, budget, halo, *, where=""):
 
     Examples
     --------
-    >>> plan = plan_windows((1000, 1000), (256, 256), 100, 20_000_000, (8, 8))
+    >>> plan = plan_windows((1000, 1000), (256, 256), 100, 30_000_000, (8, 8))
     >>> len(plan), plan.window
     (4, (512, 512))
     """
@@ -215,13 +217,17 @@ def plan_windows(shape, block, per_pixel, budget, halo, *, where=""):
         return math.prod(min(n, w + 2 * h) for w, h, n in zip(window, halo, shape)) * per_pixel
 
     window = list(block)
-    if cost(window) > budget:
+    if size is not None:
+        axes = 1 if len(shape) == 3 else len(shape)
+        window = [min(n, max(b, -(-int(size) // b) * b)) if a < axes else b
+                  for a, (b, n) in enumerate(zip(block, shape))]
+    elif cost(window) > budget:
         size = " x ".join(str(b) for b in block)
         raise GmmsegError(
             f"{where}max_memory={format_bytes(budget)} per window is too small: one "
             f"{size} block with its {max(halo)} px halo needs about "
             f"{format_bytes(cost(window))}; raise max_memory")
-    growing = True
+    growing = size is None
     while growing:
         growing = False
         for axis in sorted(range(len(shape)), key=lambda a: window[a]):
@@ -457,7 +463,8 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
                      n_jobs=None, criterion="bic", bands=None, nodata=None, volume=None,
                      max_memory=None, workers=1, scheduler=None, processes=True,
                      save_proba=False, save_loglik=False, alpha=0.5, overwrite=False,
-                     min_region_size=0, regions="off", progress=None, preset_record=None):
+                     min_region_size=0, regions="off", progress=None, window_size=None,
+                     preset_record=None):
     """Segment an image file window by window and write its results; never hold the image.
 
     Arguments as :func:`gmmseg.segment` (same defaults; the same seed gives
@@ -487,6 +494,9 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
         A ``"local"`` cluster of worker processes (True) or threads.
     progress : callable, optional
         ``progress(done, total)`` after each labelled window.
+    window_size : int, optional
+        Window side in pixels (whole blocks; slices for volumes) instead of
+        the largest that ``max_memory`` allows.
     preset : str, optional
         A mixture preset (``photo``, ``fluorescence``), as :func:`gmmseg.segment`
         takes it; explicit arguments win.
@@ -534,16 +544,17 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
                               "max_memory are not written; raise max_memory")
     k_max = k_values[-1] if k_values else int(n_components)
     plan = _plan(source, items, n_features, k_max, smoothing, save_proba, save_loglik, budget,
-                 workers, max_fit_samples, where)
+                 workers, max_fit_samples, where, window_size)
     task = WindowTask(str(path), options, extractor, items)
 
-    def run(fn, jobs, consume, **kwargs):
-        from ._window_exec import run_windows
+    from ._window_exec import window_runner
 
-        run_windows(fn, task, jobs, consume, workers=workers, scheduler=scheduler,
-                    processes=processes, **kwargs)
+    with gdal_cache(), window_runner(workers=workers, scheduler=scheduler,
+                                      processes=processes) as runner:
 
-    with _gdal_cache():
+        def run(fn, jobs, consume, **kwargs):
+            runner(fn, task, jobs, consume, **kwargs)
+
         t = time.perf_counter()
         wants_offset = any(i.name == "texture" for i in items)
         counts, lum_sum = _count_valid(source, plan, wants_offset, run)
@@ -584,7 +595,7 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
 
 
 def _plan(source, items, n_features, n_components, smoothing, proba, loglik, budget, workers,
-          max_fit_samples, where):
+          max_fit_samples, where, size=None):
     """The window plan within ``budget``: what the process holds besides windows comes off first."""
     ndim = len(source.shape)
     neighbourhood = any(i.name in ("texture", "contrast") for i in items)
@@ -604,24 +615,13 @@ def _plan(source, items, n_features, n_components, smoothing, proba, loglik, bud
     if smoothing:
         fixed += PRIOR_TILE**2 * PRIOR_TILES * per_pixel
     per_window = (budget - fixed) // max(1, workers)
-    if per_window <= 0:
+    if per_window <= 0 and size is None:
         raise GmmsegError(
             f"{where}max_memory={format_bytes(budget)} is too small: the process needs about "
             f"{format_bytes(fixed)} besides the windows (libraries, fit sample, preview); "
             "raise max_memory")
-    return plan_windows(source.shape, source.block, per_pixel, per_window, halo, where=where)
-
-
-@contextlib.contextmanager
-def _gdal_cache():
-    """GDAL's block cache held to :data:`GDAL_CACHE` (by default it may take 5% of the RAM)."""
-    try:
-        import rasterio
-    except ImportError:
-        yield
-        return
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE // 2**20):
-        yield
+    return plan_windows(source.shape, source.block, per_pixel, per_window, halo, size=size,
+                        where=where)
 
 
 def _fit(task, plan, X_fit, fit_args, smoothing, connectivity, spacing, tol):
