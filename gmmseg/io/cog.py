@@ -99,8 +99,10 @@ class TiledGeoTIFF:
         self._stack = contextlib.ExitStack()
         self._final_tmp = self._stack.enter_context(atomic_output(self.path, overwrite=overwrite))
         # The COG driver copies a finished file; the windows go into a plain one first.
-        self._tmp = _create_temp(self.path) if cog else self._final_tmp
-        self._stack.callback(self._tmp.unlink, missing_ok=True)
+        self._tmp = self._final_tmp
+        if cog:
+            self._tmp = _create_temp(self.path)
+            self._stack.callback(self._tmp.unlink, missing_ok=True)
         self._env = self.rasterio.Env(GDAL_PAM_ENABLED="NO")
         self._env.__enter__()
         profile = geotiff_profile(meta, shape, count, dtype, nodata)

@@ -228,7 +228,7 @@ def _open_tiff(path: Path, options: dict) -> WindowSource:
                              f"({one_line(err, with_type=True)})") from err
     page = tif.pages[0]
     orientation = page.tags.get("Orientation")
-    simple = (len(tif.pages) == 1 and page.planarconfig == 1 and not page.extrasamples
+    simple = (len(tif.pages) == 1 and page.planarconfig == 1 and not any(page.extrasamples)
               and page.ndim in (2, 3) and (orientation is None or orientation.value == 1)
               and page.photometric in (tifffile.PHOTOMETRIC.MINISBLACK,
                                        tifffile.PHOTOMETRIC.RGB)

@@ -31,6 +31,7 @@ class WindowTask:
 
     path: str
     options: dict
+    shape: tuple = ()
     extractor: object = None
     items: list = None
     model: object = None
@@ -60,6 +61,26 @@ def _read(task: WindowTask, outer):
     # A Dask worker process has GDAL's default cache (5% of the RAM) otherwise.
     with gdal_cache(), open_windows(task.path, **task.options) as source:
         return source.read(outer)
+
+
+def _at_window(items, outer, shape):
+    """``items`` with ``position`` placed in the whole image (origin and full shape)."""
+    from ..features import FeatureItem
+
+    return [FeatureItem(i.name, i.weight, {**i.params, "origin": tuple(a for a, _ in outer),
+                                           "full_shape": tuple(shape)})
+            if i.name == "position" and i.func is None else i for i in items]
+
+
+def _window_extractor(extractor, outer, shape):
+    """The fitted extractor with its ``position`` placed at ``outer``."""
+    if not any(i.name == "position" for i in extractor.items_):
+        return extractor
+    import copy
+
+    placed = copy.copy(extractor)
+    placed.items_ = _at_window(extractor.items_, outer, shape)
+    return placed
 
 
 def _core_slices(core, outer):
@@ -99,7 +120,7 @@ def sample_rows(task: WindowTask, core, outer, rows, ranks, place):
     at = tuple(x + s.start for x, s in zip(local, inner))
     # Row of each valid pixel of the outer window in the feature matrix (C order).
     index = np.cumsum(img.valid.ravel(), dtype=np.int64) - 1
-    X = task.extractor.raw_rows(img, items=task.items)
+    X = task.extractor.raw_rows(img, items=_at_window(task.items, outer, task.shape))
     return place, X[index[np.ravel_multi_index(at, img.valid.shape)]]
 
 
@@ -117,7 +138,8 @@ def label_window(task: WindowTask, core, outer) -> WindowResult:
     valid = img.valid
     inner = _core_slices(core, outer)
     n_components = task.model.n_components
-    X = task.extractor.transform(img) if valid.any() else None
+    extractor = _window_extractor(task.extractor, outer, task.shape)
+    X = extractor.transform(img) if valid.any() else None
     labels = np.full(valid.shape, -1, np.int32)
     proba = loglik = None
     ll_sum = 0.0

@@ -177,7 +177,10 @@ class WindowPlan:
 
 
 def _extent(core, halo, shape):
-    return tuple((max(0, a - h), min(n, b + h)) for (a, b), h, n in zip(core, halo, shape))
+    """The core with its halo, clipped to the image; it starts on an even index so that the
+    Potts prior's parity classes (2 x 2 colouring) are the whole image's."""
+    return tuple((max(0, a - h - (a - h) % 2), min(n, b + h))
+                 for (a, b), h, n in zip(core, halo, shape))
 
 
 def plan_windows(shape, block, per_pixel, budget, halo, *, size=None, where=""):
@@ -294,9 +297,6 @@ def _check_request(where, min_region_size, regions, items, max_fit_samples):
         if item.func is not None:
             raise GmmsegError(f"{where}custom feature {item.name!r} needs the whole image; the "
                               "image is beyond max_memory (use named features or raise it)")
-        if item.name == "position":
-            raise GmmsegError(f"{where}feature 'position' needs the whole image; the image is "
-                              "beyond max_memory (drop it or raise max_memory)")
     if max_fit_samples is None:
         raise GmmsegError(f"{where}max_fit_samples=None fits on every pixel, which an image "
                           "beyond max_memory cannot hold; give a number of pixels")
@@ -427,6 +427,7 @@ def _prior_model(task, plan, halo, fit_args, smoothing, connectivity, spacing, t
     """
     from .. import mrf
     from ._window_work import _core_slices, _read
+    from ._window_work import _window_extractor as _placed
     from .segment import _fit_for_segment
 
     side, corners = _prior_tiles(plan.shape)
@@ -437,7 +438,7 @@ def _prior_model(task, plan, halo, fit_args, smoothing, connectivity, spacing, t
         outer = _extent(core, halo, plan.shape)
         img = _read(task, outer)
         inner = _core_slices(core, outer)
-        X = task.extractor.transform(img)
+        X = _placed(task.extractor, outer, plan.shape).transform(img)
         grid = np.zeros(img.valid.shape + (X.shape[1],), np.float32)
         grid[img.valid] = X
         grids.append(grid[inner])
@@ -545,7 +546,7 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
     k_max = k_values[-1] if k_values else int(n_components)
     plan = _plan(source, items, n_features, k_max, smoothing, save_proba, save_loglik, budget,
                  workers, max_fit_samples, where, window_size)
-    task = WindowTask(str(path), options, extractor, items)
+    task = WindowTask(str(path), options, source.shape, extractor, items)
 
     from ._window_exec import window_runner
 
