@@ -18,7 +18,7 @@ from gmmseg.pipeline import windowed
 from gmmseg.pipeline.windowed import parse_memory, plan_windows, segment_windowed
 
 rasterio = pytest.importorskip("rasterio")
-from affine import Affine  # noqa: E402
+from affine import Affine
 
 NODATA = 0
 CRS = "EPSG:32633"
@@ -80,7 +80,7 @@ def small(tmp_path_factory):
 
 
 def test_windowed_labels_equal_the_in_memory_labels(big):
-    path, reference, out, report = big
+    _, reference, out, report = big
     assert report["windowed"]["windows"] >= 16
     assert np.array_equal(_labels(out / "scene_labels.tif"), reference)
     assert report["segments"][0]["pixels"] == np.count_nonzero(reference == 0)
@@ -99,7 +99,7 @@ def test_dask_local_cluster_writes_the_same_bytes(big, tmp_path):
 
 
 def test_label_map_is_a_cloud_optimised_geotiff(big):
-    path, _, out, report = big
+    path, _, out, _ = big
     with rasterio.open(out / "scene_labels.tif") as ds, rasterio.open(path) as src:
         assert ds.profile["tiled"] and ds.block_shapes[0] == (512, 512)
         assert ds.overviews(1) == [2, 4, 8]

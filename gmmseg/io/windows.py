@@ -219,13 +219,25 @@ def _read_raster_window(source: WindowSource, region: Region):
 def _open_tiff(path: Path, options: dict) -> WindowSource:
     import tifffile
 
-    from .image import _default_channels
-
     try:
         tif = tifffile.TiffFile(path)
     except Exception as err:
         raise ImageReadError(f"{path}: truncated or corrupt TIFF file "
                              f"({one_line(err, with_type=True)})") from err
+    try:
+        return _tiff_source(path, tif)
+    except BaseException:
+        tif.close()
+        raise
+
+
+def _tiff_source(path: Path, tif) -> WindowSource:
+    import tifffile
+
+    from .image import _default_channels
+
+    if not tif.pages:
+        raise ImageReadError(f"{path}: TIFF file holds no image")
     page = tif.pages[0]
     orientation = page.tags.get("Orientation")
     simple = (len(tif.pages) == 1 and page.planarconfig == 1 and not any(page.extrasamples)
@@ -234,7 +246,6 @@ def _open_tiff(path: Path, options: dict) -> WindowSource:
                                        tifffile.PHOTOMETRIC.RGB)
               and page.compression in tifffile.TIFF.DECOMPRESSORS)
     if not simple:
-        tif.close()
         raise ImageReadError(f"{path}: this TIFF (several pages, alpha, planar bands, an "
                              "orientation or an unusual compression) cannot be read window by "
                              "window; convert it to a tiled GeoTIFF (gdal_translate -co TILED=YES)")

@@ -78,25 +78,28 @@ def _run_threads(fn, task, jobs, consume, progress, workers):
             raise
 
 
-def connect(scheduler, workers, *, processes=True):
+def connect(scheduler, workers, *, processes=True, dashboard_address=None,
+            what="running windows on Dask"):
     """A ``distributed.Client`` for ``scheduler`` (``"local"``: a new LocalCluster).
 
-    Returns ``(client, cluster)``; ``cluster`` is None for an address.
+    ``workers`` worker processes (or threads, ``processes=False``) of one
+    thread each for a local cluster.  Returns ``(client, cluster)``;
+    ``cluster`` is None for an address or a given ``Client``.  Errors are
+    one-line :class:`GmmsegError` s (``what`` names the caller).
     """
     try:
         import distributed
     except ImportError as err:
-        raise GmmsegError("the Dask scheduler needs dask.distributed: "
-                          "pip install 'gmmseg[dask]'") from err
+        raise GmmsegError(f"{what} needs dask.distributed: pip install 'gmmseg[dask]'") from err
+    if isinstance(scheduler, distributed.Client):
+        return scheduler, None
     cluster = None
     try:
         if scheduler == "local":
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=processes,
-                dashboard_address=None)
+                dashboard_address=dashboard_address)
             client = distributed.Client(cluster)
-        elif isinstance(scheduler, distributed.Client):
-            return scheduler, None
         else:
             client = distributed.Client(scheduler)
     except Exception as err:

@@ -145,9 +145,6 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
             X = feature_extractor.transform(img, valid=valid)
         else:
             feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
-            # Column statistics from the fit sample (the same rows fit_sample
-            # draws): what the windowed path can gather window by window, so
-            # both give the same labels (gmmseg.pipeline.windowed).
             X = feature_extractor.fit_transform(img, valid=valid, sample=max_fit_samples,
                                                 random_state=random_state)
     fit_samples = selection = None

@@ -30,7 +30,6 @@ closely but not exactly (the README gives the measured agreement).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -41,6 +40,7 @@ import numpy as np
 
 from ..errors import GmmsegError, counted
 from ..io.windows import GDAL_CACHE, gdal_cache
+from ._window_exec import connect  # noqa: F401  (batch runs on the same clusters)
 from ._window_outputs import PREVIEW_SIZE
 
 #: Default budget ceiling: a quarter of the available memory caps it below.
@@ -269,7 +269,7 @@ def feature_halo(items, spacing, ndim) -> tuple[int, ...]:
         return (0,) * ndim
     spacing = spacing or (1.0,) * ndim
     finest = min(spacing)
-    return tuple(int(math.ceil(4.0 * sigma * finest / s)) + 2 for s in spacing)
+    return tuple(math.ceil(4.0 * sigma * finest / s) + 2 for s in spacing)
 
 
 def prior_halo(ndim, sweeps=WINDOW_SWEEPS) -> tuple[int, ...]:
@@ -408,7 +408,7 @@ def _prior_tiles(shape):
     """Corners of the sample tiles the Potts prior's parameters are estimated on (spread evenly)."""
     if len(shape) == 2:
         side = [min(PRIOR_TILE, n) for n in shape]
-        grid = int(round(math.sqrt(PRIOR_TILES)))
+        grid = round(math.sqrt(PRIOR_TILES))
         return side, [tuple(int((f + 0.5) / grid * (n - s)) for f, n, s in
                             zip((i, j), shape, side)) for i in range(grid) for j in range(grid)]
     side = [min(PRIOR_TILE // 2, n) for n in shape]
@@ -454,7 +454,7 @@ def _prior_model(task, plan, halo, fit_args, smoothing, connectivity, spacing, t
     mrf.hmrf_em(model, X, valid, float(smoothing), connectivity=connectivity, spacing=spacing,
                 tol=tol)
     model.sort_components()
-    return model, selection, int(len(X))
+    return model, selection, len(X)
 
 
 def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="auto",
@@ -487,12 +487,10 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
     max_memory : int or str, optional
         Budget in bytes (or ``"2GB"``); default :func:`check_max_memory`.
         Windows are sized so that the process stays within it.
-    workers : int
-        Windows processed at once: threads, or a local Dask cluster's workers.
-    scheduler : str or distributed.Client, optional
-        ``"local"`` or a Dask scheduler address: windows become Dask tasks.
-    processes : bool
-        A ``"local"`` cluster of worker processes (True) or threads.
+    workers, scheduler, processes :
+        Windows at once (threads, or a local Dask cluster's workers); ``"local"``,
+        an address or a ``distributed.Client`` to run windows as Dask tasks; a
+        local cluster of processes (True) or threads.
     progress : callable, optional
         ``progress(done, total)`` after each labelled window.
     window_size : int, optional
@@ -512,11 +510,12 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
     GmmsegError
         One line naming the file: the budget cannot hold one window, a
         request the windowed path cannot honour (``min_region_size``,
-        connected regions, ``position`` or custom features), no valid pixel.
+        connected regions, custom feature callables), no valid pixel.
     """
     from ..features import FeatureExtractor
     from ..io import file_stem
     from ..io.windows import open_windows
+    from ._window_exec import window_runner
     from ._window_work import WindowTask
     from .segment import DEFAULT_MAX_FIT_SAMPLES, candidate_ks
 
@@ -526,12 +525,7 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
     budget = check_max_memory(max_memory)
     k_values = candidate_ks(n_components)
     stem = stem or file_stem(path)
-    os.makedirs(out_dir, exist_ok=True)
-    if not overwrite:
-        for suffix in ("_labels.tif", "_labels.nii.gz", "_report.json"):
-            if os.path.lexists(os.path.join(out_dir, stem + suffix)):
-                raise GmmsegError(f"{os.path.join(out_dir, stem + suffix)}: output file "
-                                  "exists (use overwrite=True to replace it)")
+    _check_outputs(out_dir, stem, overwrite)
     options = dict(bands=bands, nodata=nodata, volume=volume)
     with open_windows(path, **options) as source:
         options = source.options
@@ -548,8 +542,6 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
                  workers, max_fit_samples, where, window_size)
     task = WindowTask(str(path), options, source.shape, extractor, items)
 
-    from ._window_exec import window_runner
-
     with gdal_cache(), window_runner(workers=workers, scheduler=scheduler,
                                       processes=processes) as runner:
 
@@ -557,18 +549,11 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
             runner(fn, task, jobs, consume, **kwargs)
 
         t = time.perf_counter()
-        wants_offset = any(i.name == "texture" for i in items)
-        counts, lum_sum = _count_valid(source, plan, wants_offset, run)
-        n_valid = int(counts.sum())
-        if n_valid == 0:
-            raise GmmsegError(f"{where}no valid pixels to segment (all masked, NaN or nodata)")
-        index = _draw_sample(counts, n_valid, max_fit_samples, random_state)
-        raw = _gather_sample(plan, counts, index, run)
-        offset = lum_sum / n_valid if wants_offset else None
+        raw, n_valid, offset = _fit_sample(source, plan, items, max_fit_samples, random_state,
+                                           where, run)
         timings["sample"] = elapsed(t)
         t = time.perf_counter()
         X_fit = extractor.fit_rows(raw, probe)
-        del raw
         task.extractor, task.items = _window_extractor(extractor, offset), None
         params = dict(covariance_type=covariance_type, random_state=random_state,
                       init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
@@ -576,7 +561,7 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
         fit_args = (n_components, k_values, smoothing, where, criterion, params, None)
         model, selection, fit_samples = _fit(task, plan, X_fit, fit_args, smoothing,
                                              connectivity, source.spacing, tol)
-        del X_fit
+        del X_fit, raw
         timings["fit"] = elapsed(t)
         t = time.perf_counter()
         report = _label_all(task, plan, model, source, out_dir, stem, run, progress,
@@ -586,13 +571,35 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
     timings["total"] = elapsed(t0)
     from ._window_outputs import finish_report
 
+    run_info = {"random_state": random_state, "smoothing": float(smoothing or 0.0),
+                "workers": workers, "scheduler": scheduler and str(scheduler),
+                "max_memory": budget, "prior_sweeps": smoothing and WINDOW_SWEEPS,
+                "preset": preset_record}
     return finish_report(report, source, extractor, model, n_valid, fit_samples, selection,
-                          plan, timings, out_dir, stem, overwrite,
-                          dict(random_state=random_state, smoothing=float(smoothing or 0.0),
-                               workers=workers, scheduler=None if scheduler is None
-                               else str(scheduler), max_memory=budget,
-                               prior_sweeps=WINDOW_SWEEPS if smoothing else None,
-                               preset=preset_record))
+                         plan, timings, out_dir, stem, overwrite, run_info)
+
+
+def _check_outputs(out_dir, stem, overwrite):
+    """Make ``out_dir``; refuse, before any work, outputs that exist (without ``overwrite``)."""
+    os.makedirs(out_dir, exist_ok=True)
+    if overwrite:
+        return
+    for suffix in ("_labels.tif", "_labels.nii.gz", "_report.json"):
+        if os.path.lexists(os.path.join(out_dir, stem + suffix)):
+            raise GmmsegError(f"{os.path.join(out_dir, stem + suffix)}: output file "
+                              "exists (use overwrite=True to replace it)")
+
+
+def _fit_sample(source, plan, items, max_fit_samples, random_state, where, run):
+    """Raw feature rows of the fit sample, the valid pixel count, the texture offset."""
+    wants_offset = any(i.name == "texture" for i in items)
+    counts, lum_sum = _count_valid(source, plan, wants_offset, run)
+    n_valid = int(counts.sum())
+    if n_valid == 0:
+        raise GmmsegError(f"{where}no valid pixels to segment (all masked, NaN or nodata)")
+    index = _draw_sample(counts, n_valid, max_fit_samples, random_state)
+    raw = _gather_sample(plan, counts, index, run)
+    return raw, n_valid, (lum_sum / n_valid if wants_offset else None)
 
 
 def _plan(source, items, n_features, n_components, smoothing, proba, loglik, budget, workers,
@@ -639,9 +646,8 @@ def _fit(task, plan, X_fit, fit_args, smoothing, connectivity, spacing, tol):
 def _label_all(task, plan, model, source, out_dir, stem, run, progress, *, smoothing,
                connectivity, proba, loglik, alpha, overwrite):
     """Label every window and write the files; returns their paths and tallies."""
-    from ._window_work import label_window
-
     from ._window_outputs import WindowOutputs
+    from ._window_work import label_window
 
     step = max(1, -(-max(source.shape) // PREVIEW_SIZE))
 
@@ -674,7 +680,6 @@ def needs_windows(path, *, max_memory=None, features="auto", n_components=4, smo
     Files that cannot be read window by window (PNG, JPEG, DICOM, TIFF
     layouts that need the whole image) are always segmented in memory: False.
     """
-    from ..errors import ImageReadError
     from ..features import FeatureExtractor
     from ..io.windows import open_windows
     from .segment import candidate_ks
@@ -688,23 +693,22 @@ def needs_windows(path, *, max_memory=None, features="auto", n_components=4, smo
         features = given["features"] if features != "auto" else arguments.get("features", "auto")
         smoothing = smoothing or arguments.get("smoothing", 0.0)
     try:
-        source = open_windows(path, bands=bands, nodata=nodata, volume=volume)
-    except ImageReadError:
-        return False
-    with source:
-        probe = source.read(tuple((0, min(8, n)) for n in source.shape))
+        with open_windows(path, bands=bands, nodata=nodata, volume=volume) as source:
+            probe = source.read(tuple((0, min(8, n)) for n in source.shape))
         extractor = FeatureExtractor(features, pca=pca)
         items = extractor.resolved_items(probe)
         n_features = extractor.raw_rows(probe, items=items).shape[1] if all(
             i.func is None for i in items) else source.n_channels
-        ks = candidate_ks(n_components)
-        k = ks[-1] if ks else int(n_components)
-        per_pixel = bytes_per_pixel(
-            source.n_channels, source.dtype.itemsize, n_features, k,
-            smoothing=bool(smoothing),
-            neighbourhood=any(i.name in ("texture", "contrast") for i in items),
-            maps=(k if save_proba else 0) + (1 if save_loglik else 0))
-        return BASELINE + working_set(source.shape, per_pixel) > budget
+    except Exception:
+        # Unreadable, damaged or unsuitable here: the in-memory path says what is wrong.
+        return False
+    ks = candidate_ks(n_components)
+    k = ks[-1] if ks else int(n_components)
+    per_pixel = bytes_per_pixel(
+        source.n_channels, source.dtype.itemsize, n_features, k, smoothing=bool(smoothing),
+        neighbourhood=any(i.name in ("texture", "contrast") for i in items),
+        maps=(k if save_proba else 0) + (1 if save_loglik else 0))
+    return BASELINE + working_set(source.shape, per_pixel) > budget
 
 
 def with_windowed_presets(fn):
