@@ -122,6 +122,19 @@ def run(cmd):
     return seconds, peak[0], output.strip()
 
 
+def in_memory_bytes(size, bands, k=6):
+    """gmmseg's estimate of the in-memory working set (``bands`` features)."""
+    from gmmseg.pipeline.windowed import BASELINE, bytes_per_pixel
+
+    return BASELINE + size * size * bytes_per_pixel(bands, 2, bands, k)
+
+
+def available():
+    from gmmseg.pipeline.windowed import available_memory
+
+    return available_memory() or 0
+
+
 def segment(scene, out, extra):
     cmd = [sys.executable, "-m", "gmmseg.cli", "segment", str(scene), "-k", "6", "-o", str(out),
            "--overwrite", *extra]
@@ -169,6 +182,11 @@ def main():
                   f"{time.perf_counter() - t:.0f} s), K = 6")
             print("| mode | wall s | peak RSS (tree) GiB | note |\n|---|---|---|---|")
             for mode in args.modes:
+                if mode == "in-memory" and in_memory_bytes(args.size, bands) > 0.8 * available():
+                    print(f"| {mode} | - | - | skipped: needs about "
+                          f"{in_memory_bytes(args.size, bands) / gib:.0f} GiB "
+                          f"(gmmseg's estimate), {available() / gib:.0f} GiB available |")
+                    continue
                 seconds, peak, output = segment(scene, tmp / "out", MODES[mode])
                 note = "windowed" if "windowed" in output else ""
                 print(f"| {mode} | {seconds:.1f} | {peak / gib:.2f} | {note} |", flush=True)
