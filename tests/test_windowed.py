@@ -260,3 +260,25 @@ def test_cli_bad_budget_is_one_line(small, tmp_path):
     assert "is too small" in result.output and list(tmp_path.iterdir()) == []
     result = runner.invoke(main, ["segment", str(small), "--max-memory", "lots"])
     assert result.exit_code == 2 and "Invalid value for '--max-memory'" in result.output
+
+
+def test_an_interrupted_run_leaves_no_file(small, tmp_path):
+    def stop(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_windowed(small, tmp_path, n_components=3, window_size=128, save_proba=True,
+                         progress=stop)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_in_memory_standardisation_uses_the_fit_sample():
+    rng = np.random.default_rng(4)
+    data = rng.normal(100, 20, (60, 50, 2)).astype(np.float32)
+    seg = gmmseg.segment(data, 2, max_fit_samples=400, random_state=7)
+    raw = gmmseg.features.FeatureExtractor("bands").raw_rows(gmmseg.io.as_image(data))
+    rows = np.sort(np.random.default_rng(7).choice(len(raw), 400, replace=False))
+    np.testing.assert_allclose(seg.features.mean_, raw[rows].mean(axis=0, dtype=np.float64),
+                               rtol=1e-6)
+    assert not np.allclose(seg.features.mean_, raw.mean(axis=0, dtype=np.float64), rtol=1e-6)
