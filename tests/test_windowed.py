@@ -282,3 +282,12 @@ def test_in_memory_standardisation_uses_the_fit_sample():
     np.testing.assert_allclose(seg.features.mean_, raw[rows].mean(axis=0, dtype=np.float64),
                                rtol=1e-6)
     assert not np.allclose(seg.features.mean_, raw.mean(axis=0, dtype=np.float64), rtol=1e-6)
+
+
+def test_k_chosen_on_the_fit_sample_as_in_memory(small, tmp_path):
+    seg = gmmseg.segment(gmmseg.read_image(small), [2, 3, 5], criterion="bic")
+    report = segment_windowed(small, tmp_path, n_components=[2, 3, 5], criterion="bic",
+                              window_size=256)
+    assert report["model"]["n_components"] == seg.model.n_components
+    assert report["model_selection"]["k_values"] == [2, 3, 5]
+    assert np.array_equal(_labels(tmp_path / "small_labels.tif"), seg.labels)

@@ -428,7 +428,6 @@ def _prior_model(task, plan, halo, fit_args, smoothing, connectivity, spacing, t
     from .. import mrf
     from ._window_work import _core_slices, _read
     from ._window_work import _window_extractor as _placed
-    from .segment import _fit_for_segment
 
     side, corners = _prior_tiles(plan.shape)
     gap = 8
@@ -450,7 +449,7 @@ def _prior_model(task, plan, halo, fit_args, smoothing, connectivity, spacing, t
     X = np.ascontiguousarray(np.concatenate(grids)[valid])
     if not len(X):
         raise GmmsegError(f"{task.path}: the Potts prior's sample tiles hold no valid pixel")
-    model, _, selection = _fit_for_segment(X, valid, spacing, *fit_args)
+    model, selection, _ = _start_model(X, valid, spacing, fit_args)
     mrf.hmrf_em(model, X, valid, float(smoothing), connectivity=connectivity, spacing=spacing,
                 tol=tol)
     model.sort_components()
@@ -558,7 +557,7 @@ def _segment_windowed(path, out_dir, stem=None, *, n_components=4, features="aut
         params = dict(covariance_type=covariance_type, random_state=random_state,
                       init_params=init_params, n_init=n_init, max_iter=max_iter, tol=tol,
                       reg_covar=reg_covar, n_jobs=n_jobs)
-        fit_args = (n_components, k_values, smoothing, where, criterion, params, None)
+        fit_args = (n_components, k_values, smoothing, where, criterion, params)
         model, selection, fit_samples = _fit(task, plan, X_fit, fit_args, smoothing,
                                              connectivity, source.spacing, tol)
         del X_fit, raw
@@ -632,15 +631,44 @@ def _plan(source, items, n_features, n_components, smoothing, proba, loglik, bud
                         where=where)
 
 
+#: Criteria the windowed path chooses K by: the density sweep on the fit
+#: sample.  Criteria that count clusters of the image's appearance are the
+#: in-memory path's; a windowed run with them chooses by BIC.
+DENSITY_CRITERIA = ("bic", "aic")
+
+
+def _start_model(X, valid, spacing, fit_args):
+    """The mixture a fit starts from: K fixed or chosen on ``X``; with ``valid`` (the prior's
+    mosaic), fitted on locally averaged features and re-estimated on ``X`` once, as the
+    in-memory path starts the Potts prior.  Returns ``(model, selection, fit_samples)``."""
+    from .. import mrf
+    from .segment import fit_mixture, select_on_fit_sample
+
+    n_components, k_values, _, where, criterion, params = fit_args
+    selection = None
+    if k_values is not None:
+        density = criterion if criterion in DENSITY_CRITERIA else "bic"
+        selection = select_on_fit_sample(X, k_values, where, density, params, None)
+        n_components = selection.n_components
+        if valid is None:
+            selection.reemit_warnings()
+            return selection.model, selection, selection.info["fit_samples"]
+    if valid is None:
+        model, fit_samples = fit_mixture(X, n_components, where, params, None)
+        return model, selection, fit_samples
+    X_start = mrf.local_mean(X, valid, spacing=spacing)
+    model, fit_samples = fit_mixture(X_start, n_components, where, params, None)
+    start = model.e_step(X_start, labels=False, log_likelihood=False).proba
+    model.m_step(X, start.T)
+    return model, selection, fit_samples
+
+
 def _fit(task, plan, X_fit, fit_args, smoothing, connectivity, spacing, tol):
     """``(model, selection, fit_samples)`` from the fit sample (and the prior's tiles)."""
-    from .segment import _fit_for_segment
-
     if smoothing:
         return _prior_model(task, plan, plan.halo, fit_args, smoothing, connectivity,
                             spacing, tol)
-    model, fit_samples, selection = _fit_for_segment(X_fit, None, spacing, *fit_args)
-    return model, selection, fit_samples
+    return _start_model(X_fit, None, spacing, fit_args)
 
 
 def _label_all(task, plan, model, source, out_dir, stem, run, progress, *, smoothing,
