@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import GmmsegError, one_line
+from ..pipeline.windowed import connect
 from .summary import _blank_row
 from .work import _init_worker, _process, _process_on_dask
 
@@ -91,22 +92,10 @@ def _dashboard(client, local):
 
 def _run_dask(work, task, scheduler, jobs, record, harvest, connected=None):
     distributed = _require_distributed()
-    cluster = None
-    try:
-        if scheduler == "local":
-            # Port 0: a free port, so that two batches (or a notebook's
-            # cluster) never clash on 8787; the address is reported.
-            cluster = distributed.LocalCluster(
-                n_workers=jobs, threads_per_worker=1, processes=True,
-                dashboard_address=":0")
-            client = distributed.Client(cluster)
-        else:
-            client = distributed.Client(scheduler)
-    except Exception as err:
-        if cluster is not None:
-            cluster.close()
-        raise GmmsegError(f"cannot connect to the Dask scheduler {scheduler}: "
-                          f"{one_line(err)}") from err
+    # Port 0 for a local cluster's dashboard: a free port, so that two
+    # batches (or a notebook's cluster) never clash on 8787; it is reported.
+    client, cluster = connect(scheduler, jobs, dashboard_address=":0",
+                              what="running a batch on Dask")
     if connected is not None:
         connected(_dashboard(client, local=cluster is not None))
     futures = {}

@@ -22,7 +22,7 @@ _GROUP_OF = {
     "Regions and maps": ("regions", "region_scale", "save_proba", "save_loglik",
                          "save_uncertainty", "save_anomaly", "anomaly_quantile",
                          "anomaly_threshold"),
-    "Performance": ("threads", "jobs", "scheduler"),
+    "Performance": ("threads", "max_memory", "jobs", "scheduler"),
 }
 _GROUP = {name: group for group, names in _GROUP_OF.items() for name in names}
 

@@ -433,6 +433,34 @@ def batch_options(fn):
     ])
 
 
+def _check_max_memory(ctx, param, value):
+    if value is None:
+        return None
+    from ..pipeline.windowed import parse_memory
+
+    return _library_check(parse_memory, value, param, ctx)
+
+
+def large_scene_options(fn):
+    """``--max-memory``, ``-j/--jobs`` and ``--scheduler`` of ``segment``'s windowed path."""
+    return _apply(fn, [
+        click.option("--max-memory", default=None, callback=_check_max_memory,
+                     metavar="SIZE",
+                     help="Memory budget, e.g. 2GB or 512MiB (default: 2 GiB or a quarter of "
+                          "the available memory, whichever is smaller).  An image whose "
+                          "working set exceeds it is segmented window by window, with the "
+                          "same labels."),
+        click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+                     help="Windows processed at once (windowed path; threads, or the local "
+                          "Dask cluster's workers)."),
+        click.option("--scheduler", default=None,
+                     help="Run the windowed path on Dask: 'local' starts a cluster here, an "
+                          "address such as tcp://host:8786 uses an existing one (the input "
+                          "and output folder at the same paths on the workers; needs "
+                          "gmmseg[dask])."),
+    ])
+
+
 def verbosity_options(fn):
     """``-v/-q``: the logging level, and ``ctx.meta`` for the commands' own output."""
     @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")

@@ -10,6 +10,7 @@ must not segment or write files itself: that is
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..errors import counted
 from ._errors import echo_warnings, held_warnings, report_failure
 from ._help import GroupedCommand
 from .options import (
+    large_scene_options,
     mask_option,
     model_options,
     output_options,
@@ -46,12 +48,13 @@ gmmseg segment brain.nii.gz --preset t1 -o out          # CSF/GM/WM, bias field,
 @preset_option
 @model_options
 @output_options
+@large_scene_options
 @verbosity_options
 def segment(images, read_kwargs, mask, preset, out_dir, n_components, features, covariance_type,
             pca, seed, max_fit_samples, min_region_size, smoothing, connectivity, criterion,
             init_params, n_init, max_iter, tol, threads, save_proba, save_loglik,
             save_uncertainty, save_anomaly, anomaly_quantile, anomaly_threshold, regions,
-            region_scale, alpha, overwrite):
+            region_scale, alpha, overwrite, max_memory, jobs, scheduler):
     """Segment IMAGES into K segments.
 
     For each input STEM.ext, writes STEM_labels.png (label map, 0..K-1 in
@@ -73,14 +76,24 @@ def segment(images, read_kwargs, mask, preset, out_dir, n_components, features, 
         try:
             t0 = time.perf_counter()
             with held_warnings(path) as caught:
-                image = read_image(path, **read_kwargs)
-                seg = run_segment(image, preset=preset, **given_only(dict(
+                large = dict(max_memory=max_memory, jobs=jobs, scheduler=scheduler)
+                options = given_only(dict(
                     n_components=n_components, features=features,
                     covariance_type=covariance_type, random_state=seed,
                     max_fit_samples=max_fit_samples, pca=pca, min_region_size=min_region_size,
                     smoothing=smoothing, connectivity=connectivity, init_params=init_params,
                     n_init=n_init, max_iter=max_iter, tol=tol, n_jobs=threads,
-                    criterion=criterion, mask=mask), preset))
+                    criterion=criterion, mask=mask), preset)
+                wanted = dict(save_proba=save_proba, save_loglik=save_loglik, regions=regions,
+                              uncertainty=save_uncertainty or save_anomaly
+                              or anomaly_quantile is not None or anomaly_threshold is not None)
+                if windowed_segment(path, stem, out_dir, read_kwargs, preset, options, wanted,
+                                    large, alpha=alpha, overwrite=overwrite, quiet=quiet,
+                                    inputs=inputs):
+                    echo_warnings(caught, path)
+                    continue
+                image = read_image(path, **read_kwargs)
+                seg = run_segment(image, preset=preset, **options)
                 maps = dict(proba=save_proba, log_likelihood=save_loglik,
                             uncertainty=save_uncertainty, anomaly=save_anomaly, regions=regions,
                             region_scale=region_scale)
@@ -112,6 +125,71 @@ def segment(images, read_kwargs, mask, preset, out_dir, n_components, features, 
         if len(items) > 1:
             click.echo(f"{failed} of {len(items)} inputs failed", err=True)
         sys.exit(1)
+
+
+def windowed_segment(path, stem, out_dir, read_kwargs, preset, options, maps, large, *,
+                     alpha, overwrite, quiet, inputs) -> bool:
+    """Segment ``path`` window by window if it is beyond --max-memory (or --scheduler is given).
+
+    Returns whether it did; prints the one line per image itself.
+    """
+    from ..io import real_path
+    from ..pipeline.windowed import needs_windows, segment_windowed
+
+    read = {k: v for k, v in read_kwargs.items() if k != "series"}
+    options = dict(options)
+    mask = options.pop("mask", None)
+    if large["scheduler"] is None and not needs_windows(
+            path, max_memory=large["max_memory"], preset=preset, save_proba=maps["save_proba"],
+            save_loglik=maps["save_loglik"], **read, **options):
+        return False
+    if mask is not None or maps["uncertainty"]:
+        what = "--mask" if mask is not None else "uncertainty and anomaly maps"
+        raise click.ClickException(f"{path}: {what} need the whole image, which is beyond "
+                                   "--max-memory; raise --max-memory")
+    for suffix in ("_labels.tif", "_labels.nii.gz", "_overlay.png", "_report.json",
+                   "_proba.tif", "_loglik.tif"):
+        if real_path(Path(out_dir) / f"{stem}{suffix}") in inputs:
+            raise click.ClickException(f"{Path(out_dir) / (stem + suffix)}: output would "
+                                       "replace an input file")
+    t0 = time.perf_counter()
+    with _window_progress(quiet) as progress:
+        report = segment_windowed(
+            path, out_dir, stem, preset=preset, max_memory=large["max_memory"],
+            workers=large["jobs"], scheduler=large["scheduler"],
+            save_proba=maps["save_proba"], save_loglik=maps["save_loglik"],
+            regions=maps["regions"], alpha=alpha, overwrite=overwrite,
+            progress=progress, **read, **options)
+    if not quiet:
+        model, run = report["model"], report["windowed"]
+        click.echo(f"{path}: {counted(model['n_components'], 'segment')}, "
+                   f"{counted(model['n_iter'], 'EM iteration')}"
+                   f"{'' if model['converged'] else ' (not converged)'}, windowed "
+                   f"({counted(run['windows'], 'window')} within "
+                   f"{run['max_memory'] / 2**30:.2f} GiB), {time.perf_counter() - t0:.2f} s "
+                   f"-> {report['files']['labels']}")
+    return True
+
+
+@contextlib.contextmanager
+def _window_progress(quiet):
+    """A progress bar over windows on a terminal (stderr), else nothing."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(unit="window", desc="windows", leave=False, file=sys.stderr)
+
+    def progress(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _regions_note(seg) -> str:

@@ -239,7 +239,8 @@ def _bands_map(image: Image, *, bands: Sequence[int] | None = None) -> _PixelMap
     return len(indices), lambda s, r0: s[..., indices].astype(np.float32, copy=False)
 
 
-def position(image: ImageLike) -> np.ndarray:
+def position(image: ImageLike, *, origin: Sequence[int] | None = None,
+             full_shape: Sequence[int] | None = None) -> np.ndarray:
     """Normalised pixel coordinates in physical units.
 
     Coordinates are ``index * spacing`` along each spatial axis, divided by the
@@ -250,6 +251,10 @@ def position(image: ImageLike) -> np.ndarray:
     ----------
     image : Image or ndarray
         Any image; ``image.spacing`` (None means 1 per axis) gives the pixel size.
+    origin, full_shape : sequence of int, optional
+        Where ``image`` lies in a larger image, and that image's spatial
+        shape: the coordinates are the larger image's (a window of it, as
+        :mod:`gmmseg.pipeline.windowed` reads them).
 
     Returns
     -------
@@ -267,17 +272,21 @@ def position(image: ImageLike) -> np.ndarray:
            [0. , 0.5, 1. ]], dtype=float32)
     """
     image = _to_image(image)
-    return _map_pixels(image.data, _position_map(image))
+    return _map_pixels(image.data, _position_map(image, origin=origin, full_shape=full_shape))
 
 
-def _position_map(image: Image) -> _PixelMap:
+def _position_map(image: Image, *, origin: Sequence[int] | None = None,
+                  full_shape: Sequence[int] | None = None) -> _PixelMap:
     shape = tuple(image.spatial_shape)
     spacing = _spacing(image)
-    longest = max((n - 1) * s for n, s in zip(shape, spacing))
+    full = shape if full_shape is None else tuple(int(n) for n in full_shape)
+    origin = (0,) * len(shape) if origin is None else tuple(int(o) for o in origin)
+    longest = max((n - 1) * s for n, s in zip(full, spacing))
     if longest <= 0:
         longest = 1.0
     # Scaled coordinate of every index along each spatial axis.
-    coords = [(np.arange(n) * (s / longest)).astype(np.float32) for n, s in zip(shape, spacing)]
+    coords = [(np.arange(o, o + n) * (s / longest)).astype(np.float32)
+              for o, n, s in zip(origin, shape, spacing)]
 
     def convert(stripe: np.ndarray, row0: int) -> np.ndarray:
         n_rows, width = stripe.shape[:2]
@@ -338,12 +347,14 @@ def _bands_columns(image: Image, *, bands: Sequence[int] | None = None) -> list[
     return [f"band{i + 1}" for i in indices]
 
 
-def _position_columns(image: Image) -> list[str]:
+def _position_columns(image: Image, *, origin: Sequence[int] | None = None,
+                      full_shape: Sequence[int] | None = None) -> list[str]:
     _spacing(image)
     return ["x", "y"] if len(image.spatial_shape) == 2 else ["z", "y", "x"]
 
 
-def _texture_columns(image: Image, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0)) -> list[str]:
+def _texture_columns(image: Image, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0),
+                     offset: float | None = None) -> list[str]:
     _spacing(image)
     return [
         f"{kind}_s{sigma:g}" for sigma in _check_sigmas(sigmas) for kind in ("mean", "std", "grad")

@@ -574,6 +574,72 @@ class FeatureExtractor:
             np.matmul(X[r0 : r0 + step] - centre, basis, out=out[r0 : r0 + step])
         return out
 
+    # -- windows of a larger image (gmmseg.pipeline.windowed) -------------------
+
+    def resolved_items(self, image: ImageLike) -> list[FeatureItem]:
+        """The spec with ``"auto"`` resolved for ``image`` (``items_`` once fitted)."""
+        return list(self.items_) if self.is_fitted else self._resolve(_to_image(image))
+
+    def raw_rows(
+        self,
+        image: ImageLike,
+        *,
+        valid: np.ndarray | None = None,
+        items: list[FeatureItem] | None = None,
+    ) -> np.ndarray:
+        """Unscaled feature rows of an image's valid pixels, in C order.
+
+        The rows :meth:`fit_rows` fits on; ``items`` (default
+        :meth:`resolved_items`) may carry extra builder parameters, such as
+        the whole image's ``offset`` for ``texture`` on a window of it.
+
+        Returns
+        -------
+        (n_valid, D) float32 ndarray
+        """
+        image = _to_image(image)
+        items = self.resolved_items(image) if items is None else items
+        mask, n_valid = self._mask(image, valid)
+        return self._raw_rows(image, items, mask, n_valid)[0]
+
+    def fit_rows(self, rows: np.ndarray, image: ImageLike) -> np.ndarray:
+        """Fit the column statistics (and PCA) on raw rows gathered elsewhere.
+
+        ``fit_transform(image, sample=n, random_state=s)`` fits on the raw
+        rows of ``n`` random valid pixels; given the same rows (from
+        :meth:`raw_rows` of windows of the image), this fits the same
+        statistics, bit for bit.  Only named features (no callables).
+
+        Parameters
+        ----------
+        rows : (n, D) float32 ndarray
+            Raw rows; standardised and weighted in place.
+        image : Image or ndarray
+            A representative image (a window): its channel count, spatial
+            dimensions and resolved spec are what :meth:`transform` requires.
+
+        Returns
+        -------
+        (n, n_features_) float32 ndarray
+            ``rows`` with the fitted statistics applied.
+        """
+        image = _to_image(image)
+        items = self._resolve(image)
+        names: list[str] = []
+        widths: list[int] = []
+        for item in items:
+            if item.func is not None:
+                raise ValueError(f"custom feature {item.name!r} cannot be fitted on gathered "
+                                 "rows; use named features")
+            cols = _BUILDERS[item.name].columns(image, **item.params)
+            names.extend(cols)
+            widths.append(len(cols))
+        if rows.ndim != 2 or rows.shape[1] != len(names) or rows.dtype != np.float32:
+            raise ValueError(f"rows must be (n, {len(names)}) float32 for columns {names}, "
+                             f"got {rows.shape} {rows.dtype}")
+        self._fit_statistics(rows, items, names, widths, image)
+        return self._project(rows)
+
     # -- persistence -----------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -87,7 +87,8 @@ class _Smoother:
         return np.sqrt(total, out=total)
 
 
-def texture(image: ImageLike, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0)) -> np.ndarray:
+def texture(image: ImageLike, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0),
+            offset: float | None = None) -> np.ndarray:
     """Local mean, local standard deviation and gradient magnitude at several scales.
 
     Computed on the luminance (see :func:`gray`): luminance in [0, 1] for RGB,
@@ -105,6 +106,12 @@ def texture(image: ImageLike, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0)) -> n
         Any image, 2-D or volume.
     sigmas : sequence of float, default (1, 2, 4)
         Gaussian scales in pixels.
+    offset : float, optional
+        Value subtracted from the luminance before the local moments (it
+        only guards float32 against cancellation); default: the mean
+        luminance of the valid pixels.  A window of a larger image passes
+        the whole image's mean so that its features equal the whole
+        image's (:mod:`gmmseg.pipeline.windowed`).
 
     Returns
     -------
@@ -120,7 +127,9 @@ def texture(image: ImageLike, *, sigmas: Sequence[float] = (1.0, 2.0, 4.0)) -> n
     n_valid = lum.size if all_valid else int(np.count_nonzero(valid))
     # Subtract the mean so that E[x^2] - E[x]^2 in float32 does not cancel
     # catastrophically on data with a large offset (e.g. uint16 counts).
-    if n_valid == 0:
+    if offset is not None:
+        offset = float(offset)
+    elif n_valid == 0:
         offset = 0.0
     elif all_valid:
         offset = float(np.mean(lum, dtype=np.float64))

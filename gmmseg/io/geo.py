@@ -36,25 +36,41 @@ def _band_names(ds, indexes: tuple[int, ...]) -> tuple[str, ...]:
 
 
 def _valid_mask(rasterio, ds, data: np.ndarray, indexes: tuple[int, ...],
-                nodata: float | None) -> np.ndarray:
-    """Pixels where at least one band holds data and no band is NaN, ``(H, W)`` bool."""
+                nodata: float | None, window=None) -> np.ndarray:
+    """Pixels where at least one band holds data and no band is NaN, ``(H, W)`` bool.
+
+    ``data`` is the ``window`` (a rasterio ``Window``; None: the whole raster) of the bands.
+    """
     flags = rasterio.enums.MaskFlags
     valid = np.zeros(data.shape[1:], dtype=bool)
     finite = np.ones(data.shape[1:], dtype=bool)
     for c, index in enumerate(indexes):
         band = data[c]
         band_flags = ds.mask_flag_enums[index - 1]
-        if nodata is None:
+        file_nodata = ds.nodatavals[index - 1]
+        if nodata is None and band_flags == [flags.nodata] and _exact(band, file_nodata):
+            # GDAL's nodata mask of an integer band is exactly this comparison,
+            # without reading the band a second time.
+            band_valid = band != file_nodata
+        elif nodata is None:
             band_valid = (np.ones(band.shape, dtype=bool) if band_flags == [flags.all_valid]
-                          else ds.read_masks(index) != 0)
+                          else ds.read_masks(index, window=window) != 0)
         else:
             band_valid = ~np.isnan(band) if math.isnan(nodata) else band != nodata
             if flags.per_dataset in band_flags or flags.alpha in band_flags:
-                band_valid &= ds.read_masks(index) != 0
+                band_valid &= ds.read_masks(index, window=window) != 0
         valid |= band_valid
         if band.dtype.kind == "f":
             finite &= np.isfinite(band)
     return valid & finite
+
+
+def _exact(band: np.ndarray, value) -> bool:
+    """Whether ``value`` is an integer nodata value that ``band`` (an integer array) can hold."""
+    if band.dtype.kind not in "iu" or value is None or not float(value).is_integer():
+        return False
+    info = np.iinfo(band.dtype)
+    return info.min <= value <= info.max
 
 
 def _nodata_text(values: tuple) -> str:
@@ -62,6 +78,67 @@ def _nodata_text(values: tuple) -> str:
     if not distinct:
         return "none set"
     return ", ".join(f"{v:g}" for v in distinct)
+
+
+def band_selection(rasterio, ds, path: Path, bands: tuple[int, ...] | None
+                   ) -> tuple[tuple[int, ...], np.dtype]:
+    """The 1-based band numbers to read (default: all but alpha) and their common dtype."""
+    count = ds.count
+    if count == 0:
+        raise ImageReadError(f"{path}: raster has no bands")
+    if bands is None:
+        alpha = rasterio.enums.ColorInterp.alpha
+        indexes = tuple(i for i in range(1, count + 1) if ds.colorinterp[i - 1] != alpha)
+        indexes = indexes or tuple(range(1, count + 1))
+    else:
+        wrong = [b for b in bands if not 1 <= b <= count]
+        if wrong:
+            raise ImageReadError(
+                f"{path}: band {wrong[0]} does not exist; the file has {counted(count, 'band')}, "
+                f"numbered 1 to {count}")
+        indexes = tuple(bands)
+    dtypes = [np.dtype(ds.dtypes[i - 1]) for i in indexes]
+    if any(d.kind not in "biuf" for d in dtypes):
+        raise ImageReadError(f"{path}: band data type {ds.dtypes[indexes[0] - 1]} is not "
+                             "supported (gmmseg reads integer and float bands)")
+    return indexes, np.result_type(*dtypes)
+
+
+def raster_description(ds, indexes: tuple[int, ...], dtype: np.dtype,
+                       nodata: float | None) -> tuple[dict, tuple[float, float] | None, tuple]:
+    """``(meta, spacing, channels)`` of an open rasterio dataset's chosen bands, as `read_raster` gives them."""
+    nodatavals = tuple(ds.nodatavals[i - 1] for i in indexes)
+    used_nodata = nodata if nodata is not None else next(
+        (v for v in nodatavals if v is not None), None)
+    georeferenced = ds.crs is not None or not ds.transform.is_identity
+    transform = ds.transform
+    crs = ds.crs
+    gcps, gcp_crs = ds.gcps
+    meta = {
+        "format": "geotiff" if ds.driver == "GTiff" else ds.driver.lower(),
+        "reader": "rasterio",
+        "driver": ds.driver,
+        "crs": crs.to_wkt() if crs else None,
+        "crs_name": crs.to_string() if crs else None,
+        "linear_units": crs.linear_units if crs and crs.is_projected else None,
+        "transform": transform,
+        "gcps": (list(gcps), gcp_crs.to_wkt() if gcp_crs else None) if gcps else None,
+        "nodata": used_nodata,
+        "nodatavals": nodatavals,
+        "dtype": str(dtype),
+        "bands": indexes,
+        "count": ds.count,
+        "descriptions": tuple(ds.descriptions[i - 1] or "" for i in indexes),
+        "width": ds.width,
+        "height": ds.height,
+    }
+    spacing = None
+    if georeferenced and not transform.is_identity:
+        a, b, _, d, e, _ = transform[:6]
+        spacing = (math.hypot(b, e), math.hypot(a, d))
+        if not all(math.isfinite(v) and v > 0 for v in spacing):
+            spacing = None
+    return meta, spacing, _band_names(ds, indexes)
 
 
 def read_raster(path: Path, *, max_pixels: int, bands: tuple[int, ...] | None = None,
@@ -92,54 +169,11 @@ def read_raster(path: Path, *, max_pixels: int, bands: tuple[int, ...] | None = 
     rasterio = require("rasterio", what="reading GeoTIFF / raster files", path=path)
     try:
         with logged_warnings(path), rasterio.open(path) as ds:
-            count = ds.count
-            if count == 0:
-                raise ImageReadError(f"{path}: raster has no bands")
-            if bands is None:
-                alpha = rasterio.enums.ColorInterp.alpha
-                indexes = tuple(i for i in range(1, count + 1) if ds.colorinterp[i - 1] != alpha)
-                indexes = indexes or tuple(range(1, count + 1))
-            else:
-                wrong = [b for b in bands if not 1 <= b <= count]
-                if wrong:
-                    raise ImageReadError(
-                        f"{path}: band {wrong[0]} does not exist; the file has {counted(count, 'band')}, "
-                        f"numbered 1 to {count}")
-                indexes = tuple(bands)
+            indexes, dtype = band_selection(rasterio, ds, path, bands)
             _check_pixels(path, (ds.height, ds.width), max_pixels)
-            dtypes = [np.dtype(ds.dtypes[i - 1]) for i in indexes]
-            if any(d.kind not in "biuf" for d in dtypes):
-                raise ImageReadError(f"{path}: band data type {ds.dtypes[indexes[0] - 1]} is not "
-                                     "supported (gmmseg reads integer and float bands)")
-            dtype = np.result_type(*dtypes)
             data = ds.read(list(indexes), out_dtype=dtype)
             valid = _valid_mask(rasterio, ds, data, indexes, nodata)
-            nodatavals = tuple(ds.nodatavals[i - 1] for i in indexes)
-            used_nodata = nodata if nodata is not None else next(
-                (v for v in nodatavals if v is not None), None)
-            georeferenced = ds.crs is not None or not ds.transform.is_identity
-            transform = ds.transform
-            crs = ds.crs
-            gcps, gcp_crs = ds.gcps
-            meta = {
-                "format": "geotiff" if ds.driver == "GTiff" else ds.driver.lower(),
-                "reader": "rasterio",
-                "driver": ds.driver,
-                "crs": crs.to_wkt() if crs else None,
-                "crs_name": crs.to_string() if crs else None,
-                "linear_units": crs.linear_units if crs and crs.is_projected else None,
-                "transform": transform,
-                "gcps": (list(gcps), gcp_crs.to_wkt() if gcp_crs else None) if gcps else None,
-                "nodata": used_nodata,
-                "nodatavals": nodatavals,
-                "dtype": str(dtype),
-                "bands": indexes,
-                "count": count,
-                "descriptions": tuple(ds.descriptions[i - 1] or "" for i in indexes),
-                "width": ds.width,
-                "height": ds.height,
-            }
-            channels = _band_names(ds, indexes)
+            meta, spacing, channels = raster_description(ds, indexes, dtype, nodata)
     except (ImageReadError, MemoryError):
         raise
     except Exception as err:
@@ -149,15 +183,9 @@ def read_raster(path: Path, *, max_pixels: int, bands: tuple[int, ...] | None = 
         raise ImageReadError(f"{path}: truncated, corrupt or unsupported raster file "
                              f"({detail})") from err
     if not valid.any():
-        shown = _nodata_text((nodata,) if nodata is not None else nodatavals)
+        shown = _nodata_text((nodata,) if nodata is not None else meta["nodatavals"])
         raise ImageReadError(f"{path}: no valid pixels: every pixel is nodata or masked "
                              f"(nodata={shown})")
-    spacing = None
-    if georeferenced and not transform.is_identity:
-        a, b, _, d, e, _ = transform[:6]
-        spacing = (math.hypot(b, e), math.hypot(a, d))
-        if not all(math.isfinite(s) and s > 0 for s in spacing):
-            spacing = None
     return Image(data=np.ascontiguousarray(np.moveaxis(data, 0, -1)), valid=valid, path=path,
                  spacing=spacing, channels=channels, meta=meta)
 

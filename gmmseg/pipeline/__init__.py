@@ -13,7 +13,9 @@ tissue classification), ``result`` (:class:`Segmentation`), ``outputs``
 (file names, the written set, the report), ``figures`` (the pictures:
 overlays, volume montages, heat maps with colour bars, label names),
 ``selection`` (K sweep on an image, its
-plot), ``shared`` (one model for many images).
+plot), ``shared`` (one model for many images), ``windowed`` (images larger
+than memory, window by window, with ``_window_work``, ``_window_exec`` and
+``_window_outputs``).
 """
 
 from .presets import preset_arguments

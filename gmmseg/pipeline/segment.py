@@ -154,7 +154,7 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     pretrained = model is not None
     with _stopwatch(timings, "features"):
         X, feature_extractor = _features(img, valid, model, feature_extractor, features,
-                                         standardize, pca, random_state)
+                                         standardize, pca, random_state, max_fit_samples)
     fit_samples = selection = None
     with _stopwatch(timings, "fit"):
         if not pretrained:
@@ -188,15 +188,21 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
 
 
-def _features(img, valid, model, feature_extractor, features, standardize, pca, random_state):
-    """The features of the valid pixels and their extractor: a model's own, or fitted here."""
+def _features(img, valid, model, feature_extractor, features, standardize, pca, random_state,
+              max_fit_samples):
+    """The features of the valid pixels and their extractor: a model's own, or fitted here.
+
+    The standardisation (and PCA) is fitted on the fit sample's rows, so that
+    the windowed path, which sees the image window by window, fits the same.
+    """
     if model is not None:
         if feature_extractor is None:
             feature_extractor = stored_feature_extractor(model)
         return feature_extractor.transform(img, valid=valid), feature_extractor
     feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
-    return feature_extractor.fit_transform(img, valid=valid, random_state=random_state), \
-        feature_extractor
+    X = feature_extractor.fit_transform(img, valid=valid, sample=max_fit_samples,
+                                        random_state=random_state)
+    return X, feature_extractor
 
 
 def _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size, smoothing,
