@@ -55,7 +55,8 @@ _PixelMap = tuple[int, Callable[[np.ndarray, int], np.ndarray]]
 
 
 def _map_rows(
-    data: np.ndarray, pixel_map: _PixelMap, mask: np.ndarray | None, out: np.ndarray
+    data: np.ndarray, pixel_map: _PixelMap, mask: np.ndarray | None, out: np.ndarray,
+    columns: slice | None = None, keep: np.ndarray | None = None,
 ) -> None:
     """Write a per-pixel feature of the selected pixels into ``out``, stripe by stripe.
 
@@ -65,24 +66,58 @@ def _map_rows(
         Image data, 2-D or volume, channel-last.
     pixel_map : _PixelMap
     mask : flat bool ndarray of ``data.shape[:-1]`` size, or None for all pixels
-    out : (n_selected, n_out) float32 ndarray
-        Destination, may be a column slice of a larger matrix.
+    out : (n_selected, D) float32 C-contiguous ndarray
+        Destination matrix; the feature goes into its ``columns`` (default all,
+        then ``D`` is ``n_out``).
+    columns : slice, optional
+    keep : float32 ndarray of ``data.shape[:-1] + (n_out,)``, optional
+        Also receives the feature of every pixel, selected or not.
     """
     n_out, convert = pixel_map
     width = data.shape[-2]
-    if out.shape[0] == 0 or width == 0:
+    if (out.shape[0] == 0 and keep is None) or width == 0:
         return
+    columns = slice(0, out.shape[1]) if columns is None else columns
     # Volumes are treated as a tall 2-D image (Z*H, W); stripes bound the
     # float32 temporaries whatever the image size.
     rows = data.reshape(-1, width, data.shape[-1])
+    kept = None if keep is None else keep.reshape(-1, width, n_out)
     step = max(1, _STRIPE_PIXELS // width)
     pos = 0
     for r0 in range(0, rows.shape[0], step):
-        values = convert(rows[r0 : r0 + step], r0).reshape(-1, n_out)
+        values = convert(rows[r0 : r0 + step], r0)
+        if kept is not None:
+            kept[r0 : r0 + step] = values
+        values = values.reshape(-1, n_out)
         if mask is not None:
             values = values[mask[r0 * width : (r0 + step) * width]]
-        out[pos : pos + values.shape[0]] = values
+        _put_columns(out, pos, values, columns)
         pos += values.shape[0]
+
+
+# OpenCV's limit on channels of an array (CV_CN_MAX).
+_CV_MAX_CHANNELS = 512
+
+
+def _put_columns(out: np.ndarray, pos: int, values: np.ndarray, columns: slice) -> None:
+    """``out[pos:pos + len(values), columns] = values`` for a C-contiguous ``out``.
+
+    NumPy copies a few columns into wider rows with an inner loop of a few
+    elements per row; OpenCV's channel copy does the same several times
+    faster, treating each row as one pixel of ``D`` channels.
+    """
+    m, d = values.shape
+    if m == 0:
+        return
+    target = out[pos : pos + m]
+    if d == out.shape[1]:
+        target[...] = values
+    elif out.shape[1] <= _CV_MAX_CHANNELS and values.dtype == out.dtype == np.float32:
+        pairs = [c for j in range(d) for c in (j, columns.start + j)]
+        cv2.mixChannels([np.ascontiguousarray(values).reshape(m, 1, d)],
+                        [target.reshape(m, 1, out.shape[1])], pairs)
+    else:
+        target[:, columns] = values
 
 
 def _map_pixels(data: np.ndarray, pixel_map: _PixelMap) -> np.ndarray:

@@ -170,12 +170,14 @@ class FeatureExtractor:
         return items
 
     def _raw_rows(
-        self, image: Image, items: list[FeatureItem], mask: np.ndarray | None, n_rows: int
+        self, image: Image, items: list[FeatureItem], mask: np.ndarray | None, n_rows: int,
+        maps: dict | None = None,
     ) -> tuple[np.ndarray, list[str], list[int]]:
         """Unscaled feature rows of the valid pixels, in C order.
 
         Returns the (n_rows, D) float32 matrix, the column names and the width
         of each item. ``mask`` is the flat valid mask, None when all are valid.
+        ``maps``: see :meth:`fit_transform`.
         """
         spatial = tuple(image.spatial_shape)
         # Column names first: checks every named builder against the image
@@ -199,15 +201,19 @@ class FeatureExtractor:
         X = np.empty((n_rows, len(names)), np.float32)
         start = 0
         for item, block, width in zip(items, blocks, widths):
-            columns = X[:, start : start + width]
+            columns = slice(start, start + width)
             start += width
             if block is None:
                 builder = _BUILDERS[item.name]
                 if builder.pixel_map is not None:
-                    _map_rows(image.data, builder.pixel_map(image, **item.params), mask, columns)
+                    keep = None
+                    if maps is not None and item.name in maps and maps[item.name] is None:
+                        keep = maps[item.name] = np.empty(spatial + (width,), np.float32)
+                    _map_rows(image.data, builder.pixel_map(image, **item.params), mask, X,
+                              columns, keep=keep)
                     continue
                 block = builder.func(image, **item.params)
-            _copy_rows(columns, block.reshape(-1, width), mask)
+            _copy_rows(X[:, columns], block.reshape(-1, width), mask)
             del block
         _check_finite(X, items, widths)
         return X, names, widths
@@ -260,6 +266,7 @@ class FeatureExtractor:
         valid: np.ndarray | None = None,
         sample: int | None = None,
         random_state: int | np.random.Generator | None = None,
+        maps: dict | None = None,
     ) -> np.ndarray:
         """Fit the column statistics (and PCA) on an image and return its features.
 
@@ -275,6 +282,15 @@ class FeatureExtractor:
             exact and deterministic.
         random_state : int or numpy Generator, optional
             Seed for ``sample``.
+        maps : dict, optional
+            Per-pixel maps the features compute anyway, to keep: for each key
+            that names a per-pixel builder of the spec (``"lab"``, ``"rgb"``,
+            ``"hsv"``, ``"gray"``, ``"bands"``, ``"position"``) with value
+            None, the builder's unscaled output over every pixel, shape
+            ``spatial_shape + (d,)`` float32, is stored there (what the
+            builder alone would return, at ``4 d`` bytes a pixel); other keys
+            are left as they are.  :func:`gmmseg.segment` keeps the Lab map
+            of a photo for its regions this way instead of converting twice.
 
         Returns
         -------
@@ -300,7 +316,7 @@ class FeatureExtractor:
         ):
             raise ValueError(f"sample must be a positive number of rows, got {sample!r}")
 
-        X, names, widths = self._raw_rows(image, items, mask, n_valid)
+        X, names, widths = self._raw_rows(image, items, mask, n_valid, maps)
         fit_rows = X
         if sample is not None and sample < n_valid:
             rng = np.random.default_rng(random_state)
@@ -503,7 +519,9 @@ class FeatureExtractor:
         self.fit_transform(image, valid=valid, sample=sample, random_state=random_state)
         return self
 
-    def transform(self, image: ImageLike, *, valid: np.ndarray | None = None) -> np.ndarray:
+    def transform(
+        self, image: ImageLike, *, valid: np.ndarray | None = None, maps: dict | None = None
+    ) -> np.ndarray:
         """Features of an image with the fitted statistics.
 
         Parameters
@@ -513,6 +531,8 @@ class FeatureExtractor:
             dimensions; its size may differ.
         valid : bool ndarray of shape ``image.spatial_shape``, optional
             Extra mask, combined (AND) with ``image.valid``.
+        maps : dict, optional
+            Per-pixel maps to keep, as for :meth:`fit_transform`.
 
         Returns
         -------
@@ -541,7 +561,7 @@ class FeatureExtractor:
                 f"{image.n_channels}"
             )
         mask, n_valid = self._mask(image, valid)
-        X, names, widths = self._raw_rows(image, self.items_, mask, n_valid)
+        X, names, widths = self._raw_rows(image, self.items_, mask, n_valid, maps)
         if widths != self._widths:
             raise ValueError(
                 f"image {image.name!r} gives feature columns {names}, but the extractor was "
