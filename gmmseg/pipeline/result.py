@@ -261,8 +261,8 @@ class Segmentation:
         ``"millilitres"`` for NIfTI and DICOM volumes, ``"mm^2"`` for single
         slices.
         """
-        stats = postprocess.segment_stats(
-            self.labels, self.image.data, self.n_components, valid=self.labels >= 0)
+        # Invalid pixels are -1 in the labels, which segment_stats leaves out.
+        stats = postprocess.segment_stats(self.labels, self.image.data, self.n_components)
         size = pixel_size(self.image)
         if size is not None:
             for entry in stats:
