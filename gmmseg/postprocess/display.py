@@ -512,18 +512,24 @@ def overlay(
     lut[1:colors.shape[0] + 1] = colors
     out = np.empty(rgb.shape, dtype=np.uint8)
     has_invalid = bool(labels.size) and int(labels.min()) < 0
-    for rows in _row_blocks(rgb.shape[0], 3 * rgb.shape[1]):
+    blocks = list(_row_blocks(rgb.shape[0], 3 * rgb.shape[1]))
+    if boundaries and blocks:
+        edge = np.empty((blocks[0].stop,) + rgb.shape[1:], np.uint8)
+        edge[...] = edge_color
+    for rows in blocks:
         block = labels[rows]
         if len(lut) == 256:
             index = np.add(block, 1, out=np.empty(block.shape, np.uint8), casting="unsafe")
-            tint = cv2.LUT(cv2.merge([index, index, index]), lut[:, np.newaxis])
+            # A colour map is a lookup from one channel to three.
+            tint = cv2.applyColorMap(index, lut[:, np.newaxis])
         else:
             tint = lut[block.astype(np.intp) + 1]
+        target = out[rows]
         cv2.addWeighted(np.ascontiguousarray(rgb[rows]), 1.0 - alpha, tint, alpha, 0.0,
-                        dst=out[rows])
+                        dst=target)
         if boundaries:
-            np.copyto(out[rows], edge_color,
-                      where=_thin_boundary_rows(labels, rows, has_invalid)[..., np.newaxis])
+            mask = _thin_boundary_rows(labels, rows, has_invalid)
+            cv2.copyTo(edge[: len(mask)], mask.view(np.uint8), target)
     return out
 
 
