@@ -43,7 +43,7 @@ class _OnDemand:
             raise AttributeError(self.name)
         value = seg.__dict__.get(self.slot)
         if value is None:
-            seg.compute_maps(**{self.name: True})
+            seg.compute_maps(**{name: name == self.name for name in ("proba", "log_likelihood")})
             value = seg.__dict__.get(self.slot)
         return value
 
