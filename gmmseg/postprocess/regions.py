@@ -496,13 +496,14 @@ def _squared_gradient(values, spacing):
     if values.ndim == 3:
         # The same buffers for every channel: fresh image-sized arrays cost
         # page faults, a large share of the time at millions of pixels.
-        total, channel, smooth, derivative = (
-            np.empty(values.shape[:-1], np.float32) for _ in range(4))
+        # (OpenCV filters in place, so the channel is smoothed where it is copied.)
+        total, smooth, derivative = (
+            np.empty(values.shape[:-1], np.float32) for _ in range(3))
         step = np.array([[-0.5, 0.0, 0.5]], np.float32)
         kernels = (step.T / np.float32(spacing[0]), step / np.float32(spacing[1]))
         for c in range(values.shape[-1]):
-            np.copyto(channel, values[..., c], casting="unsafe")
-            cv2.GaussianBlur(channel, (0, 0), dst=smooth, sigmaX=1.0 / spacing[1],
+            np.copyto(smooth, values[..., c], casting="unsafe")
+            cv2.GaussianBlur(smooth, (0, 0), dst=smooth, sigmaX=1.0 / spacing[1],
                              sigmaY=1.0 / spacing[0], borderType=cv2.BORDER_REPLICATE)
             for k, kernel in enumerate(kernels):
                 cv2.filter2D(smooth, -1, kernel, dst=derivative, borderType=cv2.BORDER_REPLICATE)
