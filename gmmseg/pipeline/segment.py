@@ -138,17 +138,12 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     img, where, valid, n_valid = read_valid(image, mask, timings, channel_axis=channel_axis,
                                             spacing=spacing)
     pretrained = model is not None
-    # The Lab map of a colour photo's features is kept for its regions.
-    maps = {"lab": None} if img.is_rgb else {}
     with _stopwatch(timings, "features"):
-        if pretrained:
-            if feature_extractor is None:
-                feature_extractor = stored_feature_extractor(model)
-            X = feature_extractor.transform(img, valid=valid, maps=maps)
-        else:
+        if pretrained and feature_extractor is None:
+            feature_extractor = stored_feature_extractor(model)
+        elif not pretrained:
             feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
-            X = feature_extractor.fit_transform(img, valid=valid, random_state=random_state,
-                                                maps=maps)
+        X, lab_map = _features(feature_extractor, img, valid, pretrained, random_state)
     fit_samples = selection = None
     with _stopwatch(timings, "fit"):
         if not pretrained:
@@ -177,9 +172,23 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
     logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
                 where, n_valid, model.n_components, timings["total"])
     seg = Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
-    if img.is_rgb:
-        seg._region_map = maps.get("lab")
+    seg._region_map = lab_map
     return seg
+
+
+def _features(extractor, img, valid, fitted, random_state):
+    """The feature rows of the valid pixels, and the Lab map of a photo's ``lab`` feature.
+
+    The Lab map (None unless the image is RGB and ``lab`` is a feature) is
+    what the image's connected regions compare, kept so that they do not
+    convert the photo again.
+    """
+    maps = {"lab": None} if img.is_rgb else {}
+    if fitted:
+        X = extractor.transform(img, valid=valid, maps=maps)
+    else:
+        X = extractor.fit_transform(img, valid=valid, random_state=random_state, maps=maps)
+    return X, maps.get("lab")
 
 
 def _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size, smoothing,

@@ -354,12 +354,10 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     edge = None
     if labels.size >= max(min_size, 1) and int(labels.min()) >= 0:
         # Every pixel ends up in a region (isolated specks need invalid
-        # pixels around them), so the edge strength does not wait for the
-        # regions: it is worked out on a second thread meanwhile.
+        # pixels around them): the edge strength is worked out meanwhile.
         edge = _in_background(_edge_strength, values, np.ones(labels.shape, bool), spacing)
-    # The cleanup's face-connected regions are the finest level (no second
-    # labelling pass); pieces of a label touching at a corner look alike and
-    # merge first (with 8-connected pieces, the same scores on BSDS500).
+    # The cleanup's face-connected regions are the finest level; pieces of a label
+    # touching at a corner look alike and merge first (8-connected: same BSDS500 scores).
     regions = _remove_small(labels, min_size, 1)[1]
     # Already in raster order; 0 (invalid) becomes -1.
     regions = np.subtract(regions, 1, out=np.empty(labels.shape, np.int32), casting="unsafe")
