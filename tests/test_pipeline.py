@@ -456,7 +456,7 @@ def test_compute_maps_gives_both_maps_in_one_pass(monkeypatch):
     assert seg.compute_maps() is seg
     assert calls == [{"labels": False, "proba": True, "log_likelihood": True}]
     seg.compute_maps()
-    seg.proba, seg.log_likelihood                      # stored: no further pass
+    _ = seg.proba, seg.log_likelihood                  # stored: no further pass
     assert len(calls) == 1
 
 

@@ -1049,8 +1049,11 @@ def test_region_edges_on_a_second_thread_give_the_same_hierarchy(monkeypatch):
     labels = ndi.median_filter(labels, 5)
     values = rng.normal(size=(40, 50, 3)).astype(np.float32) + labels[..., None]
     threaded = region_hierarchy(labels, values, min_size=5)
-    monkeypatch.setattr(regions_module, "_in_background",
-                        lambda function, *args: (lambda value=function(*args): value))
+    def inline(function, *args):
+        value = function(*args)
+        return lambda: value
+
+    monkeypatch.setattr(regions_module, "_in_background", inline)
     inline = region_hierarchy(labels, values, min_size=5)
     np.testing.assert_array_equal(threaded.merges, inline.merges)
     np.testing.assert_array_equal(threaded.costs, inline.costs)
@@ -1058,7 +1061,6 @@ def test_region_edges_on_a_second_thread_give_the_same_hierarchy(monkeypatch):
     def failing(*args):
         raise RuntimeError("edge failure")
 
-    monkeypatch.setattr(regions_module, "_edge_strength", failing)
     monkeypatch.undo()
     monkeypatch.setattr(regions_module, "_edge_strength", failing)
     with pytest.raises(RuntimeError, match="edge failure"):   # handed to the caller

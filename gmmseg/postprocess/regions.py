@@ -405,7 +405,7 @@ def _in_background(function, *args):
     def work():
         try:
             result["value"] = function(*args)
-        except BaseException as err:  # handed to the caller
+        except BaseException as err:  # noqa: BLE001 -- handed to the caller
             result["error"] = err
 
     thread = threading.Thread(target=work, name="gmmseg-edges", daemon=True)
