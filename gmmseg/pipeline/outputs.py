@@ -395,10 +395,14 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
         _write_one(written, paths[kind], overwrite, writer, *args, **kwargs)
 
     try:
-        # The regions take longest: they start first, on a thread of their own.
-        pending = _regions_meanwhile(seg, *request) if request is not None else None
+        # The regions take longest: they start first, on a thread of their own,
+        # unless the labels go to a format whose writer captures warnings.
+        early = request is not None and paths["labels"].suffix == ".png"
+        pending = _regions_meanwhile(seg, *request) if early else None
         write("labels", write_result_map, seg.labels, seg.image,
               n_components=seg.n_components, colors=postprocess.segment_colors(seg.n_components))
+        if request is not None and not early:
+            pending = _regions_meanwhile(seg, *request)
         # A volume's overlay is a montage of slices in three planes (2-D: the image's size).
         write("overlay", write_png, seg.montage(alpha))
         segments = seg.stats()     # (while the regions are worked out)
