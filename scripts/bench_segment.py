@@ -20,7 +20,10 @@ upscaled), in one process:
      iterations at this machine's sgemm and ``cv2.exp`` rates
      (``N_fit K (4 D^2 + 7 D)`` flops and ``N_fit K`` exps each, start-up
      trials not counted); one E-step over all pixels (``N K (2 D^2 + 3 D)``
-     flops, ``N K`` exps) plus writing labels and log-likelihoods;
+     flops, ``N K`` exps) plus writing labels and log-likelihoods.  The
+     features and the labelling also pay the first touch of the arrays they
+     must create (features and the Lab map kept for the regions; labels and
+     log-likelihoods), at the rate measured for fresh memory;
    * statistics (``seg.stats()``): one counting pass over the pixels (a
      histogram of a grey channel, ``cv2.calcHist``); overlay drawing
      (``seg.overlay()``): one blend of the photo with itself into a third
@@ -139,7 +142,12 @@ def floors():
     exps = np.empty_like(e)
     cv2.exp(e, exps)
     exp = e.size / timed(lambda: cv2.exp(e, exps)) / 1e9
-    return {"copy": copy, "gemm": gemm, "exp": exp}
+    fresh = []
+    for _ in range(3):          # first touch of freshly mapped memory (page faults)
+        t = time.perf_counter()
+        np.ones(64 << 20, np.float32)
+        fresh.append(time.perf_counter() - t)
+    return {"copy": copy, "gemm": gemm, "exp": exp, "fresh": statistics.median(fresh) / 256}
 
 
 def photo(size):
@@ -178,11 +186,15 @@ def breakdown(image, seg, timings, rate, n_cores, out):
     count_pass = timed(lambda: cv2.calcHist([grey], [0], None, [256], [0, 256]))
     blended = np.empty_like(image)
     blend_pass = timed(lambda: cv2.addWeighted(image, 0.5, image, 0.5, 0.0, dst=blended))
+    # Arrays a step must create: the (N, D) features and the Lab map kept
+    # for the regions; labels and log-likelihoods.
+    fresh = rate["fresh"] / 2 ** 20
     rows = [
-        ("features", timings["features"], lab_floor + (image.nbytes + 4 * n * d) / per_gb),
+        ("features", timings["features"],
+         lab_floor + (image.nbytes + 4 * n * d) / per_gb + fresh * 4 * n * (d + 3)),
         (f"fit ({model.n_iter_} EM iterations on {n_fit:,} px)", timings["fit"],
          model.n_iter_ * em_iteration),
-        ("labelling", timings["predict"], e_step + 8 * n / per_gb),
+        ("labelling", timings["predict"], e_step + 8 * n / per_gb + fresh * 8 * n),
         ("statistics", timed(seg.stats), count_pass),
         ("overlay drawing", timed(seg.overlay), blend_pass),
     ]
@@ -225,7 +237,8 @@ def main():
     rate = floors()
     n_cores = os.cpu_count() or 1
     print(f"floors measured now: memory copy {rate['copy']:.1f} GB/s, sgemm "
-          f"{rate['gemm']:.0f} GFLOP/s, cv2.exp {rate['exp']:.2f} G/s")
+          f"{rate['gemm']:.0f} GFLOP/s, cv2.exp {rate['exp']:.2f} G/s, fresh memory "
+          f"{1e3 * rate['fresh']:.2f} ms per MiB (first touch)")
     sizes = [512, 1024] if args.quick else [1024, 4096]
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
