@@ -200,6 +200,7 @@ class FeatureExtractor:
 
         X = np.empty((n_rows, len(names)), np.float32)
         start = 0
+        per_pixel = []      # written together, stripe by stripe, while X's rows are in cache
         for item, block, width in zip(items, blocks, widths):
             columns = slice(start, start + width)
             start += width
@@ -209,12 +210,13 @@ class FeatureExtractor:
                     keep = None
                     if maps is not None and item.name in maps and maps[item.name] is None:
                         keep = maps[item.name] = np.empty(spatial + (width,), np.float32)
-                    _map_rows(image.data, builder.pixel_map(image, **item.params), mask, X,
-                              columns, keep=keep)
+                    per_pixel.append((builder.pixel_map(image, **item.params), columns, keep))
                     continue
                 block = builder.func(image, **item.params)
             _copy_rows(X[:, columns], block.reshape(-1, width), mask)
             del block
+        if per_pixel:
+            _map_rows(image.data, per_pixel, mask, X)
         _check_finite(X, items, widths)
         return X, names, widths
 
