@@ -1,33 +1,57 @@
-"""End-to-end segmentation: gmmseg vs the scikit-learn tutorial pipeline.
+"""End to end: ``segment`` + ``save`` with every default, against scikit-image ``slic``.
 
-1. A 1024 x 1024 RGB photo (``sample_images/astronaut.png`` upscaled), K = 4,
-   Lab + position features:
-   * gmmseg: ``gmmseg.segment(photo, 4, features="lab,position")``;
-   * the tutorial a user would otherwise write: ``skimage.color.rgb2lab`` plus
-     x, y (scaled to 0..100 like L*), scikit-learn ``GaussianMixture`` fitted
-     and predicted on all pixels.
-   Wall time and peak memory of each.  To judge the fit itself (mixtures have
-   many local optima), scikit-learn is also fitted on all rows of gmmseg's
-   own feature matrix, and both models' mean log-likelihood over all those
-   rows is printed, with the ARI between their labels.
-2. ``gmmseg.segment`` alone on a 4096 x 4096 photo: wall time, peak memory.
-3. What the defaults cost: ``segment(photo)`` + ``save(out)`` with every
-   default (``lab,position``, connected regions cut at the default scale and
-   their overlay) against the plain path, ``segment(photo, features="lab")``
-   + ``save(out, regions=None)`` (labels, overlay, report), at 1024 x 1024
-   and 4096 x 4096, best of 3 each (single runs at 16 Mpx vary by +-10%
-   here), with the highest peak memory.
+For a 1024 x 1024 and a 4096 x 4096 photo (``sample_images/astronaut.png``
+upscaled), in one process:
 
-Peak memory is the growth of the process's resident set size over the call,
-sampled every 2 ms from /proc (Linux).
+1. ``gmmseg.segment(photo)`` + ``seg.save(out)`` with every default (K = 4,
+   ``lab,position``, the connected regions and their overlay), after one
+   run that is not counted (the first touch of fresh memory costs up to
+   2 ms per MiB on some VMs; its time and memory growth are printed apart);
+   then ``skimage.segmentation.slic(photo)`` with its defaults on the same
+   photo.  Several repeats each: median and spread (lowest to highest), and
+   the ratio of the medians against the targets (issue #19: at most 0.4x
+   ``slic`` at 1024 x 1024, 0.1x at 4096 x 4096).
+2. Where the time goes, each part timed alone with the floor it is measured
+   against in the same run:
+
+   * features, fit, labelling: ``segment``'s own timings (medians of the
+     repeats).  Floors: Lab conversion (``cv2.cvtColor``) plus writing the
+     (N, D) float32 matrix once at memory-copy speed; the fit's EM
+     iterations at this machine's sgemm and ``cv2.exp`` rates
+     (``N_fit K (4 D^2 + 7 D)`` flops and ``N_fit K`` exps each, start-up
+     trials not counted); one E-step over all pixels (``N K (2 D^2 + 3 D)``
+     flops, ``N K`` exps) plus writing labels and log-likelihoods.  The
+     features and the labelling also pay the first touch of the arrays they
+     must create (features and the Lab map kept for the regions; labels and
+     log-likelihoods), at the rate measured for fresh memory;
+   * statistics (``seg.stats()``): one counting pass over the pixels (a
+     histogram of a grey channel, ``cv2.calcHist``); overlay drawing
+     (``seg.overlay()``): one blend of the photo with itself into a third
+     picture (``cv2.addWeighted``);
+   * encodes (labels, overlay, regions and regions overlay PNGs, as a save
+     writes them, one after the other): PNG encodes of a photo and of a
+     grey map of the same size, shared over the cores;
+   * regions (``seg.regions()`` from scratch): one ``cv2.connectedComponents``
+     of the label map and one Gaussian blur of the Lab map.
+
+   A save overlaps the regions with the overlay, the statistics and the
+   encodes (threads), so the parts add up to more than its wall time.
+3. Peak memory: growth of the process's resident set over ``segment`` +
+   ``save``, sampled every 2 ms from /proc (Linux); highest over the repeats.
 
 Usage::
 
-    python scripts/bench_segment.py [--skip-tutorial]
+    python scripts/bench_segment.py [--quick] [--repeats N] [--sizes 1024,4096]
+
+``--quick`` runs 512 x 512 and 1024 x 1024 with two repeats (development
+only; the targets are stated for the full sizes).  Hold the machine-wide
+lock when figures are meant to be compared (``flock /tmp/gmmseg-cpu.lock``).
 """
 
 import argparse
 import os
+import platform
+import statistics
 import tempfile
 import threading
 import time
@@ -36,13 +60,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage.color import rgb2lab
-from sklearn.metrics import adjusted_rand_score
-from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from skimage.segmentation import slic
+from threadpoolctl import threadpool_info
 
 import gmmseg
+from gmmseg.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {1024: 0.4, 4096: 0.1}
 
 
 def rss_bytes():
@@ -73,81 +98,177 @@ def measure(fn):
     return out, elapsed, (max(peak[0], rss_bytes()) - base) / 2 ** 20
 
 
+def timed(fn, repeats=3):
+    """Median wall seconds of ``fn()`` over ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def machine():
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+            f"{i.get('num_threads')} threads, {Path(i.get('filepath', '')).name})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    env = {k: os.environ.get(k, "not set") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    import skimage
+    print(f"CPU: {model}, {os.cpu_count()} cores")
+    print("BLAS: " + "; ".join(blas))
+    print("env: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    print(f"gmmseg {gmmseg.__version__}, numpy {np.__version__}, OpenCV {cv2.__version__}, "
+          f"scikit-image {skimage.__version__}")
+
+
+def floors():
+    """This machine's rates, measured now: memory copy, sgemm, exp."""
+    source = np.ones(64 << 20, np.float32)          # 256 MiB
+    target = np.empty_like(source)
+    np.copyto(target, source)
+    copy = 2 * source.nbytes / timed(lambda: np.copyto(target, source)) / 1e9   # read + write
+    x = np.random.default_rng(0).random((4096, 256), dtype=np.float32)
+    w = np.random.default_rng(1).random((256, 256), dtype=np.float32)
+    gemm = 2 * 4096 * 256 * 256 * 20 / timed(lambda: [x @ w for _ in range(20)]) / 1e9
+    e = (np.random.default_rng(2).random((2048, 2048), dtype=np.float32) * -30)
+    exps = np.empty_like(e)
+    cv2.exp(e, exps)
+    exp = e.size / timed(lambda: cv2.exp(e, exps)) / 1e9
+    fresh = []
+    for _ in range(3):          # first touch of freshly mapped memory (page faults)
+        t = time.perf_counter()
+        np.ones(64 << 20, np.float32)
+        fresh.append(time.perf_counter() - t)
+    return {"copy": copy, "gemm": gemm, "exp": exp, "fresh": statistics.median(fresh) / 256}
+
+
 def photo(size):
     rgb = cv2.cvtColor(cv2.imread(str(ROOT / "sample_images" / "astronaut.png")),
                        cv2.COLOR_BGR2RGB)
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def tutorial(rgb, k):
-    lab = rgb2lab(rgb)
-    h, w = rgb.shape[:2]
-    yy, xx = np.mgrid[:h, :w]
-    X = np.column_stack([lab.reshape(-1, 3), xx.ravel() * 100.0 / w, yy.ravel() * 100.0 / h])
-    gm = SkGaussianMixture(k, random_state=0).fit(X)
-    return gm.predict(X).reshape(h, w)
+def spread(values):
+    return (f"median {statistics.median(values):6.3f} s "
+            f"(spread {min(values):.3f}-{max(values):.3f}, {len(values)} runs)")
+
+
+def run_defaults(image, out):
+    seg = gmmseg.segment(image)
+    seg.save(out, "bench", overwrite=True)
+    return seg
+
+
+def breakdown(image, seg, timings, rate, n_cores, out):
+    """Each part of segment + save alone, beside its floor: list of (part, s, floor s)."""
+    n = image.shape[0] * image.shape[1]
+    k = seg.n_components
+    d = seg.features.n_features_
+    model = seg.model
+    n_fit = seg.info["fit_samples"]
+    per_gb = 1e9 * rate["copy"]
+    unit = (image / np.float32(255)).astype(np.float32)
+    lab_floor = timed(lambda: cv2.cvtColor(unit, cv2.COLOR_RGB2Lab))
+    em_iteration = n_fit * k * (4 * d * d + 7 * d) / (rate["gemm"] * 1e9) + \
+        n_fit * k / (rate["exp"] * 1e9)
+    e_step = n * k * (2 * d * d + 3 * d) / (rate["gemm"] * 1e9) + n * k / (rate["exp"] * 1e9)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    # One counting pass over the pixels (a histogram of one channel), and
+    # one blend of two pictures of the image's size into a third.
+    count_pass = timed(lambda: cv2.calcHist([grey], [0], None, [256], [0, 256]))
+    blended = np.empty_like(image)
+    blend_pass = timed(lambda: cv2.addWeighted(image, 0.5, image, 0.5, 0.0, dst=blended))
+    # Arrays a step must create: the (N, D) features and the Lab map kept
+    # for the regions; labels and log-likelihoods.
+    fresh = rate["fresh"] / 2 ** 20
+    rows = [
+        ("features", timings["features"],
+         lab_floor + (image.nbytes + 4 * n * d) / per_gb + fresh * 4 * n * (d + 3)),
+        (f"fit ({model.n_iter_} EM iterations on {n_fit:,} px)", timings["fit"],
+         model.n_iter_ * em_iteration),
+        ("labelling", timings["predict"], e_step + 8 * n / per_gb + fresh * 8 * n),
+        ("statistics", timed(seg.stats), count_pass),
+        ("overlay drawing", timed(seg.overlay), blend_pass),
+    ]
+    overlay = seg.overlay()
+    labels8 = seg.labels.astype(np.uint8)
+    regions = seg.regions()
+
+    def encodes():
+        for name, array in (("l", labels8), ("o", overlay), ("r", regions.astype(np.uint8)),
+                            ("ro", overlay)):
+            write_png(Path(out) / f"part_{name}.png", array, overwrite=True)
+
+    rgb_png = timed(lambda: cv2.imencode(".png", image))
+    grey_png = timed(lambda: cv2.imencode(".png", labels8))
+    rows.append(("encodes (4 PNGs, one after the other)", timed(encodes),
+                 max(rgb_png, (2 * rgb_png + 2 * grey_png) / n_cores)))
+    lab_map = gmmseg.features.lab(seg.image)
+    binary = (seg.labels == 0).astype(np.uint8)
+    region_floor = timed(lambda: cv2.connectedComponents(binary)) + timed(
+        lambda: cv2.GaussianBlur(lab_map, (0, 0), 1.0))
+
+    def fresh_regions():
+        seg._hierarchies.clear()        # what a save works out, from scratch
+        return seg.regions()
+
+    rows.append(("regions (hierarchy and cut)", timed(fresh_regions), region_floor))
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-tutorial", action="store_true",
-                        help="only time gmmseg (the tutorial takes minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="512 and 1024 pixels square, two repeats (development)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per size (default 5 at 1024, 3 at 4096; quick: 2)")
+    parser.add_argument("--sizes", default=None, help="comma-separated sides, e.g. 1024,4096")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"cores: {os.cpu_count()}  env: {env}  gmmseg {gmmseg.__version__}")
-
-    rgb = photo(1024)
-    gmmseg.segment(rgb[:64, :64], 4, features="lab,position")  # warm up imports and OpenCV
-    seg, t_gm, m_gm = measure(lambda: gmmseg.segment(rgb, 4, features="lab,position"))
-    print(f"\n1024 x 1024, K = 4, lab + position")
-    print(f"  gmmseg.segment : {t_gm:7.2f} s  peak +{m_gm:6.0f} MiB  "
-          f"({seg.model.n_iter_} EM iterations on {seg.info['fit_samples']:,} pixels)")
-    if not args.skip_tutorial:
-        _, t_tut, m_tut = measure(lambda: tutorial(rgb, 4))
-        print(f"  tutorial       : {t_tut:7.2f} s  peak +{m_tut:6.0f} MiB")
-        print(f"  speed-up       : {t_tut / t_gm:7.1f}x")
-
-        X = seg.features.transform(gmmseg.io.as_image(rgb))
-        sk = SkGaussianMixture(4, random_state=0).fit(X.astype(np.float64))
-        ll_sk = sk.score(X.astype(np.float64))
-        ll_gm = seg.model.score(X)
-        ari = adjusted_rand_score(sk.predict(X.astype(np.float64)), seg.labels.ravel())
-        print("  fit quality on gmmseg's feature matrix (all 1,048,576 rows):")
-        print(f"    mean log-likelihood: gmmseg {ll_gm:.4f}, scikit-learn (all rows) "
-              f"{ll_sk:.4f}, difference {ll_gm - ll_sk:+.4f}")
-        print(f"    ARI between their labels: {ari:.3f}")
-
-    big = photo(4096)
-    seg, t_big, m_big = measure(lambda: gmmseg.segment(big, 4, features="lab,position"))
-    print(f"\n4096 x 4096, K = 4, lab + position")
-    print(f"  gmmseg.segment : {t_big:7.2f} s  peak +{m_big:6.0f} MiB  "
-          f"(input image itself {big.nbytes / 2 ** 20:.0f} MiB)")
-    print("  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in seg.info["timings"].items()))
-
-    print("\nDefaults against the plain path, segment + save, K = 4")
-    with tempfile.TemporaryDirectory() as tmp:
-        def run(image, defaults):
-            options = {} if defaults else {"features": "lab"}
-            seg = gmmseg.segment(image, 4, **options)
-            seg.save(tmp, "bench", overwrite=True, **({} if defaults else {"regions": None}))
-            return seg
-
-        for size, image, repeats in ((1024, rgb, 3), (4096, big, 3)):
-            times, peaks = {}, {}
-            for defaults in (False, True):
-                results = [measure(lambda: run(image, defaults)) for _ in range(repeats)]
-                times[defaults] = min(t for _, t, _ in results)
-                peaks[defaults] = max(m for _, _, m in results)
-            print(f"  {size} x {size}: plain (lab, no regions) {times[False]:6.2f} s "
-                  f"+{peaks[False]:5.0f} MiB; defaults (lab,position + regions) "
-                  f"{times[True]:6.2f} s +{peaks[True]:5.0f} MiB = {times[True] / times[False]:.2f}x")
-        # Where the difference goes: the region hierarchy and its cut, alone
-        # (once: the hierarchy is kept, a second call only cuts).
-        seg = gmmseg.segment(big, 4)
-        _, hierarchy, _ = measure(seg.regions)
-        print(f"  4096 x 4096: of the defaults' time, the region hierarchy and its cut "
-              f"(seg.regions()) take {hierarchy:.2f} s")
+    machine()
+    rate = floors()
+    n_cores = os.cpu_count() or 1
+    print(f"floors measured now: memory copy {rate['copy']:.1f} GB/s, sgemm "
+          f"{rate['gemm']:.0f} GFLOP/s, cv2.exp {rate['exp']:.2f} G/s, fresh memory "
+          f"{1e3 * rate['fresh']:.2f} ms per MiB (first touch)")
+    sizes = [512, 1024] if args.quick else [1024, 4096]
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    gmmseg.segment(photo(64))       # imports and OpenCV's first calls
+    with tempfile.TemporaryDirectory() as out:
+        for size in sizes:
+            repeats = args.repeats or (2 if args.quick else (5 if size <= 1024 else 3))
+            image = photo(size)
+            print(f"\n{size} x {size} photo, segment + save with defaults (K = 4, "
+                  "lab,position, connected regions)")
+            _, cold, cold_mem = measure(lambda: run_defaults(image, out))
+            print(f"  first run (not counted): {cold:.3f} s, peak +{cold_mem:.0f} MiB")
+            runs = [measure(lambda: run_defaults(image, out)) for _ in range(repeats)]
+            seg = runs[-1][0]
+            ours = [t for _, t, _ in runs]
+            peak = max(m for _, _, m in runs)
+            slics = [measure(lambda: slic(image))[1] for _ in range(repeats)]
+            ratio = statistics.median(ours) / statistics.median(slics)
+            target = TARGETS.get(size)
+            verdict = ("" if target is None else
+                       f", target <= {target}x: {'met' if ratio <= target else 'NOT met'}")
+            print(f"  gmmseg segment + save : {spread(ours)}, peak +{peak:.0f} MiB")
+            print(f"  skimage slic          : {spread(slics)}")
+            print(f"  ratio gmmseg / slic   : {ratio:.3f}x{verdict}")
+            timings = {key: statistics.median(r[0].info["timings"][key] for r in runs)
+                       for key in ("features", "fit", "predict")}
+            print(f"  {'part':<44}{'s':>8}{'floor s':>10}{'x floor':>9}")
+            for part, seconds, floor in breakdown(image, seg, timings, rate, n_cores, out):
+                print(f"  {part:<44}{seconds:8.3f}{floor:10.3f}{seconds / floor:8.1f}x")
+            del runs, seg
 
 
 if __name__ == "__main__":

@@ -595,3 +595,41 @@ def test_inputs_are_not_modified(name):
     assert X.shape == (valid.sum(), 1) and np.isfinite(X).all()
     np.testing.assert_array_equal(img.data, before_data)
     np.testing.assert_array_equal(img.valid, before_valid)
+
+
+def test_flat_block_statistics_match_plain_numpy(monkeypatch):
+    from gmmseg.features import _stats
+    monkeypatch.setattr(_stats, "_BLOCK_ROWS", 16)   # many blocks and a ragged last one
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(16 * 7 + 5, 5)) * [1, 10, 100, 1e-3, 5] + [0, 1e4, -3, 7, 0])
+    X = X.astype(np.float32)
+    mean, std = _stats._column_mean_std(X)
+    # Deviations are float32, as the data are: float32-level agreement.
+    ref_std = X.astype(np.float64).std(axis=0)
+    assert np.all(np.abs(mean - X.astype(np.float64).mean(axis=0)) <= 1e-6 * ref_std)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-6)
+    offset, factor = mean, 1 / std
+    expected = (X - offset.astype(np.float32)) * factor.astype(np.float32)
+    got = X.copy()
+    _stats._affine_in_place(got, offset, factor)
+    np.testing.assert_array_equal(got, expected)       # the same float32 operations
+    strided = np.asfortranarray(X)
+    _stats._affine_in_place(strided, offset, factor)
+    np.testing.assert_array_equal(strided, expected)
+
+
+def test_kept_maps_are_the_builders_output_and_change_no_feature():
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    valid = np.ones((13, 17), bool)
+    valid[2:5, 3:9] = False
+    img = make_image(data, valid, channels=RGB)
+    maps = {"lab": None, "texture": None, "hsv": "untouched"}
+    fx = FeatureExtractor("lab,position,texture")
+    X = fx.fit_transform(img, maps=maps)
+    np.testing.assert_array_equal(maps["lab"], lab(img))    # every pixel, valid or not
+    assert maps["texture"] is None and maps["hsv"] == "untouched"
+    np.testing.assert_array_equal(X, FeatureExtractor("lab,position,texture").fit_transform(img))
+    kept = {"position": None}
+    np.testing.assert_array_equal(fx.transform(img, maps=kept), X)
+    np.testing.assert_array_equal(kept["position"], position(img))

@@ -405,3 +405,97 @@ def test_segment_names_follow_the_canonical_order():
     assert gmmseg.pipeline.figures.segment_names(seg) == [
         "segment 0 (lowest R)", "segment 1 (highest R)"]
     assert gmmseg.pipeline.figures.segment_names(segment(img, 1)) == ["segment 0"]
+
+
+def _record_e_steps(monkeypatch):
+    """Every GaussianMixture.e_step call from now on, as the outputs it asked for."""
+    calls = []
+    original = gmmseg.GaussianMixture.e_step
+
+    def e_step(self, X, *, labels=True, proba=True, log_likelihood=True):
+        calls.append({"labels": labels, "proba": proba, "log_likelihood": log_likelihood})
+        return original(self, X, labels=labels, proba=proba, log_likelihood=log_likelihood)
+
+    monkeypatch.setattr(gmmseg.GaussianMixture, "e_step", e_step)
+    return calls
+
+
+def test_segment_works_out_proba_and_log_likelihood_only_when_read(monkeypatch):
+    img, _ = quadrants(48)
+    img = img.astype(np.float32) / 255
+    img[:5, :7] = np.nan                               # invalid pixels: 0 and NaN in the maps
+    calls = _record_e_steps(monkeypatch)
+    seg = segment(img, 4, min_region_size=3, random_state=0)
+    labelling = [c for c in calls if c["labels"]]
+    assert labelling == [{"labels": True, "proba": False, "log_likelihood": True}]
+    assert not any(c["proba"] for c in calls)
+    assert "on demand: proba, log_likelihood" in repr(seg)
+    n_before = len(calls)
+    proba = seg.proba
+    assert calls[n_before:] == [{"labels": False, "proba": True, "log_likelihood": False}]
+    assert seg.proba is proba                          # kept, not worked out again
+    log_lik = seg.log_likelihood
+    assert len(calls) == n_before + 2 and "on demand" not in repr(seg)
+    # The values an eager E-step on the same features gives, exactly.
+    valid = seg.valid
+    X = seg.features.transform(seg.image, valid=valid)
+    eager = seg.model.e_step(X)
+    np.testing.assert_array_equal(proba[valid], eager.proba)
+    np.testing.assert_array_equal(log_lik[valid], eager.log_likelihood)
+    assert np.all(proba[~valid] == 0) and np.all(np.isnan(log_lik[~valid]))
+    assert seg.info["mean_log_likelihood"] == float(eager.log_likelihood.mean(dtype=np.float64))
+    # The labels are the model's (argmax) except where the clean-up merged specks.
+    agree = np.mean(proba.argmax(-1)[valid] == seg.labels[valid])
+    assert agree > 0.99
+
+
+def test_compute_maps_gives_both_maps_in_one_pass(monkeypatch):
+    img, _ = quadrants(32)
+    seg = segment(img, 4)
+    calls = _record_e_steps(monkeypatch)
+    assert seg.compute_maps() is seg
+    assert calls == [{"labels": False, "proba": True, "log_likelihood": True}]
+    seg.compute_maps()
+    _ = seg.proba, seg.log_likelihood                  # stored: no further pass
+    assert len(calls) == 1
+
+
+def test_save_with_defaults_never_works_out_proba(tmp_path, monkeypatch):
+    img, _ = quadrants(48)
+    calls = _record_e_steps(monkeypatch)
+    seg = segment(img, 4)
+    seg.save(tmp_path / "a")
+    assert not any(c["proba"] for c in calls)
+    n_before = len(calls)
+    paths = seg.save(tmp_path / "b", proba=True, log_likelihood=True)
+    assert calls[n_before:] == [{"labels": False, "proba": True, "log_likelihood": True}]
+    assert read_image(paths["proba"]).data.shape == img.shape[:2] + (4,)
+
+
+def test_smoothing_and_tissue_style_maps_are_stored_at_once(monkeypatch):
+    img, _ = ellipses(48)
+    seg = segment(img, 3, smoothing=1.0)
+    calls = _record_e_steps(monkeypatch)
+    assert seg.proba.shape == img.shape + (3,) and np.isfinite(seg.log_likelihood).all()
+    assert calls == []                                 # nothing left to work out
+    given = gmmseg.Segmentation(seg.labels, seg.proba, seg.log_likelihood, seg.model,
+                                seg.features, seg.image)
+    assert given.proba is seg.proba
+
+
+def test_regions_reuse_the_lab_map_of_the_features(monkeypatch):
+    img, _ = quadrants(64)
+    seg = segment(img, 4)
+    expected = postprocess.region_hierarchy(
+        seg.labels, gmmseg.features.lab(seg.image)).cut(scale=postprocess.REGION_SCALE)
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("the Lab map was converted again")
+
+    monkeypatch.setattr(gmmseg.pipeline.result, "lab", no_second_conversion)
+    np.testing.assert_array_equal(seg.regions(), expected)
+    monkeypatch.undo()
+    # Released once used; another setting converts again, with the same values.
+    assert seg._region_map is None
+    again = seg.regions(min_size=postprocess.REGION_MIN_SIZE + 1)
+    assert again.shape == seg.labels.shape

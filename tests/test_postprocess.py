@@ -1007,3 +1007,61 @@ def test_percentile_range_over_a_volume_ignores_invalid_and_non_finite_values():
     values[0, 0, 1] = np.nan
     low, high = postprocess.percentile_range(values, valid, percentiles=(0, 100))
     assert (low, high) == (0.0, 499.0)
+
+
+def test_segment_stats_of_uint8_data_match_the_general_path():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(-1, 4, (37, 23)).astype(np.int32)
+    labels[labels == 2] = 1                     # an empty label keeps its None entries
+    data = rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)
+    valid = rng.random((37, 23)) > 0.2
+    for mask in (None, valid):
+        fast = segment_stats(labels, data, 5, valid=mask)
+        general = segment_stats(labels, data.astype(np.float64), 5, valid=mask)
+        assert fast == general                  # the same numbers, not just close
+        assert fast[2]["pixels"] == 0 and fast[2]["mean"] is None
+    grey = segment_stats(labels[None], data[None, ..., 0], 4)     # a volume, one channel
+    assert grey == segment_stats(labels[None], data[None, ..., 0].astype(np.int64), 4)
+
+
+def test_overlay_blocks_match_the_whole_picture_formula(small_blocks):
+    import cv2
+    rng = np.random.default_rng(4)
+    labels = rng.integers(-1, 3, (9, 11)).astype(np.int32)
+    labels[:, 6:] = 2                           # runs and borders
+    rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    colors = segment_colors(3)
+    tint = np.zeros((9, 11, 3), np.uint8)
+    tint[labels >= 0] = colors[labels[labels >= 0]]
+    expected = cv2.addWeighted(rgb, 0.6, tint, 0.4, 0.0)
+    expected[boundaries(labels)] = (255, 255, 255)
+    np.testing.assert_array_equal(overlay(rgb, labels, alpha=0.4), expected)
+    many = np.arange(9 * 11).reshape(9, 11) % 300      # beyond 255 labels: NumPy lookup
+    plain = overlay(rgb, many, alpha=0.4, boundaries=False, colors=segment_colors(300))
+    ref = cv2.addWeighted(rgb, 0.6, segment_colors(300)[many], 0.4, 0.0)
+    np.testing.assert_array_equal(plain, ref)
+
+
+def test_region_edges_on_a_second_thread_give_the_same_hierarchy(monkeypatch):
+    from gmmseg.postprocess import regions as regions_module
+    rng = np.random.default_rng(5)
+    labels = (rng.random((40, 50)) * 3).astype(np.int32)
+    labels = ndi.median_filter(labels, 5)
+    values = rng.normal(size=(40, 50, 3)).astype(np.float32) + labels[..., None]
+    threaded = region_hierarchy(labels, values, min_size=5)
+    def inline(function, *args):
+        value = function(*args)
+        return lambda: value
+
+    monkeypatch.setattr(regions_module, "_in_background", inline)
+    inline = region_hierarchy(labels, values, min_size=5)
+    np.testing.assert_array_equal(threaded.merges, inline.merges)
+    np.testing.assert_array_equal(threaded.costs, inline.costs)
+
+    def failing(*args):
+        raise RuntimeError("edge failure")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(regions_module, "_edge_strength", failing)
+    with pytest.raises(RuntimeError, match="edge failure"):   # handed to the caller
+        region_hierarchy(labels, values, min_size=5)

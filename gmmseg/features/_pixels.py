@@ -55,40 +55,78 @@ _PixelMap = tuple[int, Callable[[np.ndarray, int], np.ndarray]]
 
 
 def _map_rows(
-    data: np.ndarray, pixel_map: _PixelMap, mask: np.ndarray | None, out: np.ndarray
+    data: np.ndarray, features: list, mask: np.ndarray | None, out: np.ndarray
 ) -> None:
-    """Write a per-pixel feature of the selected pixels into ``out``, stripe by stripe.
+    """Write per-pixel features of the selected pixels into ``out``, stripe by stripe.
 
     Parameters
     ----------
     data : (..., W, C) ndarray
         Image data, 2-D or volume, channel-last.
-    pixel_map : _PixelMap
+    features : list of (_PixelMap, slice, ndarray or None)
+        Each feature, the columns of ``out`` it goes into, and optionally a
+        float32 array of ``data.shape[:-1] + (n_out,)`` that also receives
+        its values at every pixel, selected or not.  All features of a
+        stripe are written before the next stripe, so that the stripe's rows
+        of ``out`` are written while they are in the cache.
     mask : flat bool ndarray of ``data.shape[:-1]`` size, or None for all pixels
-    out : (n_selected, n_out) float32 ndarray
-        Destination, may be a column slice of a larger matrix.
+    out : (n_selected, D) float32 C-contiguous ndarray
     """
-    n_out, convert = pixel_map
     width = data.shape[-2]
-    if out.shape[0] == 0 or width == 0:
+    if width == 0 or (out.shape[0] == 0 and all(keep is None for _, _, keep in features)):
         return
     # Volumes are treated as a tall 2-D image (Z*H, W); stripes bound the
     # float32 temporaries whatever the image size.
     rows = data.reshape(-1, width, data.shape[-1])
+    kept = [None if keep is None else keep.reshape(-1, width, pixel_map[0])
+            for pixel_map, _, keep in features]
     step = max(1, _STRIPE_PIXELS // width)
     pos = 0
     for r0 in range(0, rows.shape[0], step):
-        values = convert(rows[r0 : r0 + step], r0).reshape(-1, n_out)
-        if mask is not None:
-            values = values[mask[r0 * width : (r0 + step) * width]]
-        out[pos : pos + values.shape[0]] = values
-        pos += values.shape[0]
+        selected = None if mask is None else mask[r0 * width : (r0 + step) * width]
+        n_rows = 0
+        for ((n_out, convert), columns, _), keep in zip(features, kept):
+            values = convert(rows[r0 : r0 + step], r0)
+            if keep is not None:
+                keep[r0 : r0 + step] = values
+            values = values.reshape(-1, n_out)
+            if selected is not None:
+                values = values[selected]
+            _put_columns(out, pos, values, columns)
+            n_rows = values.shape[0]
+        pos += n_rows
+
+
+# OpenCV's limit on channels of an array (CV_CN_MAX).
+_CV_MAX_CHANNELS = 512
+
+
+def _put_columns(out: np.ndarray, pos: int, values: np.ndarray, columns: slice) -> None:
+    """``out[pos:pos + len(values), columns] = values`` for a C-contiguous ``out``.
+
+    NumPy copies a few columns into wider rows with an inner loop of a few
+    elements per row; OpenCV's channel copy does the same several times
+    faster, treating each row as one pixel of ``D`` channels.
+    """
+    m, d = values.shape
+    if m == 0:
+        return
+    target = out[pos : pos + m]
+    if d == out.shape[1]:
+        target[...] = values
+    elif out.shape[1] <= _CV_MAX_CHANNELS and values.dtype == out.dtype == np.float32:
+        pairs = [c for j in range(d) for c in (j, columns.start + j)]
+        cv2.mixChannels([np.ascontiguousarray(values).reshape(m, 1, d)],
+                        [target.reshape(m, 1, out.shape[1])], pairs)
+    else:
+        target[:, columns] = values
 
 
 def _map_pixels(data: np.ndarray, pixel_map: _PixelMap) -> np.ndarray:
     """A per-pixel feature of every pixel, shape ``data.shape[:-1] + (n_out,)``, float32."""
     out = np.empty(data.shape[:-1] + (pixel_map[0],), np.float32)
-    _map_rows(data, pixel_map, None, out.reshape(-1, pixel_map[0]))
+    _map_rows(data, [(pixel_map, slice(0, pixel_map[0]), None)], None,
+              out.reshape(-1, pixel_map[0]))
     return out
 
 

@@ -16,8 +16,9 @@ from ..errors import counted
 # Elements (rows x columns) per chunk when copying rows or accumulating
 # float64 statistics.
 _CHUNK_ELEMENTS = 1 << 22
-# Rows per chunk for streaming passes over a feature matrix.
-_SMALL_CHUNK_ROWS = 1 << 16
+# Rows per block of the flat passes over a feature matrix: a few blocks of
+# float64 stay in the level-2 cache.
+_BLOCK_ROWS = 1 << 13
 
 
 def _chunk_rows(n_columns: int) -> int:
@@ -29,16 +30,29 @@ def _column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Sums of ``x - shift`` and its square are accumulated in float64, with
     ``shift`` a rough mean from a strided subset, so ``E[d^2] - E[d]^2`` does
-    not cancel even for columns with a large offset.
+    not cancel even for columns with a large offset.  Each block of rows is
+    worked on as one flat run of numbers (the shift repeated row after row)
+    and summed per column by a matrix-vector product: NumPy would otherwise
+    run D-element inner loops over the rows.
     """
     n, d = X.shape
     shift = X[:: max(1, n // 4096)].mean(axis=0, dtype=np.float64).astype(np.float32)
     s1 = np.zeros(d)
     s2 = np.zeros(d)
-    for r0 in range(0, n, _SMALL_CHUNK_ROWS):
-        dev = X[r0 : r0 + _SMALL_CHUNK_ROWS] - shift
-        s1 += np.einsum("ij->j", dev, dtype=np.float64)
-        s2 += np.einsum("ij,ij->j", dev, dev, dtype=np.float64)
+    rows = max(1, min(n, _BLOCK_ROWS))
+    pattern = np.tile(shift, rows)
+    ones = np.ones(rows)
+    dev32, dev = np.empty(rows * d, np.float32), np.empty(rows * d)
+    for r0 in range(0, n, rows):
+        block = X[r0 : r0 + rows].reshape(-1)
+        m = block.size // d
+        part = dev[: block.size]
+        # The deviation in float32, as the data are, then summed in float64.
+        np.subtract(block, pattern[: block.size], out=dev32[: block.size])
+        np.copyto(part, dev32[: block.size])
+        s1 += ones[:m] @ part.reshape(m, d)
+        np.multiply(part, part, out=part)
+        s2 += ones[:m] @ part.reshape(m, d)
     mean_dev = s1 / n
     return shift + mean_dev, np.sqrt(np.maximum(s2 / n - mean_dev * mean_dev, 0.0))
 
@@ -55,18 +69,30 @@ def _covariance(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def _affine_in_place(X: np.ndarray, offset: np.ndarray, factor: np.ndarray) -> None:
-    """``X = (X - offset) * factor`` column-wise, in float32, without temporaries."""
+    """``X = (X - offset) * factor`` column-wise, in float32, without temporaries.
+
+    Blocks of rows are worked on as flat runs against the offset and factor
+    repeated row after row (the same float32 operations on every element as
+    broadcasting, without its D-element inner loops); small blocks keep both
+    operations in cache.
+    """
     offset32 = offset.astype(np.float32)
     factor32 = factor.astype(np.float32)
     subtract, multiply = bool(np.any(offset32 != 0)), bool(np.any(factor32 != 1))
-    # Small chunks keep both operations in cache.
-    for r0 in range(0, X.shape[0], _SMALL_CHUNK_ROWS):
-        chunk = X[r0 : r0 + _SMALL_CHUNK_ROWS]
+    if not (subtract or multiply) or X.size == 0:
+        return
+    if not X.flags.c_contiguous:
+        X -= offset32
+        X *= factor32
+        return
+    rows = min(X.shape[0], _BLOCK_ROWS)
+    offsets, factors = np.tile(offset32, rows), np.tile(factor32, rows)
+    for r0 in range(0, X.shape[0], rows):
+        flat = X[r0 : r0 + rows].reshape(-1)
         if subtract:
-            chunk -= offset32
+            np.subtract(flat, offsets[: flat.size], out=flat)
         if multiply:
-            chunk *= factor32
-
+            np.multiply(flat, factors[: flat.size], out=flat)
 
 
 def _copy_rows(dst: np.ndarray, src: np.ndarray, mask: np.ndarray | None) -> None:

@@ -181,12 +181,14 @@ class FeatureExtractor:
         return items
 
     def _raw_rows(
-        self, image: Image, items: list[FeatureItem], mask: np.ndarray | None, n_rows: int
+        self, image: Image, items: list[FeatureItem], mask: np.ndarray | None, n_rows: int,
+        maps: dict | None = None,
     ) -> tuple[np.ndarray, list[str], list[int]]:
         """Unscaled feature rows of the valid pixels, in C order.
 
         Returns the (n_rows, D) float32 matrix, the column names and the width
         of each item. ``mask`` is the flat valid mask, None when all are valid.
+        ``maps``: see :meth:`fit_transform`.
         """
         spatial = tuple(image.spatial_shape)
         # Column names first: checks every named builder against the image
@@ -199,7 +201,7 @@ class FeatureExtractor:
                 cols = _BUILDERS[item.name].columns(image, **item.params)
                 blocks.append(None)
             else:
-                block = self._call_user(item, image, spatial)
+                block = _user_feature(item, image, spatial)
                 cols = [item.name] if block.shape[-1] == 1 else [
                     f"{item.name}_{j}" for j in range(block.shape[-1])
                 ]
@@ -209,40 +211,25 @@ class FeatureExtractor:
 
         X = np.empty((n_rows, len(names)), np.float32)
         start = 0
+        per_pixel = []      # written together, stripe by stripe, while X's rows are in cache
         for item, block, width in zip(items, blocks, widths):
-            columns = X[:, start : start + width]
+            columns = slice(start, start + width)
             start += width
             if block is None:
                 builder = _BUILDERS[item.name]
                 if builder.pixel_map is not None:
-                    _map_rows(image.data, builder.pixel_map(image, **item.params), mask, columns)
+                    keep = None
+                    if maps is not None and item.name in maps and maps[item.name] is None:
+                        keep = maps[item.name] = np.empty(spatial + (width,), np.float32)
+                    per_pixel.append((builder.pixel_map(image, **item.params), columns, keep))
                     continue
                 block = builder.func(image, **item.params)
-            _copy_rows(columns, block.reshape(-1, width), mask)
+            _copy_rows(X[:, columns], block.reshape(-1, width), mask)
             del block
+        if per_pixel:
+            _map_rows(image.data, per_pixel, mask, X)
         _check_finite(X, items, widths)
         return X, names, widths
-
-    @staticmethod
-    def _call_user(item: FeatureItem, image: Image, spatial: tuple[int, ...]) -> np.ndarray:
-        try:
-            block = np.asarray(item.func(image))
-        except Exception as err:
-            raise ValueError(
-                f"custom feature {item.name!r} failed: {type(err).__name__}: {err}"
-            ) from err
-        if block.dtype.kind not in "biuf":
-            raise TypeError(
-                f"custom feature {item.name!r} must return real numbers, got dtype {block.dtype}"
-            )
-        if block.shape == spatial:
-            return block[..., np.newaxis]
-        if block.ndim == len(spatial) + 1 and block.shape[:-1] == spatial and block.shape[-1] > 0:
-            return block
-        raise ValueError(
-            f"custom feature {item.name!r} returned shape {block.shape}; expected {spatial} "
-            f"or {spatial} + (d,)"
-        )
 
     @staticmethod
     def _mask(image: Image, valid: np.ndarray | None) -> tuple[np.ndarray | None, int]:
@@ -271,6 +258,7 @@ class FeatureExtractor:
         valid: np.ndarray | None = None,
         sample: int | None = None,
         random_state: int | np.random.Generator | None = None,
+        maps: dict | None = None,
     ) -> np.ndarray:
         """Fit the column statistics (and PCA) on an image and return its features.
 
@@ -286,6 +274,15 @@ class FeatureExtractor:
             exact and deterministic.
         random_state : int or numpy Generator, optional
             Seed for ``sample``.
+        maps : dict, optional
+            Per-pixel maps the features compute anyway, to keep: for each key
+            that names a per-pixel builder of the spec (``"lab"``, ``"rgb"``,
+            ``"hsv"``, ``"gray"``, ``"bands"``, ``"position"``) with value
+            None, the builder's unscaled output over every pixel, shape
+            ``spatial_shape + (d,)`` float32, is stored there (what the
+            builder alone would return, at ``4 d`` bytes a pixel); other keys
+            are left as they are.  :func:`gmmseg.segment` keeps the Lab map
+            of a photo for its regions this way instead of converting twice.
 
         Returns
         -------
@@ -311,7 +308,7 @@ class FeatureExtractor:
         ):
             raise ValueError(f"sample must be a positive number of rows, got {sample!r}")
 
-        X, names, widths = self._raw_rows(image, items, mask, n_valid)
+        X, names, widths = self._raw_rows(image, items, mask, n_valid, maps)
         fit_rows = X
         if sample is not None and sample < n_valid:
             rng = np.random.default_rng(random_state)
@@ -514,7 +511,9 @@ class FeatureExtractor:
         self.fit_transform(image, valid=valid, sample=sample, random_state=random_state)
         return self
 
-    def transform(self, image: ImageLike, *, valid: np.ndarray | None = None) -> np.ndarray:
+    def transform(
+        self, image: ImageLike, *, valid: np.ndarray | None = None, maps: dict | None = None
+    ) -> np.ndarray:
         """Features of an image with the fitted statistics.
 
         Parameters
@@ -524,6 +523,8 @@ class FeatureExtractor:
             dimensions; its size may differ.
         valid : bool ndarray of shape ``image.spatial_shape``, optional
             Extra mask, combined (AND) with ``image.valid``.
+        maps : dict, optional
+            Per-pixel maps to keep, as for :meth:`fit_transform`.
 
         Returns
         -------
@@ -552,7 +553,7 @@ class FeatureExtractor:
                 f"{image.n_channels}"
             )
         mask, n_valid = self._mask(image, valid)
-        X, names, widths = self._raw_rows(image, self.items_, mask, n_valid)
+        X, names, widths = self._raw_rows(image, self.items_, mask, n_valid, maps)
         if widths != self._widths:
             raise ValueError(
                 f"image {image.name!r} gives feature columns {names}, but the extractor was "
@@ -764,6 +765,28 @@ class FeatureExtractor:
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"malformed feature extractor description: {err}") from err
         return self
+
+
+def _user_feature(item: FeatureItem, image: Image, spatial: tuple[int, ...]) -> np.ndarray:
+    """A callable feature's block for ``image``, ``spatial + (d,)``; bad results named."""
+    try:
+        block = np.asarray(item.func(image))
+    except Exception as err:
+        raise ValueError(
+            f"custom feature {item.name!r} failed: {type(err).__name__}: {err}"
+        ) from err
+    if block.dtype.kind not in "biuf":
+        raise TypeError(
+            f"custom feature {item.name!r} must return real numbers, got dtype {block.dtype}"
+        )
+    if block.shape == spatial:
+        return block[..., np.newaxis]
+    if block.ndim == len(spatial) + 1 and block.shape[:-1] == spatial and block.shape[-1] > 0:
+        return block
+    raise ValueError(
+        f"custom feature {item.name!r} returned shape {block.shape}; expected {spatial} "
+        f"or {spatial} + (d,)"
+    )
 
 
 def _check_finite(X: np.ndarray, items: list[FeatureItem], widths: list[int]) -> None:

@@ -135,7 +135,10 @@ def write_result_map(path: str | os.PathLike, array: np.ndarray, image: Image, *
                       colors=colors, overwrite=overwrite)
         return
     if n_components is not None:
-        array = np.where(array >= 0, array, 0).astype(label_dtype(n_components))
+        # Labels 0..K-1 fit the label dtype; -1 wraps, and is set to 0 after.
+        labels, array = array, array.astype(label_dtype(n_components))
+        if labels.size and labels.min() < 0:
+            np.copyto(array, 0, where=labels < 0)
     if name.endswith(".png"):
         write_png(path, array, overwrite=overwrite)
     else:

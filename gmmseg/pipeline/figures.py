@@ -111,7 +111,10 @@ def overlay_picture(image, labels, *, alpha=0.5, boundaries=True, bands=None, co
         data = image.data
         if image.ndim == 3:
             data, labels, valid = data[slice_index], labels[slice_index], valid[slice_index]
-        rgb = postprocess.display_rgb(data, valid, bands=bands)
+        if _shown_as_is(data, valid, bands):
+            rgb = data          # display_rgb would copy it unchanged
+        else:
+            rgb = postprocess.display_rgb(data, valid, bands=bands)
         return postprocess.overlay(rgb, labels, alpha=alpha, boundaries=boundaries,
                                    colors=colors)
     view = _View(image)
@@ -135,6 +138,12 @@ def overlay_picture(image, labels, *, alpha=0.5, boundaries=True, bands=None, co
     key = postprocess.legend(picture.shape[1], np.asarray(colors)[:len(names)], entries,
                              scale=_key_scale(tile_size))
     return postprocess.stack(picture, key, background=(0, 0, 0))
+
+
+def _shown_as_is(data, valid, bands):
+    """Whether :func:`gmmseg.postprocess.display_rgb` gives ``data`` back unchanged."""
+    return (data.dtype == np.uint8 and data.ndim == 3 and data.shape[-1] == 3
+            and bands in (None, (0, 1, 2), [0, 1, 2]) and bool(valid.all()))
 
 
 def volume_montage(render, view, *, n_slices=postprocess.N_SLICES, planes="auto",

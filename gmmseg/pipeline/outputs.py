@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,10 @@ from ..io import (
 from . import figures
 
 logger = logging.getLogger(__name__)
+
+#: Threads that encode PNG files while a save draws the next picture: one
+#: per core of the machines this is measured on; more only wait.
+_ENCODE_THREADS = 2
 
 #: Display range of the anomaly heat map: these percentiles of -log p.
 _ANOMALY_PERCENTILES = (1.0, 99.5)
@@ -320,6 +324,12 @@ def _regions_meanwhile(seg, n_regions, scale):
     return future
 
 
+def _write_one(written, path, overwrite, writer, *args, **kwargs):
+    """``writer(path, *args, overwrite=overwrite, **kwargs)``; note ``path`` in ``written``."""
+    writer(path, *args, overwrite=overwrite, **kwargs)
+    written.append(path)
+
+
 def _stale_outputs(image, paths, out_dir, stem):
     """Files the report being replaced listed and this save will not write.
 
@@ -367,18 +377,37 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
     paths["report"].unlink(missing_ok=True)
     t0 = time.perf_counter()
     written = []
+    # PNG encodes run on their own threads (OpenCV lets go of the GIL while
+    # it compresses) while this thread draws the next picture; other formats
+    # are written here, in order (GeoTIFF and NIfTI writers capture warnings
+    # process-wide, which threads would mix up).
+    encoders = ThreadPoolExecutor(_ENCODE_THREADS, thread_name_prefix="gmmseg-encode")
+    encoding = []
 
     def write(kind, writer, *args, **kwargs):
-        writer(paths[kind], *args, overwrite=overwrite, **kwargs)
-        written.append(paths[kind])
+        if paths[kind].suffix == ".png" and writer in (write_png, write_result_map):
+            try:
+                encoding.append(encoders.submit(_write_one, written, paths[kind], overwrite,
+                                                writer, *args, **kwargs))
+                return
+            except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+                pass
+        _write_one(written, paths[kind], overwrite, writer, *args, **kwargs)
 
     try:
+        # The regions take longest: they start first, on a thread of their own,
+        # unless the labels go to a format whose writer captures warnings.
+        early = request is not None and paths["labels"].suffix == ".png"
+        pending = _regions_meanwhile(seg, *request) if early else None
         write("labels", write_result_map, seg.labels, seg.image,
               n_components=seg.n_components, colors=postprocess.segment_colors(seg.n_components))
-        pending = _regions_meanwhile(seg, *request) if request is not None else None
+        if request is not None and not early:
+            pending = _regions_meanwhile(seg, *request)
         # A volume's overlay is a montage of slices in three planes (2-D: the image's size).
         write("overlay", write_png, seg.montage(alpha))
         segments = seg.stats()     # (while the regions are worked out)
+        if proba or log_likelihood or anomaly or want_mask:
+            seg.compute_maps(proba=proba, log_likelihood=log_likelihood or anomaly or want_mask)
         region_map = None
         if pending is not None:
             region_map = pending.result()
@@ -409,6 +438,8 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
                 write("anomaly_mask", write_result_map,
                       np.where(seg.valid, mask, -1).astype(np.int32), seg.image,
                       n_components=2)
+        for done in encoding:
+            done.result()
         seg.info.setdefault("timings", {})["write"] = time.perf_counter() - t0
         report = segmentation_report(seg, segments, uncertainty=uncertainty,
                                      anomaly_quantile=anomaly_quantile,
@@ -422,9 +453,14 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
         report["outputs"] = {kind: path.name for kind, path in paths.items()}
         write("report", write_json, report)
     except BaseException:
+        for job in encoding:
+            job.cancel()
+        encoders.shutdown(wait=True)   # no encode may finish after the clean-up
         for p in written:
             p.unlink(missing_ok=True)
         raise
+    finally:
+        encoders.shutdown(wait=False)
     for path in stale:
         try:
             path.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,10 +22,53 @@ from ..io import Image, pixel_size
 from ..mixture import GaussianMixture
 from . import figures, outputs
 
+# One lock for every map worked out on demand: two threads that ask for
+# the same map at once compute it once.
+_ON_DEMAND_LOCK = threading.RLock()
 
-@dataclass(eq=False)
+
+class _OnDemand:
+    """A map of a :class:`Segmentation` stored as given or, given as None,
+    worked out on first access (:meth:`Segmentation.compute_maps`) and kept.
+
+    A dataclass field with no default: reading it on the class raises
+    AttributeError, which tells :func:`dataclasses.dataclass` so.
+    """
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, f"_{name}_map"
+
+    def __get__(self, seg, owner=None):
+        if seg is None:
+            raise AttributeError(self.name)
+        value = seg.__dict__.get(self.slot)
+        if value is None:
+            seg.compute_maps(**{name: name == self.name for name in ("proba", "log_likelihood")})
+            value = seg.__dict__.get(self.slot)
+        return value
+
+    def __set__(self, seg, value):
+        seg.__dict__[self.slot] = value
+
+
+@dataclass(eq=False, repr=False)
 class Segmentation:
     """The result of :func:`segment`.
+
+    :func:`segment` works out the labels and the mean log-likelihood only;
+    ``proba`` and ``log_likelihood`` (given as None) are worked out on first
+    access, or by :meth:`save` when an output needs them, and then kept:
+    from :attr:`model`, :attr:`features` and :attr:`image` as they are at
+    that time (the features are built again from the image, so a feature
+    callable is called again; do not change the image's array in place
+    before then).  Until then a segmentation holds the labels (4 bytes a
+    pixel) and, for colour photos, the CIE Lab map of the features for
+    :meth:`regions` (12 bytes a pixel, released once the regions are
+    worked out).  ``proba`` then takes ``4 K`` bytes a pixel,
+    ``log_likelihood`` and :attr:`uncertainty` 4 each, and working them
+    out briefly needs the features again (``4 D`` bytes a pixel).  With
+    ``smoothing`` they come from the prior's inference and are stored at
+    once.
 
     Attributes
     ----------
@@ -35,10 +79,10 @@ class Segmentation:
         Responsibilities; 0 at invalid pixels.  ``argmax(proba) == labels``
         except where ``min_region_size`` merged a small region into its
         neighbour: the probabilities stay the model's, the label is the
-        cleaned-up one.
+        cleaned-up one.  Worked out on first access when given as None.
     log_likelihood : (...) float32 ndarray
         Per-pixel log density under the mixture (low = unusual); NaN at
-        invalid pixels.
+        invalid pixels.  Worked out on first access when given as None.
     model : GaussianMixture
         The fitted (or given) mixture, components in canonical order.
     features : FeatureExtractor
@@ -50,17 +94,56 @@ class Segmentation:
     """
 
     labels: np.ndarray
-    proba: np.ndarray
-    log_likelihood: np.ndarray
+    proba: np.ndarray = _OnDemand()
+    log_likelihood: np.ndarray = _OnDemand()
     model: GaussianMixture
     features: FeatureExtractor
     image: Image
     info: dict = field(default_factory=dict)
     _hierarchies: dict = field(default_factory=dict, init=False, repr=False)
+    # What the regions compare (see _region_values), when the features
+    # already computed it: the Lab map of a colour photo.
+    _region_map: np.ndarray = field(default=None, init=False, repr=False)
+
+    def __repr__(self):
+        waiting = [name for name in ("proba", "log_likelihood")
+                   if self.__dict__.get(f"_{name}_map") is None]
+        return (f"{type(self).__name__}(shape={self.labels.shape}, "
+                f"n_components={self.n_components}, features={self.features.spec_string!r}"
+                + (f", on demand: {', '.join(waiting)}" if waiting else "") + ")")
 
     @property
     def n_components(self):
         return self.model.n_components
+
+    def compute_maps(self, *, proba=True, log_likelihood=True):
+        """Work out the maps asked for that are not stored yet, in one pass; returns self.
+
+        :attr:`proba` and :attr:`log_likelihood` come from one E-step over
+        the features of :attr:`image`, built again with :attr:`features`
+        (the values are those :func:`segment` would have stored at once).
+        Reading either attribute calls this for that one map; call it to get
+        both with one pass.  Needs ``4 D`` bytes a pixel for the features
+        while it runs, besides the maps themselves.
+        """
+        with _ON_DEMAND_LOCK:
+            wanted = {name: ask for name, ask in (("proba", proba),
+                                                  ("log_likelihood", log_likelihood))
+                      if ask and self.__dict__.get(f"_{name}_map") is None}
+            if not wanted:
+                return self
+            valid = self.valid
+            X = self.features.transform(self.image, valid=valid)
+            result = self.model.e_step(X, labels=False, proba="proba" in wanted,
+                                       log_likelihood="log_likelihood" in wanted)
+            del X
+            if "proba" in wanted:
+                self.proba = postprocess.scatter_valid(
+                    result.proba.astype(np.float32, copy=False), valid, 0.0)
+            if "log_likelihood" in wanted:
+                self.log_likelihood = postprocess.scatter_valid(
+                    result.log_likelihood.astype(np.float32, copy=False), valid, np.nan)
+        return self
 
     @property
     def valid(self):
@@ -129,8 +212,11 @@ class Segmentation:
         """
         key = (min_size, boundary_weight)
         if key not in self._hierarchies:
+            values, self._region_map = self._region_map, None
+            if values is None:
+                values = _region_values(self.image, self.valid)
             self._hierarchies[key] = postprocess.region_hierarchy(
-                self.labels, _region_values(self.image, self.valid), min_size=min_size,
+                self.labels, values, min_size=min_size,
                 boundary_weight=boundary_weight, spacing=self.image.spacing)
         return self._hierarchies[key]
 
@@ -175,8 +261,8 @@ class Segmentation:
         ``"millilitres"`` for NIfTI and DICOM volumes, ``"mm^2"`` for single
         slices.
         """
-        stats = postprocess.segment_stats(
-            self.labels, self.image.data, self.n_components, valid=self.labels >= 0)
+        # Invalid pixels are -1 in the labels, which segment_stats leaves out.
+        stats = postprocess.segment_stats(self.labels, self.image.data, self.n_components)
         size = pixel_size(self.image)
         if size is not None:
             for entry in stats:

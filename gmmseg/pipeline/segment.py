@@ -153,8 +153,9 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
                                             spacing=spacing)
     pretrained = model is not None
     with _stopwatch(timings, "features"):
-        X, feature_extractor = _features(img, valid, model, feature_extractor, features,
-                                         standardize, pca, random_state, max_fit_samples)
+        X, feature_extractor, lab_map = _features(img, valid, model, feature_extractor, features,
+                                                  standardize, pca, random_state,
+                                                  max_fit_samples)
     fit_samples = selection = None
     with _stopwatch(timings, "fit"):
         if not pretrained:
@@ -185,24 +186,31 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
         _record_features(model, feature_extractor)
     logger.info("%ssegmented %d valid pixels into %d segments in %.2f s",
                 where, n_valid, model.n_components, timings["total"])
-    return Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
+    seg = Segmentation(labels, proba, log_lik, model, feature_extractor, img, info)
+    seg._region_map = lab_map
+    return seg
 
 
 def _features(img, valid, model, feature_extractor, features, standardize, pca, random_state,
               max_fit_samples):
-    """The features of the valid pixels and their extractor: a model's own, or fitted here.
+    """The valid pixels' feature rows, their extractor, and the Lab map of a photo's ``lab``.
 
-    The standardisation (and PCA) is fitted on the fit sample's rows, so that
-    the windowed path, which sees the image window by window, fits the same.
+    The extractor is a model's own, or fitted here: its standardisation (and
+    PCA) on the fit sample's rows, so that the windowed path, which sees the
+    image window by window, fits the same.  The Lab map (None unless the
+    image is RGB and ``lab`` is a feature) is what the image's connected
+    regions compare, kept so that they do not convert the photo again.
     """
+    maps = {"lab": None} if img.is_rgb else {}
     if model is not None:
         if feature_extractor is None:
             feature_extractor = stored_feature_extractor(model)
-        return feature_extractor.transform(img, valid=valid), feature_extractor
-    feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
-    X = feature_extractor.fit_transform(img, valid=valid, sample=max_fit_samples,
-                                        random_state=random_state)
-    return X, feature_extractor
+        X = feature_extractor.transform(img, valid=valid, maps=maps)
+    else:
+        feature_extractor = FeatureExtractor(features, standardize=standardize, pca=pca)
+        X = feature_extractor.fit_transform(img, valid=valid, sample=max_fit_samples,
+                                            random_state=random_state, maps=maps)
+    return X, feature_extractor, maps.get("lab")
 
 
 def _info(n_valid, mean_ll, fit_samples, random_state, pretrained, min_region_size, smoothing,
@@ -252,25 +260,30 @@ def _fit_for_segment(X, valid, spacing, n_components, selection, smoothing, wher
 
 
 def _label(model, X, valid, q, min_region_size):
-    """Labels, probabilities and log-likelihood maps from the model (or the prior's ``q``).
+    """Labels, and the probability and log-likelihood maps when they are at hand.
 
     Returns ``(labels, proba, log_likelihood, mean_log_likelihood)``; the
     maps have the image's spatial shape (``proba`` a trailing K axis).
+    Without the prior's ``q``, ``proba`` and ``log_likelihood`` are None:
+    :class:`Segmentation` works them out when they are first asked for, so
+    that a segmentation that never reads them never holds them (``4 (K +
+    1)`` bytes a pixel).
     """
-    smoothed = q is not None
-    result = model.e_step(X, labels=not smoothed, proba=not smoothed)
-    mean_ll = float(result.log_likelihood.mean(dtype=np.float64))
-    if smoothed:
+    if q is None:
+        result = model.e_step(X, labels=True, proba=False, log_likelihood=True)
+        mean_ll = float(result.log_likelihood.mean(dtype=np.float64))
+        labels = postprocess.scatter_valid(result.labels, valid, -1)
+        proba = log_lik = None
+    else:
+        result = model.e_step(X, labels=False, proba=False, log_likelihood=True)
+        mean_ll = float(result.log_likelihood.mean(dtype=np.float64))
         labels = np.where(valid, q.argmax(axis=0).astype(np.int32), -1)
         proba = np.ascontiguousarray(np.moveaxis(q, 0, -1), dtype=np.float32)
-    else:
-        labels = postprocess.scatter_valid(result.labels, valid, -1)
-        proba = postprocess.scatter_valid(
-            result.proba.astype(np.float32, copy=False), valid, 0.0)
+        log_lik = postprocess.scatter_valid(
+            result.log_likelihood.astype(np.float32, copy=False), valid, np.nan)
+    del result
     if min_region_size and min_region_size > 1:
         labels = postprocess.remove_small_regions(labels, int(min_region_size))
-    log_lik = postprocess.scatter_valid(
-        result.log_likelihood.astype(np.float32, copy=False), valid, np.nan)
     return labels, proba, log_lik, mean_ll
 
 

@@ -115,13 +115,16 @@ def display_rgb(data, valid=None, *, bands=None, percentiles=(2, 98), value_rang
                              f"({len(bands)}), got {len(value_ranges)}")
 
     out = np.empty((height, width, 3), dtype=np.uint8)
-    for j, (band, limits) in enumerate(zip(bands, value_ranges)):
-        channel = _channel_to_uint8(data[..., band], valid, low, high, limits)
-        if len(bands) == 1:
-            out[...] = channel[..., np.newaxis]
-        else:
-            out[..., j] = channel
-    if valid is not None:
+    if data.dtype == np.uint8 and bands == (0, 1, 2) and n_channels == 3:
+        out[...] = data         # shown as is: one copy, not three strided ones
+    else:
+        for j, (band, limits) in enumerate(zip(bands, value_ranges)):
+            channel = _channel_to_uint8(data[..., band], valid, low, high, limits)
+            if len(bands) == 1:
+                out[...] = channel[..., np.newaxis]
+            else:
+                out[..., j] = channel
+    if valid is not None and not valid.all():
         out[~valid] = 0
     return out
 
@@ -503,22 +506,46 @@ def overlay(
 
     # Row 0 (black) serves label -1, so invalid pixels are only darkened.
     # OpenCV looks the colours up and blends (rounding to nearest) several
-    # times faster than float arithmetic in NumPy.
+    # times faster than float arithmetic in NumPy, block by block straight
+    # into the picture, with the block's borders drawn while it is in cache.
     lut = np.zeros((max(colors.shape[0] + 1, 256), 3), dtype=np.uint8)
     lut[1:colors.shape[0] + 1] = colors
     out = np.empty(rgb.shape, dtype=np.uint8)
-    for rows in _row_blocks(rgb.shape[0], rgb.shape[1]):
-        index = labels[rows].astype(np.intp) + 1
+    has_invalid = bool(labels.size) and int(labels.min()) < 0
+    blocks = list(_row_blocks(rgb.shape[0], 3 * rgb.shape[1]))
+    if boundaries and blocks:
+        edge = np.empty((blocks[0].stop,) + rgb.shape[1:], np.uint8)
+        edge[...] = edge_color
+    for rows in blocks:
+        block = labels[rows]
         if len(lut) == 256:
-            index = index.astype(np.uint8)
-            tint = cv2.LUT(cv2.merge([index, index, index]), lut[:, np.newaxis])
+            index = np.add(block, 1, out=np.empty(block.shape, np.uint8), casting="unsafe")
+            # A colour map is a lookup from one channel to three.
+            tint = cv2.applyColorMap(index, lut[:, np.newaxis])
         else:
-            tint = lut[index]
-        out[rows] = cv2.addWeighted(np.ascontiguousarray(rgb[rows]), 1.0 - alpha,
-                                    tint, alpha, 0.0)
-    if boundaries:
-        out[_boundary_mask(labels, thick=False)] = edge_color
+            tint = lut[block.astype(np.intp) + 1]
+        target = out[rows]
+        cv2.addWeighted(np.ascontiguousarray(rgb[rows]), 1.0 - alpha, tint, alpha, 0.0,
+                        dst=target)
+        if boundaries:
+            mask = _thin_boundary_rows(labels, rows, has_invalid)
+            cv2.copyTo(edge[: len(mask)], mask.view(np.uint8), target)
     return out
+
+
+def _thin_boundary_rows(labels, rows, has_invalid):
+    """:func:`boundaries` (mode "thin") of a 2-D label map, for ``rows`` only."""
+    block = labels[rows]
+    mask = np.zeros(block.shape, dtype=bool)
+    below = labels[rows.start + 1 : rows.stop + 1]
+    pairs = ((np.s_[:, :-1], block[:, :-1], block[:, 1:]),
+             (np.s_[: len(below)], block[: len(below)], below))
+    for where, a, b in pairs:
+        change = a != b
+        if has_invalid:
+            change &= (a >= 0) & (b >= 0)
+        mask[where] |= change
+    return mask
 
 
 def _as_colors(colors, name):

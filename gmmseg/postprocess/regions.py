@@ -11,6 +11,7 @@ nothing and writes no file.
 
 import heapq
 import numbers
+import threading
 
 import cv2
 import numpy as np
@@ -350,9 +351,13 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     spacing = np.ones(labels.ndim) if spacing is None else np.asarray(spacing, float)
     if spacing.shape != (labels.ndim,) or not np.all(spacing > 0):
         raise ValueError(f"spacing must hold {labels.ndim} positive numbers, got {spacing}")
-    # The cleanup's face-connected regions are the finest level (no second
-    # labelling pass); pieces of a label touching at a corner look alike and
-    # merge first (with 8-connected pieces, the same scores on BSDS500).
+    edge = None
+    if labels.size >= max(min_size, 1) and int(labels.min()) >= 0:
+        # Every pixel ends up in a region (isolated specks need invalid
+        # pixels around them): the edge strength is worked out meanwhile.
+        edge = _in_background(_edge_strength, values, np.ones(labels.shape, bool), spacing)
+    # The cleanup's face-connected regions are the finest level; pieces of a label
+    # touching at a corner look alike and merge first (8-connected: same BSDS500 scores).
     regions = _remove_small(labels, min_size, 1)[1]
     # Already in raster order; 0 (invalid) becomes -1.
     regions = np.subtract(regions, 1, out=np.empty(labels.shape, np.int32), casting="unsafe")
@@ -369,7 +374,7 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     n = int(regions.max()) + 1 if regions.size else 0
     if n == 0:
         return RegionHierarchy(regions, np.zeros((0, 2), np.int64), np.zeros(0))
-    inside = regions >= 0
+    inside = regions >= 0 if edge is None else None
     count, sums, squares = _region_moments(regions, values, n)
     # The ridge: a share of each channel's variance over the image, so that
     # the criterion does not depend on the channels' units; at least a
@@ -380,12 +385,44 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     variance = np.maximum(np.diagonal(squares.sum(axis=0)) / count.sum() - mean * mean, 0.0)
     floor = max(1e-3 * float(variance.max()), np.finfo(np.float32).tiny)
     ridge = REGION_RIDGE * np.maximum(variance, floor)
-    edge = _edge_strength(values, inside, spacing)
+    edge = _edge_strength(values, inside, spacing) if edge is None else edge()
     borders = _borders(regions, edge)
     lengths = {pair: border[0] for pair, border in borders.items()}  # merging edits borders
     return RegionHierarchy(regions, *_gaussian_merges(count, sums, squares, borders,
                                                       float(boundary_weight), ridge),
                            sizes=count, borders=lengths)
+
+
+def _in_background(function, *args):
+    """Start ``function(*args)`` on a daemon thread; return a callable that waits for its result.
+
+    The work runs mostly in OpenCV and NumPy, which let go of the GIL, so it
+    takes a second core.  Where no thread can start (interpreter shutdown)
+    the function runs at once.
+    """
+    result = {}
+
+    def work():
+        try:
+            result["value"] = function(*args)
+        except BaseException as err:  # noqa: BLE001 -- handed to the caller
+            result["error"] = err
+
+    thread = threading.Thread(target=work, name="gmmseg-edges", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        work()
+        thread = None
+
+    def wait():
+        if thread is not None:
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
+    return wait
 
 
 def _region_moments(regions, values, n):
@@ -457,13 +494,14 @@ def _squared_gradient(values, spacing):
     if values.ndim == 3:
         # The same buffers for every channel: fresh image-sized arrays cost
         # page faults, a large share of the time at millions of pixels.
-        total, channel, smooth, derivative = (
-            np.empty(values.shape[:-1], np.float32) for _ in range(4))
+        # (OpenCV filters in place, so the channel is smoothed where it is copied.)
+        total, smooth, derivative = (
+            np.empty(values.shape[:-1], np.float32) for _ in range(3))
         step = np.array([[-0.5, 0.0, 0.5]], np.float32)
         kernels = (step.T / np.float32(spacing[0]), step / np.float32(spacing[1]))
         for c in range(values.shape[-1]):
-            np.copyto(channel, values[..., c], casting="unsafe")
-            cv2.GaussianBlur(channel, (0, 0), dst=smooth, sigmaX=1.0 / spacing[1],
+            np.copyto(smooth, values[..., c], casting="unsafe")
+            cv2.GaussianBlur(smooth, (0, 0), dst=smooth, sigmaX=1.0 / spacing[1],
                              sigmaY=1.0 / spacing[0], borderType=cv2.BORDER_REPLICATE)
             for k, kernel in enumerate(kernels):
                 cv2.filter2D(smooth, -1, kernel, dst=derivative, borderType=cv2.BORDER_REPLICATE)

@@ -5,6 +5,7 @@ input's units) and :func:`pixel_counts` (pixels per label, counted by runs).
 Changes no label and draws nothing.
 """
 
+import cv2
 import numpy as np
 
 from ._arrays import (_as_int, _as_label_array, _as_mask, _check_real, _row_blocks,
@@ -58,6 +59,9 @@ def segment_stats(labels, data, n_components, *, valid=None):
     _check_real(data, "data")
     valid = _as_mask(valid, labels.shape)
     n_channels = data.shape[-1]
+    if data.dtype == np.uint8 and n_components < 255 and labels.size:
+        counts, sums, sumsq, shift = _uint8_moments(labels, data, valid, n_components)
+        return _stats_entries(counts, sums, sumsq, shift)
 
     flat_labels = labels.reshape(-1)
     flat_data = data.reshape(-1, n_channels)
@@ -93,7 +97,54 @@ def segment_stats(labels, data, n_components, *, valid=None):
         raise ValueError(
             "data has non-finite values at labelled pixels; pass valid= to leave them out"
         )
+    return _stats_entries(counts, sums, sumsq, shift)
 
+
+# Pixels per histogram block: OpenCV counts in float32, exact below 2**24.
+_HIST_BLOCK = 1 << 23
+
+
+def _uint8_moments(labels, data, valid, n_components):
+    """Counts and shifted sums of :func:`segment_stats` for uint8 data, exactly.
+
+    One histogram of (label, value) pairs per channel (OpenCV, a pass over
+    the pixels) gives each label's count and integer sums of values and
+    squares; these are turned into sums about the first counted pixel's
+    value, the shift the general path uses, so both give the same numbers.
+    """
+    n_labels = int(n_components)
+    rows = labels.reshape(-1, labels.shape[-1])
+    pixels = data.reshape(rows.shape + (data.shape[-1],))
+    mask = None if valid is None else valid.reshape(rows.shape)
+    n_channels = pixels.shape[-1]
+    hist = np.zeros((n_channels, n_labels, 256))
+    step = max(1, _HIST_BLOCK // rows.shape[1])
+    for r0 in range(0, rows.shape[0], step):
+        # -1 (and anything outside 0..K-1) falls outside the histogram's range.
+        tags = rows[r0 : r0 + step].astype(np.uint8)
+        block = np.ascontiguousarray(pixels[r0 : r0 + step])
+        where = None if mask is None else mask[r0 : r0 + step].view(np.uint8)
+        for c in range(n_channels):
+            hist[c] += cv2.calcHist([tags, block], [0, 1 + c], where, [n_labels, 256],
+                                    [0, n_labels, 0, 256])
+    hist = np.rint(hist)
+    counts = hist[0].sum(axis=1).astype(np.int64)
+    if not counts.any():
+        return counts, np.zeros((n_channels, n_labels)), np.zeros((n_channels, n_labels)), None
+    flat = labels.reshape(-1)
+    counted = flat >= 0 if valid is None else (flat >= 0) & valid.reshape(-1)
+    shift = pixels.reshape(-1, n_channels)[int(np.argmax(counted))].astype(np.float64)
+    v = np.arange(256.0)
+    total = hist @ v                                        # (C, K) sums of values
+    squares = hist @ (v * v)
+    shifted = total - counts * shift[:, None]
+    shifted_sq = squares - 2.0 * shift[:, None] * total + counts * (shift * shift)[:, None]
+    return counts, shifted, shifted_sq, shift
+
+
+def _stats_entries(counts, sums, sumsq, shift):
+    """The list :func:`segment_stats` returns, from counts and sums about ``shift``."""
+    n_components = len(counts)
     total = int(counts.sum())
     stats = []
     for k in range(n_components):
