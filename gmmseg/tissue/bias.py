@@ -24,9 +24,10 @@ import math
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-#: Default distance between B-spline knots, in mm: two to three spans across
-#: a brain, as N4's first level (``-b [200]`` in ANTs' brain examples: one
-#: span of 200 mm, refined).  A finer field follows bias better but also
+#: Distance between B-spline knots, in mm, of ``knot_distance="auto"`` where the
+#: field is strong (see :data:`AUTO_FIELD_SPAN`): two to three spans across a
+#: brain, as N4's first level (``-b [200]`` in ANTs' brain examples: one span
+#: of 200 mm, refined).  A finer field follows bias better but also
 #: takes up anatomy (deep grey matter is brighter than cortex, white matter
 #: darker under the cortex): on the MNI152 template, 60 mm gave mean Dice
 #: 0.909 clean and 0.911 with a +-25 % field, 100 mm 0.917 and 0.911, 150 mm
@@ -43,10 +44,10 @@ COARSE_KNOT_DISTANCE = 200.0
 #: cortex), which the intensity likelihood cannot tell from bias: on the
 #: clean MNI152 template the 100 mm field raises the log-likelihood over the
 #: 200 mm one by 36,000 (1.9 million voxels, 70 more coefficients) and lowers
-#: the mean Dice from 0.934 to 0.916, so BIC (a 250 penalty), or BIC with the
-#: residuals' effective sample size (FWHM about 2 voxels: 900), and held-out
-#: voxels (whose optimism is about one per coefficient) all pick the finer
-#: field on a clean scan.  What differs is the size of the field: the first
+#: the mean Dice from 0.934 to 0.916, so BIC (a penalty of 506), BIC on the
+#: residuals' effective sample size (FWHM about 2 voxels, a tenth of the
+#: voxels: 3,600 against 425) and held-out voxels (whose optimism is about
+#: one per coefficient) all pick the finer field on a clean scan.  What differs is the size of the field: the first
 #: estimate spans 0.16 on the clean template and 0.48-0.58 with a +-25 % field
 #: (seeds 1-4, with or without noise); there the 100 mm field follows it better
 #: (mean Dice 0.924 against 0.896 at 200 mm, seed 1).

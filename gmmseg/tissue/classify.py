@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bias import (AUTO_FIELD_SPAN, COARSE_KNOT_DISTANCE, DEFAULT_KNOT_DISTANCE, SplineField,
-                   voxel_coords)
+from .bias import (
+    AUTO_FIELD_SPAN,
+    COARSE_KNOT_DISTANCE,
+    DEFAULT_KNOT_DISTANCE,
+    SplineField,
+    voxel_coords,
+)
 from .denoise import CONDUCTANCE, diffuse, noise_sigma
 from .partial_volume import PartialVolumeModel, fit_intensity_model, histogram, softmax
 from .prior import DEFAULT_BETA, CompositionPrior
