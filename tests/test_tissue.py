@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from gmmseg.tissue import (
+    AUTO_FIELD_SPAN,
+    COARSE_KNOT_DISTANCE,
+    DEFAULT_KNOT_DISTANCE,
     CompositionPrior,
     PartialVolumeModel,
     SplineField,
@@ -238,3 +241,25 @@ def test_bad_input_is_refused_with_the_parameter_named():
         classify_tissue(img, bias=False)
     with pytest.raises(ValueError, match="positive intensities"):
         classify_tissue(-img - np.arange(64).reshape(4, 4, 4))
+
+
+def test_auto_knot_distance_is_coarse_without_bias_and_fine_with_one(phantom):
+    # 5 mm voxels: a 180 mm head, one span of 200 mm knots, two of 100 mm.
+    fractions, mask = phantom
+    spacing = (5.0, 5.0, 5.0)
+    clean = classify_tissue(scan(fractions, mask, noise=1.0), mask, beta=0.0, spacing=spacing)
+    assert clean.info["knot_distance"] == COARSE_KNOT_DISTANCE
+    assert clean.info["field_span"] < AUTO_FIELD_SPAN
+    assert np.abs(np.log(clean.bias[mask])).max() < 0.05
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in mask.shape], indexing="ij")
+    field = np.exp(0.3 * x - 0.25 * y * z + 0.2 * z**2)
+    img = scan(fractions, mask, noise=1.0, bias=field)
+    biased = classify_tissue(img, mask, beta=0.0, spacing=spacing)
+    assert biased.info["knot_distance"] == DEFAULT_KNOT_DISTANCE
+    assert biased.info["field_span"] > AUTO_FIELD_SPAN
+    assert np.corrcoef(np.log(biased.bias[mask]), np.log(field[mask]))[0, 1] > 0.95
+    # Given explicitly, the knot distance is kept whatever the field.
+    fixed = classify_tissue(img, mask, beta=0.0, spacing=spacing, knot_distance=200.0)
+    assert fixed.info["knot_distance"] == 200.0 and fixed.info["field_span"] is None
+    with pytest.raises(ValueError, match="knot_distance"):
+        classify_tissue(img, mask, knot_distance="fine")

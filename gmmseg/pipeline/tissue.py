@@ -87,7 +87,7 @@ class TissueSegmentation(Segmentation):
 
 def segment_tissue(image, n_components=3, *, mask=None, smoothing=tissue.DEFAULT_BETA,
                    bias_field=True, partial_volume=True,
-                   knot_distance=tissue.DEFAULT_KNOT_DISTANCE, denoise=True, random_state=0,
+                   knot_distance="auto", denoise=True, random_state=0,
                    min_region_size=0, n_jobs=None, tol=1e-3, channel_axis=-1, spacing=None):
     """Classify a single-channel scan into tissues (the ``t1`` preset's method).
 
@@ -104,9 +104,10 @@ def segment_tissue(image, n_components=3, *, mask=None, smoothing=tissue.DEFAULT
         Strength of the tissue prior (:mod:`gmmseg.tissue.prior`); 0: none.
     bias_field, partial_volume : bool, default=True
         Estimate a bias field; model partial-volume voxels.
-    knot_distance : float, default=100
+    knot_distance : float or "auto", default="auto"
         Knot distance of the bias field's B-splines, in mm (pixels if the
-        image has no spacing).
+        image has no spacing); ``"auto"``: 100 mm where a first estimate
+        finds a strong field, else 200 (see :func:`gmmseg.tissue.classify_tissue`).
     denoise : bool, default=True
         Classify after edge-preserving diffusion scaled to the noise
         estimated in the mask (:mod:`gmmseg.tissue.denoise`).
@@ -192,7 +193,10 @@ def _tissue_info(result, bias_field, partial_volume, knot_distance, denoise):
                    + [f"mixed {a}/{a + 1}" for a in range(pv.n_mixed)],
         "fraction_weights": pv.fraction_weights.tolist(),
         "bias_field": bool(bias_field), "partial_volume": bool(partial_volume),
-        "knot_distance_mm": float(knot_distance) if bias_field else None,
+        "knot_distance_mm": (float(result.info["knot_distance"]) if bias_field else None),
+        "knot_distance_option": (None if not bias_field else knot_distance
+                                 if isinstance(knot_distance, str) else float(knot_distance)),
+        "field_span": result.info["field_span"],
         "denoise": bool(denoise), "noise_sigma": float(result.info["noise_sigma"]),
         "iterations": int(result.n_iter), "converged": bool(result.converged),
     }

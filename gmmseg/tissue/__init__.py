@@ -8,12 +8,19 @@ log intensity), ``partial_volume`` (pure and mixed classes), ``prior``
 (composition prior, mean field), ``classify`` (the EM loop).  Knows no files.
 """
 
-from .bias import DEFAULT_KNOT_DISTANCE, SplineField
-from .classify import TissueResult, classify_tissue
+from .bias import (
+    AUTO_FIELD_SPAN,
+    COARSE_KNOT_DISTANCE,
+    DEFAULT_KNOT_DISTANCE,
+    SplineField,
+)
+from .classify import TissueResult, classify_tissue, field_span
 from .partial_volume import PartialVolumeModel, compositions
 from .prior import DEFAULT_BETA, CompositionPrior
 
 __all__ = [
+    "AUTO_FIELD_SPAN",
+    "COARSE_KNOT_DISTANCE",
     "DEFAULT_BETA",
     "DEFAULT_KNOT_DISTANCE",
     "CompositionPrior",
@@ -22,4 +29,5 @@ __all__ = [
     "TissueResult",
     "classify_tissue",
     "compositions",
+    "field_span",
 ]

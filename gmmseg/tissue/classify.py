@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bias import DEFAULT_KNOT_DISTANCE, SplineField, voxel_coords
+from .bias import (
+    AUTO_FIELD_SPAN,
+    COARSE_KNOT_DISTANCE,
+    DEFAULT_KNOT_DISTANCE,
+    SplineField,
+    voxel_coords,
+)
 from .denoise import CONDUCTANCE, diffuse, noise_sigma
 from .partial_volume import PartialVolumeModel, fit_intensity_model, histogram, softmax
 from .prior import DEFAULT_BETA, CompositionPrior
@@ -92,7 +98,7 @@ class TissueResult:
 
 
 def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAULT_BETA,
-                    bias=True, knot_distance=DEFAULT_KNOT_DISTANCE, partial_volume=True,
+                    bias=True, knot_distance="auto", partial_volume=True,
                     denoise=True, tol=1e-3, coarse=True):
     """Classify the voxels of a scan into tissues, as FAST does for a T1 brain.
 
@@ -110,8 +116,12 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
         Strength of the spatial prior (:mod:`.prior`); 0 switches it off.
     bias : bool, default=True
         Estimate and remove a smooth multiplicative bias field.
-    knot_distance : float, default=100
-        Knot distance of the bias field's B-splines, in mm.
+    knot_distance : float or "auto", default="auto"
+        Knot distance of the bias field's B-splines, in mm.  ``"auto"``:
+        100 mm where the first estimate (pure classes, 100 mm) spans more
+        than :data:`~.bias.AUTO_FIELD_SPAN` in log intensity, else 200 mm,
+        estimated again from the start (see :data:`~.bias.AUTO_FIELD_SPAN`);
+        ``info["knot_distance"]`` says which, ``info["field_span"]`` the span.
     partial_volume : bool, default=True
         Model the voxels that mix two neighbouring classes.
     denoise : bool, default=True
@@ -151,9 +161,13 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
     spacing = (1.0,) * x.ndim if spacing is None else tuple(float(s) for s in spacing)
     if not np.any(valid):
         raise ValueError("no voxel to classify inside the mask")
+    auto = isinstance(knot_distance, str) and knot_distance == "auto"
+    if isinstance(knot_distance, str) and not auto:
+        raise ValueError(f'knot_distance must be a positive number (mm) or "auto", got '
+                         f"{knot_distance!r}")
     box = _bounding_box(valid)
     crop = _Crop(x[box], valid[box], spacing, x.shape, tuple(s.start for s in box),
-                 knot_distance if bias else None)
+                 (DEFAULT_KNOT_DISTANCE if auto else knot_distance) if bias else None)
     sigma = noise_sigma(crop.x, crop.valid)
     if denoise:
         crop.x = diffuse(crop.x, crop.valid, CONDUCTANCE * sigma, spacing=spacing)
@@ -166,12 +180,12 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
     # classes (fractions uniform), whose pure classes no longer take in the
     # border voxels, whose residuals follow the anatomy.  Both on every
     # second voxel of a large volume, then refined on all voxels.
-    model = fit_intensity_model(values, n_classes, partial_volume=False)
+    start = fit_intensity_model(values, n_classes, partial_volume=False)
     del values
     large = coarse and np.count_nonzero(valid) >= MIN_VOXELS_FOR_COARSE
     loop_beta = min(beta, FIELD_BETA)
-    stage = _Stage(crop, 2 if large else 1, loop_beta)
-    n_iter, converged = stage.run(model, BIAS_ITERATIONS if bias else 1, tol)
+    model, stage, n_iter, converged, span = _pure_stage(
+        crop, start, 2 if large else 1, loop_beta, tol, bias=bias, auto=auto)
     if bias and partial_volume:
         model = fit_intensity_model(stage.restored(), n_classes, learn_fractions=False)
         stage.q = None
@@ -190,8 +204,39 @@ def classify_tissue(volume, mask=None, *, n_classes=3, spacing=None, beta=DEFAUL
         stage.label(model)
     result = stage.result(model, x.shape, box, n_iter, converged)
     result.info["noise_sigma"] = sigma
+    result.info["knot_distance"] = crop.knot_distance
+    result.info["field_span"] = span
     result.restored = np.divide(x, result.bias, out=np.zeros_like(x), where=np.isfinite(x))
     return result
+
+
+def _pure_stage(crop, start, step, beta, tol, *, bias, auto):
+    """The field of the pure classes; with ``auto``, again with coarse knots if it is weak.
+
+    Returns ``(model, stage, n_iter, converged, span)``; ``span`` is the
+    first field's (None unless ``auto``).
+    """
+    model = start.copy()
+    stage = _Stage(crop, step, beta)
+    n_iter, converged = stage.run(model, BIAS_ITERATIONS if bias else 1, tol)
+    span = None
+    if bias and auto:
+        span = field_span(stage.log_b)
+        if span < AUTO_FIELD_SPAN:
+            # A weak field: start again with the coarse spline, from scratch
+            # (the fine field has already taken up some anatomy).
+            crop.knot_distance = COARSE_KNOT_DISTANCE
+            model = start.copy()
+            stage = _Stage(crop, step, beta)
+            k, converged = stage.run(model, BIAS_ITERATIONS, tol)
+            n_iter += k
+    return model, stage, n_iter, converged, span
+
+
+def field_span(log_bias):
+    """Spread of a log field between its 1st and 99th percentiles (robust to corners)."""
+    lo, hi = np.percentile(log_bias, [1, 99])
+    return float(hi - lo)
 
 
 def _bounding_box(valid):
