@@ -14,6 +14,7 @@ import pytest
 
 import gmmseg
 from gmmseg.batch import find_inputs, run_batch
+from gmmseg.batch.windowed import MIN_WORKER_MEMORY, worker_budget
 from gmmseg.io import write_png
 from gmmseg.pipeline.windowed import needs_windows, parse_memory, segment_windowed
 
@@ -155,3 +156,12 @@ def test_cli_batch_takes_max_memory(folder, tmp_path):
     assert (tmp_path / "photo_labels.png").is_file()
     result = CliRunner().invoke(main, ["batch", str(folder), "--max-memory", "lots"])
     assert result.exit_code == 2 and "Invalid value for '--max-memory'" in result.output
+
+
+def test_fewer_workers_run_when_a_share_would_be_too_small():
+    assert worker_budget(2 * 1024**3, 2, 5) == (2, 1024**3)
+    assert worker_budget(2 * 1024**3, 8, 3) == (3, 2 * 1024**3 // 3)  # inputs at once, not -j
+    assert worker_budget(parse_memory("400MB"), 4, 2) == (1, parse_memory("400MB"))
+    # Below one worker's minimum: one worker, with what there is (its inputs may fail).
+    assert worker_budget(parse_memory("100MB"), 2, 3) == (1, parse_memory("100MB"))
+    assert MIN_WORKER_MEMORY == 256 * 1024**2

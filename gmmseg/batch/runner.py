@@ -18,22 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from .._system import available_cpus
-from ..errors import GmmsegError, OutputExistsError
+from ..errors import GmmsegError, OutputExistsError, counted
 from ..features import FeatureExtractor
 from ..io import real_path
 from ..mixture import GaussianMixture
 from ..pipeline import (DEFAULT_PER_IMAGE, MODEL_OPTIONS, fit_shared_model, load_shared_model,
                         save_shared_model, segment)
 from ..pipeline.segment import stored_feature_extractor
-from ..pipeline.windowed import check_max_memory
+from ..pipeline.windowed import check_max_memory, format_bytes
 from .executors import _run_dask, _run_in_process, _run_processes
 from .inputs import BatchItem, _rel, distinct_stems
 from .progress import BatchProgress, _Tracker
 from .resume import _completed_row, _remove_stale_temporaries, _restore_thumbnails
 from .summary import BatchInterrupted, BatchReport, _blank_row, _jsonable, _write_summaries
-from .windowed import beyond_budget, worker_budget
+from .windowed import MIN_WORKER_MEMORY, beyond_budget, worker_budget
 from .work import _Task
 
+
+logger = logging.getLogger(__name__)
 
 SHARED_MODEL = "shared_model.npz"
 _SEGMENT_DEFAULTS = {n: p.default for n, p in inspect.signature(segment).parameters.items()}
@@ -205,6 +207,9 @@ def _within_budget(budget, jobs, threads, given_threads, scheduler, segment_kwar
     """``(jobs, threads, share)``: fewer workers (with more threads) if ``budget`` holds fewer."""
     at_once, share = worker_budget(budget, jobs, n_work)
     if at_once < min(jobs, n_work):
+        logger.warning("max_memory=%s gives %s at least %s each: running %d at once, not %d",
+                       format_bytes(budget), counted(at_once, "worker"),
+                       format_bytes(MIN_WORKER_MEMORY), at_once, min(jobs, n_work))
         jobs, threads = _workers(at_once, given_threads, scheduler, segment_kwargs)
     return jobs, threads, share
 

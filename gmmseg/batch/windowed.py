@@ -11,7 +11,6 @@ output kinds of a windowed report (:func:`windowed_outputs`), which
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from ..io import real_path
 from ..pipeline.windowed import BASELINE, format_bytes, needs_windows, segment_windowed
 from .gallery import write_thumbnails
 from .inputs import BatchItem, _output_folder, _rel
-
-logger = logging.getLogger(__name__)
 
 #: The least memory a worker is given: the libraries (``BASELINE``) and
 #: 96 MiB of pixels; fewer workers run at once when the budget cannot give
@@ -46,12 +43,7 @@ def worker_budget(budget: int, jobs: int, n_inputs: int) -> tuple[int, int]:
     """
     workers = max(1, min(jobs, n_inputs))
     if budget // workers < MIN_WORKER_MEMORY:
-        fewer = max(1, budget // MIN_WORKER_MEMORY)
-        if fewer < workers:
-            logger.warning("max_memory=%s holds %d worker(s) of at least %s, not %d: running %d "
-                           "at once", format_bytes(budget), fewer,
-                           format_bytes(MIN_WORKER_MEMORY), workers, fewer)
-            workers = fewer
+        workers = max(1, min(workers, budget // MIN_WORKER_MEMORY))
     return workers, budget // workers
 
 
