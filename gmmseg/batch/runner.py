@@ -31,7 +31,7 @@ from .inputs import BatchItem, _rel, distinct_stems
 from .progress import BatchProgress, _Tracker
 from .resume import _completed_row, _remove_stale_temporaries, _restore_thumbnails
 from .summary import BatchInterrupted, BatchReport, _blank_row, _jsonable, _write_summaries
-from .windowed import MIN_WORKER_MEMORY, beyond_budget, worker_budget
+from .windowed import MIN_WORKER_MEMORY, worker_budget
 from .work import _Task
 
 
@@ -124,7 +124,8 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
         divided among the workers that run at once (fewer if a share would
         be under 256 MiB).  An input beyond its share is segmented window by
         window in its worker (``segment_windowed``; its row's ``windows``);
-        with a given or shared model it fails instead (one line).
+        with a given or shared model it is segmented in memory, as without
+        a budget, with a warning (the windowed path fits its own model).
     progress : callable, optional
         ``progress(BatchProgress)``, called in this process.
 
@@ -239,18 +240,12 @@ def _batch_model(model, extractor, model_file, items, share, segment_kwargs, sav
                  read_kwargs, per_image, resume, overwrite, progress):
     """``(model, extractor)`` applied to every input: given, shared (fitted or reused) or None.
 
-    A shared model is fitted on the inputs within a worker's ``share`` of
-    the budget: the others would be read whole, and are refused anyway.
     """
     if model_file is None:
         if model is not None and extractor is None:
             extractor = stored_feature_extractor(model)
         return model, extractor
-    paths = [item.path for item in items
-             if not beyond_budget(item.path, share, segment_kwargs, save_kwargs, read_kwargs)]
-    if items and not paths:
-        raise GmmsegError(f"{model_file}: every input is beyond max_memory, and a shared model "
-                          "is not applied window by window; raise max_memory")
+    paths = [item.path for item in items]
     return _shared_model(model_file, paths, segment_kwargs, read_kwargs, per_image=per_image,
                          resume=resume, overwrite=overwrite, progress=progress)
 

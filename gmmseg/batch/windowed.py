@@ -66,9 +66,6 @@ def _check_windowed_request(path, task):
     """Refuse, in one line, what a windowed input of a batch cannot do."""
     where = (f"{path}: the image is beyond max_memory ({format_bytes(task.max_memory)} per "
              "worker)")
-    if task.model is not None:
-        raise GmmsegError(f"{where} and a given or shared model is not applied window by "
-                          "window; raise max_memory, or segment it without the model")
     for key, name in _WHOLE_IMAGE_OPTIONS.items():
         if task.segment_kwargs.get(key) is not None:
             raise GmmsegError(f"{where}; {name} needs the whole image (raise max_memory)")

@@ -70,7 +70,12 @@ def _path_options(save_kwargs: Mapping) -> dict:
 def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
     if beyond_budget(item.path, task.max_memory, task.segment_kwargs, task.save_kwargs,
                      task.read_kwargs):
-        return segment_one_windowed(item, task, protected)
+        if task.model is None:
+            return segment_one_windowed(item, task, protected)
+        # The windowed path fits its own model; a given or shared one is
+        # applied as before, in memory, rather than refusing the input.
+        warnings.warn(f"{item.path}: beyond max_memory, but a given or shared model is applied "
+                      "in memory (the windowed path fits its own)", RuntimeWarning, stacklevel=1)
     image = read_image(item.path, **task.read_kwargs)
     kwargs = dict(task.segment_kwargs)
     kwargs.setdefault("n_jobs", task.threads)
