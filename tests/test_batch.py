@@ -41,8 +41,8 @@ COLOURS = np.array([(200, 30, 30), (40, 170, 60), (30, 40, 200)], np.float64)
 CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
-    "size_units", "valid_size", "segment_sizes", "seconds", "labels", "overlay", "regions",
-    "regions_overlay", "report", "proba", "log_likelihood",
+    "size_units", "valid_size", "segment_sizes", "seconds", "windows", "labels", "overlay",
+    "regions", "regions_overlay", "report", "proba", "log_likelihood",
 ]
 
 

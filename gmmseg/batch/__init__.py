@@ -13,9 +13,10 @@ This package prints nothing: progress goes to a callback that receives a
 :class:`BatchProgress` (the CLI turns it into a progress bar).
 
 Modules: ``inputs`` (which files, where their outputs go), ``runner``
-(``run_batch``), ``work`` (one input in a worker), ``executors`` (local
-processes, Dask), ``resume``, ``progress``, ``summary`` (rows, CSV/JSON)
-and ``gallery`` (thumbnails, ``index.html``).
+(``run_batch``), ``work`` (one input in a worker), ``windowed`` (an input
+beyond a worker's share of ``max_memory``, window by window), ``executors``
+(local processes, Dask), ``resume``, ``progress``, ``summary`` (rows,
+CSV/JSON) and ``gallery`` (thumbnails, ``index.html``).
 """
 
 from .gallery import GALLERY, THUMBS_DIR

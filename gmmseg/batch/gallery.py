@@ -53,9 +53,13 @@ def _thumb_paths(out_dir: Path, item: BatchItem, kinds=THUMB_KINDS) -> dict[str,
     return {kind: folder / f"{item.stem}_{kind}.thumb.png" for kind in kinds}
 
 
-def thumb_kinds(outputs) -> tuple[str, ...]:
-    """The thumbnails an input with these outputs (kind -> path) gets."""
-    return tuple(k for k in THUMB_KINDS if k == "input" or k in outputs)
+def thumb_kinds(outputs, *, whole=True) -> tuple[str, ...]:
+    """The thumbnails an input with these outputs (kind -> path) gets.
+
+    ``whole=False``: an input segmented window by window, never read whole,
+    gets no thumbnail of itself.
+    """
+    return tuple(k for k in THUMB_KINDS if (k == "input" and whole) or k in outputs)
 
 
 def write_thumbnails(out_dir: Path, item: BatchItem, image, outputs) -> dict[str, str]:
@@ -65,8 +69,10 @@ def write_thumbnails(out_dir: Path, item: BatchItem, image, outputs) -> dict[str
     ----------
     out_dir : Path
     item : BatchItem
-    image : Image
-        The input: display-stretched (a volume: the slices of its overlay's montage).
+    image : Image or None
+        The input: display-stretched (a volume: the slices of its overlay's
+        montage); None for an input segmented window by window (no
+        thumbnail of it).
     outputs : dict of str to Path
         The input's output files by kind; ``"overlay"`` and, if written,
         ``"regions_overlay"`` are read back and shrunk.
@@ -77,19 +83,19 @@ def write_thumbnails(out_dir: Path, item: BatchItem, image, outputs) -> dict[str
         Thumbnail kind -> path relative to ``out_dir``.
     """
     _inside(out_dir, f"{THUMBS_DIR}/{item.rel_dir}")
-    paths = _thumb_paths(out_dir, item, thumb_kinds(outputs))
-    if image.ndim == 3:  # the montage of the overlay, without the labels
-        picture = overlay_picture(image, np.where(image.valid, np.int8(0), np.int8(-1)), alpha=0.0,
-                                  boundaries=False)
-    else:
-        picture = postprocess.display_rgb(image.data, image.valid)
-    pictures = {"input": picture}
+    paths = _thumb_paths(out_dir, item, thumb_kinds(outputs, whole=image is not None))
+    pictures = {}
+    if image is not None and image.ndim == 3:  # the montage of the overlay, without the labels
+        pictures["input"] = overlay_picture(
+            image, np.where(image.valid, np.int8(0), np.int8(-1)), alpha=0.0, boundaries=False)
+    elif image is not None:
+        pictures["input"] = postprocess.display_rgb(image.data, image.valid)
     for kind in paths.keys() - {"input"}:
         bgr = cv2.imread(str(outputs[kind]), cv2.IMREAD_COLOR)
         if bgr is None:
             raise GmmsegError(f"{outputs[kind]}: cannot read the {kind} back")
         pictures[kind] = bgr[..., ::-1]
-    paths["input"].parent.mkdir(parents=True, exist_ok=True)
+    (out_dir / THUMBS_DIR / item.rel_dir).mkdir(parents=True, exist_ok=True)
     for kind, path in paths.items():
         write_png(path, _thumbnail(pictures[kind]), overwrite=True)
     return {kind: _rel(path, out_dir) for kind, path in paths.items()}
@@ -141,6 +147,8 @@ def _fit_cell(row) -> str:
         lines.append(f"mean log-lik. {ll:.3f}")
     if row.get("n_regions") is not None:
         lines.append(f"{row['n_regions']} regions")
+    if row.get("windows") is not None:
+        lines.append(f"windowed: {counted(row['windows'], 'window')}")
     if seconds is not None:
         lines.append(f"{seconds:.2f} s")
     return "<br>".join(lines) + warn

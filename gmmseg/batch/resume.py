@@ -21,6 +21,7 @@ from ..pipeline.outputs import OUTPUT_KINDS, find_output, regions_request
 from .gallery import THUMBS_DIR, _thumb_paths, thumb_kinds, write_thumbnails
 from .inputs import BatchItem, _inside, _output_folder, _rel
 from .summary import _blank_row, _fill_from_report
+from .windowed import windowed_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
         _fill_from_report(row, doc)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    kinds = ["labels", "overlay"]
+    # A windowed run's report lists its files (a volume's has no overlay).
+    windowed = isinstance(doc.get("windowed"), Mapping)
+    kinds = ["labels"] if windowed else ["labels", "overlay"]
     kinds += [k for k in ("proba", "log_likelihood") if save_kwargs.get(k)]
     outputs = {"report": _rel(report, out_dir)}
     for kind in kinds:
@@ -56,6 +59,8 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
             return None
         outputs[kind] = _rel(found, out_dir)
     listed = doc.get("outputs")
+    if windowed and isinstance(doc.get("files"), Mapping):
+        listed = {k: p.name for k, p in windowed_outputs(doc["files"], folder).items()}
     if isinstance(listed, Mapping) and not all(
             (folder / Path(str(p)).name).is_file() for p in listed.values()):
         return None
@@ -65,7 +70,9 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
     wanted_regions = regions_request(
         save_kwargs.get("regions", _SAVE_DEFAULTS["regions"]),
         save_kwargs.get("region_scale", _SAVE_DEFAULTS["region_scale"]))
-    if wanted_regions is not None:
+    if windowed and wanted_regions is not None and wanted_regions[0] != "auto":
+        return None  # regions asked for: the windowed path refuses them, in the input's row
+    if wanted_regions is not None and not windowed:
         done = doc.get("regions") or {}
         if (done.get("requested"), done.get("scale")) != wanted_regions:
             return None  # no regions, or others than asked for: redo the input
@@ -79,7 +86,7 @@ def _completed_row(item: BatchItem, out_dir: Path, save_kwargs: Mapping,
     row["status"] = "skipped"
     row["outputs"] = {k: outputs[k] for k in OUTPUT_KINDS if k in outputs}
     row["outputs"].update((k, v) for k, v in outputs.items() if k not in OUTPUT_KINDS)
-    thumbs = _thumb_paths(out_dir, item, thumb_kinds(row["outputs"]))
+    thumbs = _thumb_paths(out_dir, item, thumb_kinds(row["outputs"], whole=not windowed))
     if all(p.is_file() for p in thumbs.values()):
         row["thumbnails"] = {k: _rel(p, out_dir) for k, p in thumbs.items()}
     timings = doc.get("timings") or {}
@@ -104,9 +111,12 @@ def _remove_stale_temporaries(out_dir: Path, items: Sequence[BatchItem]) -> None
 
 
 def _restore_thumbnails(row: dict, item: BatchItem, out_dir: Path, read_kwargs) -> None:
-    """Make missing thumbnails of a skipped input (interrupted between save and thumbnails)."""
+    """Make missing thumbnails of a skipped input (interrupted between save and thumbnails).
+
+    An input segmented window by window is not read: its overlay preview is shrunk.
+    """
     try:
-        image = read_image(item.path, **read_kwargs)
+        image = None if row.get("windows") is not None else read_image(item.path, **read_kwargs)
         outputs = {kind: out_dir / rel for kind, rel in row["outputs"].items()}
         row["thumbnails"] = write_thumbnails(out_dir, item, image, outputs)
     except Exception as err:  # the outputs are complete; only the gallery lacks a picture

@@ -18,20 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from .._system import available_cpus
-from ..errors import GmmsegError, OutputExistsError
+from ..errors import GmmsegError, OutputExistsError, counted
 from ..features import FeatureExtractor
 from ..io import real_path
 from ..mixture import GaussianMixture
 from ..pipeline import (DEFAULT_PER_IMAGE, MODEL_OPTIONS, fit_shared_model, load_shared_model,
                         save_shared_model, segment)
 from ..pipeline.segment import stored_feature_extractor
+from ..pipeline.windowed import check_max_memory, format_bytes
 from .executors import _run_dask, _run_in_process, _run_processes
 from .inputs import BatchItem, _rel, distinct_stems
 from .progress import BatchProgress, _Tracker
 from .resume import _completed_row, _remove_stale_temporaries, _restore_thumbnails
 from .summary import BatchInterrupted, BatchReport, _blank_row, _jsonable, _write_summaries
+from .windowed import MIN_WORKER_MEMORY, worker_budget
 from .work import _Task
 
+
+logger = logging.getLogger(__name__)
 
 SHARED_MODEL = "shared_model.npz"
 _SEGMENT_DEFAULTS = {n: p.default for n, p in inspect.signature(segment).parameters.items()}
@@ -62,6 +66,7 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
               overwrite: bool = False, model: GaussianMixture | None = None,
               feature_extractor: FeatureExtractor | None = None, shared_model: bool = False,
               per_image: int | None = DEFAULT_PER_IMAGE, thumbnails: bool = True,
+              max_memory: int | str | None = None,
               progress: Callable[[BatchProgress], None] | None = None) -> BatchReport:
     """Segment many inputs, each in isolation, and write the batch summary.
 
@@ -114,6 +119,13 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
         Pixels drawn from each image for the shared model.
     thumbnails : bool, default=True
         Write gallery thumbnails under ``out_dir/thumbs/``.
+    max_memory : int or str, optional
+        The batch's budget (default :func:`~gmmseg.pipeline.windowed.check_max_memory`),
+        divided among the workers that run at once (fewer if a share would
+        be under 256 MiB).  An input beyond its share is segmented window by
+        window in its worker (``segment_windowed``; its row's ``windows``);
+        with a given or shared model it is segmented in memory, as without
+        a budget, with a warning (the windowed path fits its own model).
     progress : callable, optional
         ``progress(BatchProgress)``, called in this process.
 
@@ -139,35 +151,39 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     segment_kwargs, save_kwargs, read_kwargs = (
         dict(segment_kwargs or {}), dict(save_kwargs or {}), dict(read_kwargs or {}))
-    jobs, threads = _workers(jobs, threads, scheduler, segment_kwargs)
+    budget = check_max_memory(max_memory)
+    given_threads, (jobs, threads) = threads, _workers(jobs, threads, scheduler, segment_kwargs)
     items = distinct_stems(items)
     rows: list[dict | None] = [None] * len(items)
     model_file = out_dir / SHARED_MODEL if shared_model and model is None else None
-    if model_file is not None:
-        model, feature_extractor = _shared_model(
-            model_file, [item.path for i, item in enumerate(items) if rows[i] is None],
-            segment_kwargs, read_kwargs, per_image=per_image, resume=resume,
-            overwrite=overwrite, progress=progress)
-    elif model is not None and feature_extractor is None:
-        feature_extractor = stored_feature_extractor(model)
+    model, feature_extractor = _batch_model(
+        model, feature_extractor, model_file, items, worker_budget(budget, jobs, len(items))[1],
+        segment_kwargs, save_kwargs, read_kwargs, per_image, resume, overwrite, progress)
     if resume:
         _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnails,
                 n_components=None if model is not None else segment_kwargs.get(
                     "n_components", _SEGMENT_DEFAULTS["n_components"]))
+    work = _work_list(items, rows, out_dir)
+    jobs, threads, share = _within_budget(budget, jobs, threads, given_threads, scheduler,
+                                          segment_kwargs, len(work))
     # With resume, what is left to do has no complete outputs: a part written
     # before an interruption is replaced.
     task = _Task(str(out_dir), segment_kwargs, save_kwargs, read_kwargs, overwrite or resume,
-                 threads, model, feature_extractor, thumbnails, _workers_log_level(scheduler))
-    options = {
-        "segment": _jsonable(segment_kwargs), "save": _jsonable(save_kwargs),
-        "read": _jsonable(read_kwargs), "jobs": jobs, "threads": threads,
-        "scheduler": scheduler, "resume": resume, "overwrite": overwrite,
+                 threads, model, feature_extractor, thumbnails, _workers_log_level(scheduler),
+                 share)
+    options = _jsonable({
+        "segment": segment_kwargs, "save": save_kwargs, "read": read_kwargs, "jobs": jobs,
+        "threads": threads, "scheduler": scheduler, "resume": resume, "overwrite": overwrite,
         "shared_model": _rel(model_file, out_dir) if model_file else None,
-        "pretrained_model": model is not None,
-    }
+        "pretrained_model": model is not None, "max_memory": budget, "worker_memory": share})
     summary = (items, rows, out_dir, t_start, started, options, model_file)
+    return _execute_and_summarise(work, task, rows, scheduler, jobs, progress, summary)
+
+
+def _execute_and_summarise(work, task, rows, scheduler, jobs, progress, summary):
+    """Run the work, then write the summary: also when interrupted or failing."""
     try:
-        _execute(_work_list(items, rows, out_dir), task, rows, scheduler, jobs, progress)
+        _execute(work, task, rows, scheduler, jobs, progress)
     except KeyboardInterrupt as err:
         raise BatchInterrupted(_finish(*summary, interrupted=True)) from err
     except Exception:
@@ -186,6 +202,17 @@ def _workers(jobs, threads, scheduler, segment_kwargs):
         threads = segment_kwargs.get("n_jobs") or (
             1 if scheduler not in (None, "local") else max(1, available_cpus() // jobs))
     return jobs, int(threads)
+
+
+def _within_budget(budget, jobs, threads, given_threads, scheduler, segment_kwargs, n_work):
+    """``(jobs, threads, share)``: fewer workers (with more threads) if ``budget`` holds fewer."""
+    at_once, share = worker_budget(budget, jobs, n_work)
+    if at_once < min(jobs, n_work):
+        logger.warning("max_memory=%s gives %s at least %s each: running %d at once, not %d",
+                       format_bytes(budget), counted(at_once, "worker"),
+                       format_bytes(MIN_WORKER_MEMORY), at_once, min(jobs, n_work))
+        jobs, threads = _workers(at_once, given_threads, scheduler, segment_kwargs)
+    return jobs, threads, share
 
 
 def _workers_log_level(scheduler):
@@ -207,6 +234,20 @@ def _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnail
         row = rows[i] = _completed_row(item, out_dir, save_kwargs, n_components)
         if row and row["status"] == "skipped" and thumbnails and not row["thumbnails"]:
             _restore_thumbnails(row, item, out_dir, read_kwargs)
+
+
+def _batch_model(model, extractor, model_file, items, share, segment_kwargs, save_kwargs,
+                 read_kwargs, per_image, resume, overwrite, progress):
+    """``(model, extractor)`` applied to every input: given, shared (fitted or reused) or None.
+
+    """
+    if model_file is None:
+        if model is not None and extractor is None:
+            extractor = stored_feature_extractor(model)
+        return model, extractor
+    paths = [item.path for item in items]
+    return _shared_model(model_file, paths, segment_kwargs, read_kwargs, per_image=per_image,
+                         resume=resume, overwrite=overwrite, progress=progress)
 
 
 def _shared_model(model_file, paths, segment_kwargs, read_kwargs, *, per_image, resume,

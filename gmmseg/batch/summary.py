@@ -37,7 +37,7 @@ _CSV_OUTPUTS = ["labels", "overlay", "regions", "regions_overlay", "report", "pr
 _CSV_COLUMNS = [
     "input", "status", "error", "warnings", "width", "height", "depth", "channels",
     "valid_pixels", "n_components", "n_iter", "converged", "mean_log_likelihood", "n_regions",
-    "size_units", "valid_size", "segment_sizes", "seconds", *_CSV_OUTPUTS,
+    "size_units", "valid_size", "segment_sizes", "seconds", "windows", *_CSV_OUTPUTS,
 ]
 
 
@@ -67,7 +67,9 @@ class BatchReport:
         ``error`` (one line, ``""`` if none), ``warnings`` (list of str),
         ``width``, ``height``, ``depth`` (None for 2-D), ``channels``,
         ``valid_pixels``, ``n_components``, ``n_iter``, ``converged``,
-        ``mean_log_likelihood``, ``n_regions``, ``seconds``, ``shares``
+        ``mean_log_likelihood``, ``n_regions``, ``seconds``, ``windows``
+        (windows of an input segmented window by window, None for one
+        segmented in memory), ``shares``
         (segment shares, label order), ``size_units``, ``valid_size`` and
         ``segment_sizes`` (area or volume of the valid pixels and of each
         segment where the input's pixel size is known: in hectares
@@ -138,7 +140,8 @@ def _blank_row(item: BatchItem) -> dict:
         "input": item.name, "status": "failed", "error": "", "warnings": [],
         "width": None, "height": None, "depth": None, "channels": None,
         "valid_pixels": None, "n_components": None, "n_iter": None, "converged": None,
-        "mean_log_likelihood": None, "n_regions": None, "seconds": None, "shares": None,
+        "mean_log_likelihood": None, "n_regions": None, "seconds": None, "windows": None,
+        "shares": None,
         "size_units": None, "valid_size": None, "segment_sizes": None,
         "outputs": {}, "thumbnails": {},
     }
@@ -170,7 +173,7 @@ def _fill_from_report(row: dict, doc: Mapping) -> None:
         n_components=_get(doc, "model", "n_components"), n_iter=_get(doc, "model", "n_iter"),
         converged=_get(doc, "model", "converged"),
         mean_log_likelihood=_get(doc, "mean_log_likelihood"),
-        n_regions=_get(doc, "regions", "n_regions"),
+        n_regions=_get(doc, "regions", "n_regions"), windows=_get(doc, "windowed", "windows"),
         shares=[round(float(s.get("share", 0.0)), 6) for s in segments]
         if isinstance(segments, list) else None,
     )

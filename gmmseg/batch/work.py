@@ -29,6 +29,7 @@ from ..pipeline import Segmentation, check_model_input, segment
 from .gallery import write_thumbnails
 from .inputs import BatchItem, _output_folder, _rel
 from .summary import _blank_row, _fill_from_report
+from .windowed import beyond_budget, segment_one_windowed
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class _Task:
     # The caller's logging level for gmmseg's records, for worker processes
     # gmmseg starts; None on a remote Dask cluster, whose logging is not ours.
     log_level: int | None = None
+    # Bytes one worker may use (run_batch's share of max_memory); an input
+    # beyond it is segmented window by window.  None: always in memory.
+    max_memory: int | None = None
 
 
 def _path_options(save_kwargs: Mapping) -> dict:
@@ -64,6 +68,14 @@ def _path_options(save_kwargs: Mapping) -> dict:
 
 
 def _segment_one(item: BatchItem, task: _Task, protected: frozenset) -> dict:
+    if beyond_budget(item.path, task.max_memory, task.segment_kwargs, task.save_kwargs,
+                     task.read_kwargs):
+        if task.model is None:
+            return segment_one_windowed(item, task, protected)
+        # The windowed path fits its own model; a given or shared one is
+        # applied as before, in memory, rather than refusing the input.
+        warnings.warn(f"{item.path}: beyond max_memory, but a given or shared model is applied "
+                      "in memory (the windowed path fits its own)", RuntimeWarning, stacklevel=1)
     image = read_image(item.path, **task.read_kwargs)
     kwargs = dict(task.segment_kwargs)
     kwargs.setdefault("n_jobs", task.threads)

@@ -20,6 +20,7 @@ from ._help import GroupedCommand
 from .options import (
     batch_options,
     mask_option,
+    max_memory_option,
     model_options,
     per_image_option,
     preset_option,
@@ -34,6 +35,7 @@ gmmseg batch scenes/ -o results/ -k 4 --include '*.tif' --exclude 'raw/*'
 gmmseg batch scenes/ -o results/ -k 4 --resume          # after Ctrl-C or a crash
 gmmseg batch scenes/ -o results/ -k 5 --shared-model    # one model, same classes everywhere
 gmmseg batch scenes/ -o results/ -k 4 --scheduler local # on a local Dask cluster
+gmmseg batch S2/ -o results/ -k 6 -j 2 --max-memory 4GB # 2 GB a worker; larger: windowed
 gmmseg batch brains/ -o results/ --preset t1 --recursive # tissue maps for every scan
 """
 
@@ -54,17 +56,19 @@ gmmseg batch brains/ -o results/ --preset t1 --recursive # tissue maps for every
               help="Fit one mixture on pixels pooled from all inputs and apply it to each, "
                    "so label k means the same class everywhere (saved as shared_model.npz).")
 @per_image_option("Pixels drawn from each image for --shared-model.")
+@max_memory_option
 @verbosity_options
 def batch(input_dir, recursive, include, exclude, read_kwargs, mask, preset, n_components,
           features, covariance_type, pca, seed, max_fit_samples, min_region_size, smoothing,
           connectivity, criterion, init_params, n_init, max_iter, tol, threads, run,
-          shared_model, per_image):
+          shared_model, per_image, max_memory):
     """Segment every image in INPUT_DIR in parallel into OUT_DIR (same tree).
 
     Writes each input's label map, overlay and report as `segment` does, plus
     batch_summary.csv, batch_summary.json and an index.html gallery. A failing
     input is listed with its reason and the others go on; the exit code is 1
-    if any input failed.
+    if any input failed.  An input beyond its worker's share of --max-memory
+    is segmented window by window (a COG label map and an overlay preview).
     """
     from ..batch import find_inputs
     from ..pipeline import preset_arguments
@@ -95,7 +99,7 @@ def batch(input_dir, recursive, include, exclude, read_kwargs, mask, preset, n_c
                                + ("" if recursive else " (use --recursive for subfolders)"))
     run_batch_command(
         items, **run, threads=threads, read_kwargs=read_kwargs, shared_model=shared_model,
-        per_image=per_image, segment_kwargs=segment_kwargs)
+        per_image=per_image, segment_kwargs=segment_kwargs, max_memory=max_memory)
 
 
 def run_batch_command(items, out_dir, **kwargs):

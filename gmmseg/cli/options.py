@@ -441,15 +441,19 @@ def _check_max_memory(ctx, param, value):
     return _library_check(parse_memory, value, param, ctx)
 
 
+#: ``--max-memory`` of ``segment`` and ``batch`` (which divides it among its workers).
+max_memory_option = click.option(
+    "--max-memory", default=None, callback=_check_max_memory, metavar="SIZE",
+    help="Memory budget, e.g. 2GB or 512MiB (default: 2 GiB or a quarter of the available "
+         "memory, whichever is smaller; batch divides it among the inputs segmented at "
+         "once).  An image whose working set exceeds it is segmented window by window, "
+         "with the same labels.")
+
+
 def large_scene_options(fn):
     """``--max-memory``, ``-j/--jobs`` and ``--scheduler`` of ``segment``'s windowed path."""
     return _apply(fn, [
-        click.option("--max-memory", default=None, callback=_check_max_memory,
-                     metavar="SIZE",
-                     help="Memory budget, e.g. 2GB or 512MiB (default: 2 GiB or a quarter of "
-                          "the available memory, whichever is smaller).  An image whose "
-                          "working set exceeds it is segmented window by window, with the "
-                          "same labels."),
+        max_memory_option,
         click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
                      help="Windows processed at once (windowed path; threads, or the local "
                           "Dask cluster's workers)."),
