@@ -142,9 +142,16 @@ def _whiten(xa, state, ws):
     d1, n = xa.shape
     k = state.log_const.shape[0]
     y = np.matmul(state.affine, xa, out=ws.get("y", (d1 * k, n))).reshape(d1, k, n)
-    # einsum multiplies and sums over D in one pass, without writing y ** 2
     yd = y[:-1]
-    log_prob = np.einsum("dkn,dkn->kn", yd, yd, out=ws.get("log_prob", (k, n)))
+    out = ws.get("log_prob", (k, n))
+    if state.diagonal:
+        # The diagonal statistics need y ** 2 anyway (`_chunk_stats`): summing
+        # its rows is cheaper than einsum's multiply-and-sum.
+        y2 = np.square(yd, out=ws.get("y2", yd.shape))
+        log_prob = np.add.reduce(y2, axis=0, out=out)
+    else:
+        # einsum multiplies and sums over D in one pass, without writing y ** 2
+        log_prob = np.einsum("dkn,dkn->kn", yd, yd, out=out)
     np.subtract(state.log_const, log_prob, out=log_prob)
     return y, log_prob
 
@@ -158,7 +165,7 @@ def _normalise_in_place(log_prob, ws):
     n = log_prob.shape[1]
     top = np.max(log_prob, axis=0, out=ws.get("top", (n,)))
     log_prob -= top
-    np.maximum(log_prob, _LOG_RESP_FLOOR, out=log_prob)  # see _LOG_RESP_FLOOR
+    cv2.max(log_prob, _LOG_RESP_FLOOR, log_prob)  # see _LOG_RESP_FLOOR; 2x np.maximum
     resp = cv2.exp(log_prob, log_prob)  # twice np.exp's speed, same accuracy
     total = np.sum(resp, axis=0, out=ws.get("total", (n,)))
     inv = np.divide(1.0, total, out=ws.get("inv", (n,)))
@@ -227,7 +234,9 @@ def _chunk_stats(xa, w, state, full_stats, ws, resp=None):
     else:
         moments = np.matmul(y.transpose(1, 0, 2), resp[:, :, None]).astype(np.float64)
         yd = y[:-1]
-        y2 = np.square(yd, out=ws.get("ry", yd.shape))
+        y2 = ws.get("y2", yd.shape)
+        if not state.diagonal:  # else _whiten left y ** 2 there
+            np.square(yd, out=y2)
         sum_yy = np.matmul(y2.transpose(1, 0, 2), resp[:, :, None])[..., 0].astype(np.float64)
     return _Stats(
         log_lik,
