@@ -1,8 +1,13 @@
-"""What the machine offers the process: the CPUs it may run on."""
+"""What the machine offers the process: the CPUs it may run on, and how to describe it."""
 
 from __future__ import annotations
 
 import os
+import platform
+
+#: Environment variables that change OpenBLAS's kernels (and slow numpy's BLAS
+#: where they are set): every benchmark figure says whether they were.
+OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def available_cpus() -> int:
@@ -11,3 +16,34 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def machine_description() -> dict:
+    """The CPU model, its cores, the BLAS libraries loaded and the OpenBLAS variables.
+
+    What the benchmark scripts print beside their figures, so that a figure
+    can be reproduced on a machine of the same kind.
+    """
+    from threadpoolctl import threadpool_info
+
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+            f"{i.get('num_threads')} threads)"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return {"cpu": model, "cores": os.cpu_count(), "available_cpus": available_cpus(),
+            "blas": blas,
+            "env": {k: os.environ.get(k, "not set") for k in OPENBLAS_VARIABLES}}
+
+
+def machine_lines() -> list[str]:
+    """:func:`machine_description` as the lines a script prints."""
+    m = machine_description()
+    return [f"CPU: {m['cpu']}; cores: {m['cores']} ({m['available_cpus']} available)",
+            f"BLAS: {'; '.join(m['blas']) or 'none found'}",
+            "env: " + ", ".join(f"{k} {v}" for k, v in m["env"].items())]

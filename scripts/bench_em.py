@@ -28,8 +28,6 @@ of it scikit-learn).
 """
 
 import argparse
-import os
-import platform
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +38,7 @@ import numpy as np
 import threadpoolctl
 
 from gmmseg import GaussianMixture
-from gmmseg._system import available_cpus
+from gmmseg._system import available_cpus, machine_lines
 from gmmseg.features import FeatureExtractor
 from gmmseg.io import as_image
 
@@ -56,22 +54,6 @@ def photo_features(size):
                        cv2.COLOR_BGR2RGB)
     rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC)
     return FeatureExtractor("lab,position").fit_transform(as_image(rgb))
-
-
-def machine():
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor() or model
-    blas = [f"{i['internal_api']} {i.get('version')} {i.get('architecture')} "
-            f"({i['num_threads']} threads)"
-            for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    env = {k: os.environ.get(k, "not set") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    return model, blas, env
 
 
 def on_all_cores(fn, n_threads, seconds=0.3):
@@ -143,12 +125,8 @@ def main():
     warnings.simplefilter("ignore")  # non-convergence is expected with tol = 0
     from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-    model, blas, env = machine()
     n_threads = available_cpus()
-    print(f"CPU: {model}; cores available: {n_threads}")
-    print(f"BLAS: {'; '.join(blas)}")
-    print(f"OPENBLAS_CORETYPE: {env['OPENBLAS_CORETYPE']}; "
-          f"OPENBLAS_L2_SIZE: {env['OPENBLAS_L2_SIZE']}")
+    print("\n".join(machine_lines()))
     gemm, exp, copy = floor_rates(n_threads)
     print(f"floor, {n_threads} threads: GEMM 256^3 blocks float32 {gemm[np.float32] / 1e9:.0f}, "
           f"float64 {gemm[np.float64] / 1e9:.0f} GFLOP/s; cv2.exp float32 "

@@ -28,7 +28,6 @@ Usage::
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -141,26 +140,6 @@ def segment(scene, out, extra):
     return run(cmd)
 
 
-def machine():
-    from threadpoolctl import threadpool_info
-
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                          "OPENBLAS_NUM_THREADS")}
-    print(f"CPU: {model}; cores: {os.cpu_count()}; Python {platform.python_version()}")
-    print(f"BLAS: {', '.join(blas) or 'none found'}; OPENBLAS env: {env}")
-    with open("/proc/loadavg", encoding="ascii") as f:
-        print(f"load average: {f.read().split()[0]}")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10980)
@@ -169,7 +148,11 @@ def main():
     parser.add_argument("--speed", type=int, default=2048,
                         help="side of the s/Mpx comparison scene (0: skip)")
     args = parser.parse_args()
-    machine()
+    from gmmseg._system import machine_lines
+
+    print("\n".join(machine_lines()))
+    with open("/proc/loadavg", encoding="ascii") as f:
+        print(f"load average: {f.read().split()[0]}")
     gib = 2**30
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -50,7 +50,6 @@ lock when figures are meant to be compared (``flock /tmp/gmmseg-cpu.lock``).
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -61,9 +60,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from skimage.segmentation import slic
-from threadpoolctl import threadpool_info
 
 import gmmseg
+from gmmseg._system import machine_lines
 from gmmseg.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,27 +105,6 @@ def timed(fn, repeats=3):
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def machine():
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-            f"{i.get('num_threads')} threads, {Path(i.get('filepath', '')).name})"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-    env = {k: os.environ.get(k, "not set") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    import skimage
-    print(f"CPU: {model}, {os.cpu_count()} cores")
-    print("BLAS: " + "; ".join(blas))
-    print("env: " + ", ".join(f"{k} {v}" for k, v in env.items()))
-    print(f"gmmseg {gmmseg.__version__}, numpy {np.__version__}, OpenCV {cv2.__version__}, "
-          f"scikit-image {skimage.__version__}")
 
 
 def floors():
@@ -233,7 +211,11 @@ def main():
     parser.add_argument("--sizes", default=None, help="comma-separated sides, e.g. 1024,4096")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    machine()
+    import skimage
+
+    print("\n".join(machine_lines()))
+    print(f"gmmseg {gmmseg.__version__}, numpy {np.__version__}, OpenCV {cv2.__version__}, "
+          f"scikit-image {skimage.__version__}")
     rate = floors()
     n_cores = os.cpu_count() or 1
     print(f"floors measured now: memory copy {rate['copy']:.1f} GB/s, sgemm "

@@ -48,10 +48,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import threadpoolctl
 from scipy import ndimage
 
 import gmmseg
+from gmmseg._system import machine_lines
 
 SAMPLES = Path(os.environ.get("GMMSEG_SAMPLES", "/work/shared/samples")) / "mni152"
 STEM = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
@@ -140,21 +140,6 @@ def run(method, image, mask, smoothing):
     return labels, pv, time.perf_counter() - t, time.process_time() - c
 
 
-def machine():
-    """CPU model, cores, BLAS libraries and the OpenBLAS variables, as one line."""
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = [(i["internal_api"], i.get("architecture"), i["num_threads"])
-            for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    return f"CPU: {model}  cores: {os.cpu_count()}  BLAS: {blas}  env: {env}"
-
-
 def hemispheres(image, mask):
     """Masks of the voxels left and right of x = 0 mm (by the affine; halves of axis 0 else)."""
     affine = (image.meta or {}).get("affine")
@@ -187,7 +172,7 @@ def main():
     smoothing = (gmmseg.presets.PRESETS["t1"].settings["smoothing"] if args.smoothing is None
                  else args.smoothing)
     t1, probs, mask = load()
-    print(machine())
+    print("\n".join(machine_lines()))
     print(f"gmmseg {gmmseg.__version__}  t1 smoothing {smoothing}  seeds {seeds}")
     header = (f"{'case':11} {'seed':>4} {'method':8} {'Dice':>6} {'L':>6} {'R':>6} {'CSF':>6} "
               f"{'GM':>6} {'WM':>6} {'wall s':>7} {'CPU s':>7}   "

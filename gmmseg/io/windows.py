@@ -213,17 +213,22 @@ def _read_raster_window(source: WindowSource, region: Region):
     return np.ascontiguousarray(np.moveaxis(data, 0, -1)), valid
 
 
+def _opened(open_file, path: Path, kind: str):
+    """``open_file(path)``; what it raises becomes the readers' one-line "corrupt" error."""
+    try:
+        return open_file(path)
+    except Exception as err:
+        raise ImageReadError(f"{path}: truncated or corrupt {kind} file "
+                             f"({one_line(err, with_type=True)})") from err
+
+
 # -- tifffile --------------------------------------------------------------------
 
 
 def _open_tiff(path: Path, options: dict) -> WindowSource:
     import tifffile
 
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt TIFF file "
-                             f"({one_line(err, with_type=True)})") from err
+    tif = _opened(tifffile.TiffFile, path, "TIFF")
     try:
         return _tiff_source(path, tif)
     except BaseException:
@@ -331,11 +336,7 @@ def _read_npy_window(source: WindowSource, region: Region):
 def _open_nifti(path: Path, options: dict) -> WindowSource:
     """A NIfTI volume read slab by slab; axes as :func:`gmmseg.io.medical.read_nifti`."""
     nib = require("nibabel", what="reading NIfTI", path=path)
-    try:
-        img = nib.load(path)
-    except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt NIfTI file "
-                             f"({one_line(err, with_type=True)})") from err
+    img = _opened(nib.load, path, "NIfTI")
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 3 or shape[2] < 2:
         raise ImageReadError(f"{path}: a 2-D NIfTI image is read whole; window by window "
