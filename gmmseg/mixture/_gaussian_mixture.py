@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from .._system import available_cpus
 from ..errors import ConvergenceWarning, ModelFileError, TooFewDistinctRowsError
 from ._em import (
-    _augment,
+    _augmented_for_passes,
     _chunk_rows,
     _m_step_moments,
     _pack_state,
@@ -477,7 +477,7 @@ class GaussianMixture(_Estimator):
         converged = False
         n_iter = 0
         total_weight = float(len(X) if w is None else w.sum())
-        augmented = _augment(X)  # [X, 1], once for all the passes
+        augmented = _augmented_for_passes(X)
         with self._runner(X) as runner:
             for n_iter in range(1, max_iter + 1):
                 previous = lower_bound

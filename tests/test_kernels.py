@@ -1,0 +1,144 @@
+"""The compiled EM kernels (Numba, the ``fast`` extra) against the NumPy kernels.
+
+Every other test of the mixture runs whichever kernels are installed (the
+compiled ones in CI); these run both on the same inputs and compare them.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gmmseg import GaussianMixture
+from gmmseg.mixture import _em
+
+numba = pytest.importorskip("numba")
+kernels = _em._compiled()
+
+COV_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def fitted_model(covariance_type, dtype, seed=0):
+    """A three-component model of 4-D data, and 5,000 rows that are not a multiple
+    of the kernels' block: full blocks, a partial block and two thread blocks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (3, 4))
+    X = np.concatenate([rng.normal(c, rng.uniform(0.3, 2.0, 4), (n, 4))
+                        for c, n in zip(centres, (2500, 1700, 801))]).astype(dtype)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=seed,
+                         dtype=dtype).fit(X)
+    return gm, X
+
+
+def both_kernels(monkeypatch, run):
+    """``run()`` with the compiled kernels, then with the NumPy ones."""
+    monkeypatch.setattr(_em, "USE_COMPILED", True)
+    compiled = run()
+    monkeypatch.setattr(_em, "USE_COMPILED", False)
+    return compiled, run()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_compiled_statistics_equal_the_numpy_kernels(monkeypatch, covariance_type, dtype,
+                                                     rtol, weighted):
+    gm, X = fitted_model(covariance_type, dtype)
+    w = np.random.default_rng(1).uniform(0, 2, len(X)) if weighted else None
+
+    def run():
+        with gm._runner(X) as runner:
+            return gm._run_stats(X, w, runner, gm._state(X.dtype))
+
+    compiled, numpy_ = both_kernels(monkeypatch, run)
+    np.testing.assert_allclose(compiled.log_lik, numpy_.log_lik, rtol=rtol)
+    # At a fitted model sum r y is near 0 (a sum of terms of order one that
+    # cancel): compare each statistic on the scale of the total weight.
+    scale = numpy_.nk.sum()
+    for a, b in zip(compiled[1:], numpy_[1:]):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_compiled_e_step_equals_the_numpy_kernels(monkeypatch, covariance_type, dtype):
+    gm, X = fitted_model(covariance_type, dtype)
+    X = X[::-1]  # a strided view: the kernels take any layout
+    compiled, numpy_ = both_kernels(monkeypatch, lambda: gm.e_step(X))
+    tol = 1e-12 if dtype == "float64" else 2e-6
+    np.testing.assert_array_equal(compiled.labels, numpy_.labels)
+    np.testing.assert_allclose(compiled.proba, numpy_.proba, rtol=tol, atol=tol)
+    np.testing.assert_allclose(compiled.log_likelihood, numpy_.log_likelihood, rtol=tol)
+    assert compiled.proba.dtype == compiled.log_likelihood.dtype == np.dtype(dtype)
+    # Outputs not asked for are not computed.
+    only_labels, _ = both_kernels(
+        monkeypatch, lambda: gm.e_step(X, proba=False, log_likelihood=False))
+    assert only_labels.proba is None and only_labels.log_likelihood is None
+    np.testing.assert_array_equal(only_labels.labels, numpy_.labels)
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_a_whole_fit_is_the_same_with_either_kernels(monkeypatch, covariance_type):
+    _, X = fitted_model(covariance_type, "float64", seed=2)
+
+    def run():
+        return GaussianMixture(3, covariance_type=covariance_type, random_state=0,
+                               dtype="float64").fit(X)
+
+    compiled, numpy_ = both_kernels(monkeypatch, run)
+    assert compiled.n_iter_ == numpy_.n_iter_
+    np.testing.assert_allclose(compiled.lower_bounds_, numpy_.lower_bounds_, rtol=1e-11)
+    np.testing.assert_allclose(compiled.means_, numpy_.means_, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(compiled.covariances_, numpy_.covariances_,
+                               rtol=1e-8, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 3e-7), (np.float64, 3e-15)])
+def test_exp_and_log_polynomials_are_accurate_to_the_dtype(dtype, rtol):
+    """The kernels' own exp (on the clamped range) and log (of row totals >= 1)."""
+
+    @numba.njit
+    def exp_log(v, t):
+        e = np.empty_like(v)
+        lg = np.empty_like(t)
+        for i in range(v.shape[0]):
+            e[i] = kernels._exp_clamped(v[i])
+            lg[i] = kernels._log_ge1(t[i])
+        return e, lg
+
+    v = np.linspace(-60.0, 0.0, 200_001).astype(dtype)
+    t = np.geomspace(1.0, 64.0, 200_001).astype(dtype)
+    e, lg = exp_log(v, t)
+    assert e.dtype == lg.dtype == dtype
+    np.testing.assert_allclose(e, np.exp(v.astype(np.float64)), rtol=rtol, atol=0)
+    np.testing.assert_allclose(lg, np.log(t.astype(np.float64)), rtol=0,
+                               atol=rtol * np.log(64.0))
+    assert e[-1] == 1.0 and lg[0] == 0.0
+
+
+def test_float32_responsibilities_from_the_kernels_are_normal_numbers(monkeypatch):
+    """As the NumPy kernels: log responsibilities clamped at -60, so nothing subnormal."""
+    monkeypatch.setattr(_em, "USE_COMPILED", True)
+    x = np.linspace(-5.0, 15.0, 20000)
+    X = np.stack([x, np.zeros_like(x)], axis=1).astype(np.float32)
+    gm = GaussianMixture(2, max_iter=0, weights_init=[0.5, 0.5],
+                         means_init=[[0.0, 0.0], [10.0, 0.0]],
+                         precisions_init=np.full((2, 2), 4.0), covariance_type="diag").fit(X)
+    proba = gm.predict_proba(X)
+    assert not np.any((proba != 0) & (np.abs(proba) < np.finfo(np.float32).tiny))
+    assert 0 < proba.min() < 1e-20
+
+
+def test_gmmseg_kernels_numpy_selects_the_numpy_kernels():
+    code = "from gmmseg.mixture import _em; print(_em.USE_COMPILED)"
+    env = dict(os.environ, GMMSEG_KERNELS="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "False"
+    env.pop("GMMSEG_KERNELS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "True"
