@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -16,6 +17,24 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+@functools.cache
+def _thread_pools():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """A context manager that pins BLAS to one thread (and restores it on exit).
+
+    threadpoolctl's ``threadpool_limits`` looks up the loaded libraries on
+    every call (about 1 ms: it reads the process's memory map), which the EM
+    start-up trials paid once each; the libraries are looked up once here.
+    BLAS libraries are loaded with NumPy, before the first call.
+    """
+    return _thread_pools().limit(limits=1, user_api="blas")
 
 
 def machine_description() -> dict:

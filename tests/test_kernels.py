@@ -89,6 +89,10 @@ def test_a_whole_fit_is_the_same_with_either_kernels(monkeypatch, covariance_typ
                                dtype="float64").fit(X)
 
     compiled, numpy_ = both_kernels(monkeypatch, run)
+    # Start-up trials that reach one optimum with the components in another
+    # order tie to rounding, so either may be kept: compare in one order.
+    compiled.sort_components()
+    numpy_.sort_components()
     assert compiled.n_iter_ == numpy_.n_iter_
     np.testing.assert_allclose(compiled.lower_bounds_, numpy_.lower_bounds_, rtol=1e-11)
     np.testing.assert_allclose(compiled.means_, numpy_.means_, rtol=1e-9, atol=1e-10)

@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from .._system import single_threaded_blas
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # The kernels carry y / sqrt(2) rather than y, so that the log density is
@@ -316,7 +317,7 @@ class _Runner:
         self._limits = None
 
     def __enter__(self):
-        self._limits = threadpool_limits(limits=1, user_api="blas")
+        self._limits = single_threaded_blas()
         return self
 
     def __exit__(self, *exc):

@@ -19,9 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .._system import available_cpus
+from .._system import available_cpus, single_threaded_blas
 from ..errors import ConvergenceWarning, ModelFileError, TooFewDistinctRowsError
 from ._em import (
     _augmented_for_passes,
@@ -390,7 +389,7 @@ class GaussianMixture(_Estimator):
     def _fit(self, X, sample_weight):
         # Initialisation (seeding, moments) is thin matrix work too: BLAS
         # threads only add overhead and contention there, as in the EM passes.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             return self._fit_pinned(X, sample_weight)
 
     def _fit_pinned(self, X, sample_weight):

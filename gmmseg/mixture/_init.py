@@ -20,22 +20,41 @@ from ..errors import TooFewDistinctRowsError
 # most this many rows (see GaussianMixture._screened_initialize).
 _TRIAL_ROWS = 20_000
 _TRIAL_ITER = 50
+# Responsibility totals are floored here before dividing (an empty component).
+_NK_FLOOR = 10 * np.finfo(np.float64).eps
 
 
-def _sq_distances(x, centers):
-    """Squared Euclidean distances ``(n, K)`` of rows to centres."""
-    x64 = x.astype(np.float64)
-    d2 = (x64 ** 2).sum(1)[:, None] - 2.0 * x64 @ centers.T + (centers ** 2).sum(1)
-    return np.maximum(d2, 0.0)
+def _feature_major(x):
+    """``x`` as float64 columns ``(D, n)`` and the rows' squared norms ``(n,)``.
+
+    Feature-major, so that every pass below runs over the long axis (NumPy's
+    loops over a short last axis are several times slower).
+    """
+    xt = np.ascontiguousarray(x.T, dtype=np.float64)
+    return xt, np.add.reduce(xt * xt, axis=0)
+
+
+def _distances_to(xt, x_sq, centers):
+    """Squared distances ``(C, n)`` of the columns of ``xt`` (norms ``x_sq``) to centres."""
+    d2 = centers @ xt
+    d2 *= -2.0
+    d2 += x_sq
+    d2 += np.einsum("cd,cd->c", centers, centers)[:, None]
+    return np.maximum(d2, 0.0, out=d2)
 
 
 def _nearest(x, centers, chunk=65536):
+    """Each row's nearest centre (the first of equals) and its squared distance."""
     labels = np.empty(len(x), dtype=np.int32)
     dist = np.empty(len(x))
     for s in range(0, len(x), chunk):
-        d2 = _sq_distances(x[s:s + chunk], centers)
-        labels[s:s + chunk] = d2.argmin(1)
-        dist[s:s + chunk] = d2[np.arange(len(d2)), labels[s:s + chunk]]
+        d2 = _distances_to(*_feature_major(x[s:s + chunk]), centers)
+        best, lab = dist[s:s + chunk], labels[s:s + chunk]
+        best[...] = d2[0]
+        lab[...] = 0
+        for k in range(1, len(d2)):  # row-wise argmin (slow in NumPy along axis 0)
+            lab[d2[k] < best] = k
+            np.minimum(best, d2[k], out=best)
     return labels, dist
 
 
@@ -49,11 +68,10 @@ def _kmeans_plusplus(x, w, n_components, rng):
     big cluster.
     """
     weight = np.ones(len(x)) if w is None else w
-    x64 = x.astype(np.float64)
-    x_sq = np.einsum("nd,nd->n", x64, x64)
+    xt, x_sq = _feature_major(x)
     first = rng.choice(len(x), p=weight / weight.sum())
-    centers = [x64[first]]
-    closest = _distances_to(x64, x_sq, x64[first:first + 1])[:, 0]
+    centers = [xt[:, first]]
+    closest = _distances_to(xt, x_sq, xt[:, first][None])[0]
     n_trials = 2 + int(math.log(n_components))
     for _ in range(1, n_components):
         score = closest * weight
@@ -61,21 +79,12 @@ def _kmeans_plusplus(x, w, n_components, rng):
         if total <= 0.0:
             raise _too_few_distinct(n_components)
         candidates = rng.choice(len(x), size=n_trials, p=score / total)
-        # All candidates at once: one (n, D) x (D, trials) product.
-        dist = np.minimum(_distances_to(x64, x_sq, x64[candidates]), closest[:, None])
-        best = int(np.argmin(weight @ dist))  # the first of equals, as one by one
-        centers.append(x64[candidates[best]])
-        closest = np.ascontiguousarray(dist[:, best])
+        # All candidates at once: one (trials, D) x (D, n) product.
+        dist = np.minimum(_distances_to(xt, x_sq, xt[:, candidates].T), closest)
+        best = int(np.argmin(dist @ weight))  # the first of equals, as one by one
+        centers.append(xt[:, candidates[best]])
+        closest = dist[best]
     return np.array(centers)
-
-
-def _distances_to(x64, x_sq, centers):
-    """Squared distances ``(n, C)`` of float64 rows (norms ``x_sq``) to centres."""
-    d2 = x64 @ centers.T
-    d2 *= -2.0
-    d2 += x_sq[:, None]
-    d2 += np.einsum("cd,cd->c", centers, centers)
-    return np.maximum(d2, 0.0, out=d2)
 
 
 def _lloyd(x, w, centers, max_iter=20, tol=1e-4):
@@ -99,28 +108,32 @@ def _lloyd(x, w, centers, max_iter=20, tol=1e-4):
     return centers, labels
 
 
-def _moments(x, w, resp_chunk, n_components, diagonal, chunk=65536):
+def _moments(x, w, resp, n_components, diagonal, chunk=65536):
     """Weights, means and covariances (about the means) from responsibilities.
 
-    ``resp_chunk(sl)`` returns the ``(n, K)`` responsibilities of rows ``sl``.
-    Two passes (means, then centred scatter) keep float64 accuracy.
+    ``resp`` is either an int array of labels (each row wholly in its
+    label's component) or a function: ``resp(sl)`` returns the ``(n, K)``
+    responsibilities of rows ``sl``.  Float64 throughout; two passes (means,
+    then centred scatter) for soft responsibilities.
     """
+    if isinstance(resp, np.ndarray):
+        return _label_moments(x, w, resp, n_components, diagonal)
     n, d = x.shape
     nk = np.zeros(n_components)
     sums = np.zeros((n_components, d))
     for s in range(0, n, chunk):
         sl = slice(s, s + chunk)
-        r = resp_chunk(sl)
+        r = resp(sl)
         if w is not None:
             r = r * w[sl, None]
         nk += r.sum(0)
         sums += r.T @ x[sl].astype(np.float64)
-    nk_safe = np.maximum(nk, 10 * np.finfo(np.float64).eps)
+    nk_safe = np.maximum(nk, _NK_FLOOR)
     means = sums / nk_safe[:, None]
     cov = np.zeros((n_components, d) if diagonal else (n_components, d, d))
     for s in range(0, n, chunk):
         sl = slice(s, s + chunk)
-        r = resp_chunk(sl)
+        r = resp(sl)
         if w is not None:
             r = r * w[sl, None]
         x64 = x[sl].astype(np.float64)
@@ -134,13 +147,32 @@ def _moments(x, w, resp_chunk, n_components, diagonal, chunk=65536):
     return nk / nk.sum(), means, cov, nk
 
 
-def _one_hot(labels, n_components):
-    def resp(sl):
-        lab = labels[sl]
-        r = np.zeros((len(lab), n_components))
-        r[np.arange(len(lab)), lab] = 1.0
-        return r
-    return resp
+def _label_moments(x, w, labels, n_components, diagonal):
+    """`_moments` of hard labels: the rows grouped by label, each group's moments.
+
+    Every start but ``init_params="random"`` is a hard assignment; grouping
+    the rows by a mask per label (feature-major, long inner loops) is
+    several times faster than the responsibility form, which multiplies
+    every row by K mostly-zero columns.
+    """
+    d = x.shape[1]
+    xt = np.ascontiguousarray(x.T, dtype=np.float64)
+    weight = None if w is None else np.asarray(w, dtype=np.float64)
+    nk = np.zeros(n_components)
+    means = np.zeros((n_components, d))
+    cov = np.zeros((n_components, d) if diagonal else (n_components, d, d))
+    for k in range(n_components):
+        mine = labels == k
+        cols = xt[:, mine]
+        wk = None if weight is None else weight[mine]
+        nk[k] = cols.shape[1] if wk is None else wk.sum()
+        nk_safe = max(nk[k], _NK_FLOOR)
+        means[k] = (cols.sum(axis=1) if wk is None else cols @ wk) / nk_safe
+        z = cols - means[k][:, None]
+        zw = z if wk is None else z * wk
+        cov[k] = np.add.reduce(zw * z, axis=1) if diagonal else zw @ z.T
+        cov[k] /= nk_safe
+    return nk / nk.sum(), means, cov, nk
 
 
 def _too_few_distinct(n_components):
@@ -188,7 +220,7 @@ def _trial_subsample(X, w, rng):
 
 
 def _initial_responsibilities(X, w, rng, n_components, init_params, means=None):
-    """The responsibilities EM starts from, as a ``resp_chunk`` function for `_moments`.
+    """The responsibilities EM starts from, as `_moments` takes them (labels or a function).
 
     Every row goes to its nearest given mean when ``means`` is given; else
     ``init_params`` decides (see :class:`GaussianMixture`).
@@ -196,7 +228,7 @@ def _initial_responsibilities(X, w, rng, n_components, init_params, means=None):
     k = n_components
     if means is not None:
         labels, _ = _nearest(X, means)
-        return _one_hot(labels, k)
+        return labels
     if init_params == "random":
         soft = rng.uniform(size=(len(X), k))
         soft /= soft.sum(1, keepdims=True)
@@ -211,4 +243,4 @@ def _initial_responsibilities(X, w, rng, n_components, init_params, means=None):
             centers, labels = _lloyd(X, w, centers)
         else:
             labels, _ = _nearest(X, centers)
-    return _one_hot(labels, k)
+    return labels

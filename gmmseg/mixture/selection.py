@@ -24,9 +24,8 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .._system import available_cpus
+from .._system import available_cpus, single_threaded_blas
 from ..errors import TooFewDistinctRowsError, one_line
 from ._gaussian_mixture import (
     GaussianMixture,
@@ -41,7 +40,6 @@ from ._init import (
     _moments,
     _n_distinct_rows,
     _nearest,
-    _one_hot,
     _too_few_distinct,
     _trial_subsample,
 )
@@ -294,7 +292,7 @@ def select_k(X, k_values, *, criterion="bic", covariance_types=("full",), sample
     n_samples = float(len(X) if w is None else w.sum())
     rng = np.random.default_rng(random_state)
     rows, models, recorded, first_failure = [], {}, {}, None
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         t = time.perf_counter()
         screen = _Screen(X, w, template, max(k_values), rng)
         info = {"trial_rows": len(screen.x), "seeding_seconds": time.perf_counter() - t}
@@ -479,7 +477,7 @@ class _Screen:
                 else:
                     labels, _ = _nearest(x, seed[:k])
                 weights, means, cov_k, nk = _moments(
-                    x, w, _one_hot(labels, k), k, covariance_type in ("diag", "spherical"))
+                    x, w, labels, k, covariance_type in ("diag", "spherical"))
                 starts.append(
                     (weights, means, _finish_covariances(cov_k, nk, covariance_type, reg_covar)))
             return x, w, starts
