@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import platform
 
@@ -17,6 +18,18 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def compiled_kernels_wanted() -> bool:
+    """Whether to run the Numba-compiled kernels (the ``fast`` extra).
+
+    True when Numba is installed, unless ``GMMSEG_KERNELS=numpy`` asks for
+    the NumPy implementations (same results; a way to rule the compiled code
+    out).  Numba itself is imported only where a kernel is first used: its
+    import takes about a quarter of a second.
+    """
+    return (os.environ.get("GMMSEG_KERNELS", "").strip().lower() != "numpy"
+            and importlib.util.find_spec("numba") is not None)
 
 
 @functools.cache

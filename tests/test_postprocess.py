@@ -710,8 +710,78 @@ def test_many_small_pieces_same_with_opencv_and_scikit_image(monkeypatch):
     # Over 46,341 pieces: their pair codes overflow int32, so region ids must be wider.
     labels = np.random.default_rng(0).integers(0, 8, (300, 300)).astype(np.int32)
     fast = remove_small_regions(labels, 20)
+    monkeypatch.setattr(_graph, "USE_COMPILED", False)
+    np.testing.assert_array_equal(fast, remove_small_regions(labels, 20))
     monkeypatch.setattr(_graph, "_OPENCV_MAX_LABELS", 0)
     np.testing.assert_array_equal(fast, remove_small_regions(labels, 20))
+
+
+def random_label_maps(seed=0, n=12):
+    """Blocky 2-D label maps of 1-11 labels with scattered invalid (-1) pixels,
+    and one of pure noise: many one-pixel regions and corner contacts."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        k = int(rng.integers(1, 12))
+        labels = ndi.zoom(rng.integers(0, k, (21, 26)), int(rng.integers(1, 5)), order=0)
+        labels = labels.astype(np.int32)
+        labels[rng.random(labels.shape) < 0.05] = -1
+        yield labels
+    yield rng.integers(-1, 3, (57, 63)).astype(np.int32)
+
+
+@pytest.fixture
+def both_paths(monkeypatch):
+    """``run(fn)``: ``fn()`` with the compiled region code, then with NumPy / OpenCV."""
+    pytest.importorskip("numba")
+
+    def run(fn):
+        monkeypatch.setattr(_graph, "USE_COMPILED", True)
+        compiled = fn()
+        monkeypatch.setattr(_graph, "USE_COMPILED", False)
+        return compiled, fn()
+    return run
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_compiled_region_labelling_equals_opencv_and_scikit_image(both_paths, connectivity):
+    from skimage import measure
+
+    for labels in random_label_maps():
+        (regions, region_label), (expected, expected_label) = both_paths(
+            lambda: _graph._label_regions(labels, connectivity))
+        np.testing.assert_array_equal(regions, expected)
+        np.testing.assert_array_equal(region_label, expected_label)
+        reference = measure.label(labels, background=-1, connectivity=connectivity)
+        np.testing.assert_array_equal(regions, reference)
+    unsigned = np.array([[0, 0, 1], [2, 2, 1]], dtype=np.uint8)   # no -1 possible
+    (regions, region_label), _ = both_paths(lambda: _graph._label_regions(unsigned, 1))
+    np.testing.assert_array_equal(regions, [[1, 1, 2], [3, 3, 2]])
+    np.testing.assert_array_equal(region_label, [-1, 0, 1, 2])
+
+
+def test_compiled_neighbour_pairs_equal_numpy(both_paths):
+    for labels in random_label_maps(seed=1):
+        compiled, numpy_ = both_paths(lambda: list(_graph._neighbour_pairs(labels)))
+        assert len(compiled) == len(numpy_) == 4
+        for (ia, ib), (ja, jb) in zip(compiled, numpy_):
+            np.testing.assert_array_equal(ia, ja)
+            np.testing.assert_array_equal(ib, jb)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_compiled_small_region_cleanup_and_hierarchy_equal_numpy(both_paths, connectivity):
+    rng = np.random.default_rng(2)
+    for labels in random_label_maps(seed=2, n=6):
+        values = rng.normal(size=labels.shape + (3,)).astype(np.float32)
+        values += labels[..., None]
+        compiled, numpy_ = both_paths(lambda: remove_small_regions(labels, 6, connectivity=connectivity))
+        np.testing.assert_array_equal(compiled, numpy_)
+        valid = np.maximum(labels, 0)
+        compiled, numpy_ = both_paths(lambda: region_hierarchy(valid, values, min_size=6))
+        np.testing.assert_array_equal(compiled.regions, numpy_.regions)
+        np.testing.assert_array_equal(compiled.merges, numpy_.merges)
+        np.testing.assert_allclose(compiled.costs, numpy_.costs, rtol=1e-9)
+        np.testing.assert_array_equal(compiled.cut(3)[0], numpy_.cut(3)[0])
 
 
 def test_region_hierarchy_of_an_empty_map():

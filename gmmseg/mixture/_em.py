@@ -24,16 +24,14 @@ How the EM iteration is organised (the README's "Speed" section and
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from .._system import single_threaded_blas
+from .._system import compiled_kernels_wanted, single_threaded_blas
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # The kernels carry y / sqrt(2) rather than y, so that the log density is
@@ -57,8 +55,7 @@ _LOG_RESP_FLOOR = -60.0
 # The fused kernels of `_kernels` when Numba is installed (the ``fast``
 # extra), unless GMMSEG_KERNELS=numpy asks for the NumPy kernels below: 2-4x
 # faster per EM iteration (README "Speed"), same statistics.
-USE_COMPILED = (os.environ.get("GMMSEG_KERNELS", "").strip().lower() != "numpy"
-                and importlib.util.find_spec("numba") is not None)
+USE_COMPILED = compiled_kernels_wanted()
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """The neighbour structure of a label map: its connected pieces and who touches whom.
 
-Owns: labelling the connected regions of a label map (OpenCV or
-scikit-image, the same regions in raster order), renumbering regions in
+Owns: labelling the connected regions of a label map (compiled code of
+`_compiled`, OpenCV or scikit-image: the same regions in raster order), renumbering regions in
 raster order, the neighbour offsets and slices that pair each pixel with
 its neighbours, the pixel pairs between touching regions, and the border
 length and edge strength of every pair of touching regions.  The lower
@@ -9,13 +9,25 @@ layer of :mod:`.labels` (small-region cleanup) and :mod:`.regions` (the
 region hierarchy); it decides nothing about which regions merge.
 """
 
+import functools
 import itertools
 
 import cv2
 import numpy as np
 from skimage import measure
 
+from .._system import compiled_kernels_wanted
 from ._arrays import _run_lengths, _run_starts
+
+# 2-D maps are labelled by runs in compiled code (`_compiled`) when Numba is
+# installed: 5-10x faster than OpenCV label by label at millions of pixels.
+USE_COMPILED = compiled_kernels_wanted()
+
+
+@functools.cache
+def _compiled():
+    from . import _compiled
+    return _compiled
 
 
 # 2-D label maps with up to this many labels are split into regions by
@@ -30,6 +42,8 @@ def _label_regions(labels, connectivity):
     widen before squaring region counts) and ``region_label`` (int64,
     length R + 1, -1 at index 0).
     """
+    if labels.ndim == 2 and labels.size and USE_COMPILED:
+        return _compiled().label_regions(labels, connectivity == 2)
     n_labels = int(labels.max()) + 1 if labels.size else 0
     if labels.ndim == 2 and 0 < n_labels <= _OPENCV_MAX_LABELS:
         regions, n_regions = _label_regions_opencv(labels, n_labels, connectivity)
@@ -127,6 +141,10 @@ def _neighbour_pairs(regions):
     regions, both valid.  Borders are a small share of the pixels, so only
     the inequality test runs over the whole image."""
     regions = np.ascontiguousarray(regions)
+    if regions.ndim == 2 and USE_COMPILED:
+        for di, dj in _half_offsets(2, 2):
+            yield _compiled().neighbour_pairs(regions, di, dj, 0)
+        return
     flat = regions.reshape(-1)
     steps = np.cumprod((1,) + regions.shape[:0:-1])[::-1]    # flat index step per axis
     for offset in _half_offsets(regions.ndim, regions.ndim):

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import sparse, special
 from scipy.sparse import csgraph
 
+from . import _graph
 from ._arrays import _as_int, _as_label_array, _as_mask, _row_blocks, _run_lengths, _run_starts
 from ._graph import _half_offsets, _label_regions, _pair_slices
 
@@ -297,12 +298,17 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     # source: (small region, neighbour region), each border pair counted.
     src_parts, dst_parts = [], []
     for offset in offsets:
-        sl_a, sl_b = _pair_slices(offset)
-        a, b = regions[sl_a], regions[sl_b]
-        differ = a != b
-        ra, rb = a[differ], b[differ]
-        both_valid = (ra > 0) & (rb > 0)
-        ra, rb = ra[both_valid], rb[both_valid]
+        if regions.ndim == 2 and _graph.USE_COMPILED:
+            # The same pairs in the same order, without image-sized temporaries.
+            ia, ib = _graph._compiled().neighbour_pairs(regions, *offset, 1)
+            ra, rb = regions.reshape(-1)[ia], regions.reshape(-1)[ib]
+        else:
+            sl_a, sl_b = _pair_slices(offset)
+            a, b = regions[sl_a], regions[sl_b]
+            differ = a != b
+            ra, rb = a[differ], b[differ]
+            both_valid = (ra > 0) & (rb > 0)
+            ra, rb = ra[both_valid], rb[both_valid]
         sa, sb = small[ra], small[rb]
         src_parts += [ra[sa], rb[sb]]
         dst_parts += [rb[sa], ra[sb]]
