@@ -51,7 +51,7 @@ def single_threaded_blas():
 
 
 def machine_description() -> dict:
-    """The CPU model, its cores, the BLAS libraries loaded and the OpenBLAS variables.
+    """The CPU model, its cores, the BLAS libraries, gmmseg's kernels and the OpenBLAS variables.
 
     What the benchmark scripts print beside their figures, so that a figure
     can be reproduced on a machine of the same kind.
@@ -68,8 +68,15 @@ def machine_description() -> dict:
     blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
             f"{i.get('num_threads')} threads)"
             for i in threadpool_info() if i.get("user_api") == "blas"]
+    if compiled_kernels_wanted():
+        from importlib.metadata import version
+
+        kernels = f"compiled (Numba {version('numba')})"
+    else:
+        kernels = "NumPy (" + ("GMMSEG_KERNELS=numpy" if importlib.util.find_spec("numba")
+                               else "Numba not installed") + ")"
     return {"cpu": model, "cores": os.cpu_count(), "available_cpus": available_cpus(),
-            "blas": blas,
+            "blas": blas, "kernels": kernels,
             "env": {k: os.environ.get(k, "not set") for k in OPENBLAS_VARIABLES}}
 
 
@@ -78,4 +85,5 @@ def machine_lines() -> list[str]:
     m = machine_description()
     return [f"CPU: {m['cpu']}; cores: {m['cores']} ({m['available_cpus']} available)",
             f"BLAS: {'; '.join(m['blas']) or 'none found'}",
+            f"gmmseg kernels: {m['kernels']}",
             "env: " + ", ".join(f"{k} {v}" for k, v in m["env"].items())]

@@ -16,6 +16,8 @@ standardised.  In one run it prints:
 * scikit-learn's ms per iteration from the same start (K = 8 full and diag
   with ``--quick``, every K and type otherwise; float64, as it computes) and
   the speed-up of gmmseg's float32 iteration over it;
+* with the compiled kernels in use (Numba, the ``fast`` extra), the NumPy
+  kernels' float32 ms per iteration from the same start beside them;
 * which of the targets of issue 19 are met: every case within 5x of the
   floor, >= 50x scikit-learn for K = 8 full and >= 25x for K = 8 diag.
 
@@ -39,6 +41,7 @@ import threadpoolctl
 
 from gmmseg import GaussianMixture
 from gmmseg._system import available_cpus, machine_lines
+from gmmseg.mixture import _em
 from gmmseg.features import FeatureExtractor
 from gmmseg.io import as_image
 
@@ -137,8 +140,11 @@ def main():
     n, d = X32.shape
     print(f"features: N = {n:,}, D = {d} (Lab + x, y, standardised)\n")
 
+    compiled = _em.USE_COMPILED
     header = (f"{'K':>2} {'cov':9} {'dtype':7} | {'ms/iter':>7} {'min':>6} {'max':>6} | "
-              f"{'floor':>5} {'ratio':>6} | {'sklearn':>7} {'speed-up':>8}")
+              f"{'floor':>5} {'ratio':>6} | "
+              + (f"{'NumPy':>6} {'gain':>5} | " if compiled else "")
+              + f"{'sklearn':>7} {'speed-up':>8}")
     print(header)
     print("-" * len(header))
     ratios, speedups = {}, {}
@@ -151,6 +157,18 @@ def main():
                     X, args.repeats, 4)
                 floor = case_floor(n, d, k, cov, dtype, gemm, exp, copy)
                 ratios[k, cov, dtype] = med / floor
+                numpy_text = ""
+                if compiled and dtype is np.float32:
+                    _em.USE_COMPILED = False
+                    try:
+                        plain, _, _ = per_iteration(
+                            lambda m, k=k, init=init: GaussianMixture(k, max_iter=m, **init),
+                            X, max(1, args.repeats // 2), 4)
+                    finally:
+                        _em.USE_COMPILED = True
+                    numpy_text = f"{plain * 1e3:6.1f} {plain / med:4.1f}x | "
+                elif compiled:
+                    numpy_text = f"{'':6} {'':5} | "
                 sk_text = ""
                 if dtype is np.float32 and (not args.quick or (k, cov) in TARGET_SKLEARN):
                     sk, _, _ = per_iteration(
@@ -160,13 +178,16 @@ def main():
                     sk_text = f"{sk * 1e3:7.0f} {sk / med:7.1f}x"
                 print(f"{k:>2} {cov:9} {np.dtype(dtype).name:7} | {med * 1e3:7.1f} "
                       f"{lo * 1e3:6.1f} {hi * 1e3:6.1f} | {floor * 1e3:5.1f} "
-                      f"{med / floor:5.1f}x | {sk_text}", flush=True)
+                      f"{med / floor:5.1f}x | {numpy_text}{sk_text}", flush=True)
 
     print("\nms/iter: (fit with 5 iterations - fit with 1) / 4 from the same start, tol = 0, "
           f"median of {args.repeats} (min, max); floor: this case's flops "
           "(N K (4 D^2 + 7 D) full/tied, N K 8 D diag/spherical) at the GEMM rate + N K exps "
-          "at the cv2.exp rate + reading X once; sklearn: float64, (fit(3) - fit(1)) / 2, "
-          "speed-up over gmmseg float32.")
+          "at the cv2.exp rate + reading X once; "
+          + ("NumPy: gmmseg's NumPy kernels (GMMSEG_KERNELS=numpy), float32, median of "
+             f"{max(1, args.repeats // 2)}, and the compiled kernels' gain over them; "
+             if compiled else "")
+          + "sklearn: float64, (fit(3) - fit(1)) / 2, speed-up over gmmseg float32.")
     worst = max(ratios, key=ratios.get)
     met = ratios[worst] <= TARGET_FLOOR
     print(f"target: every case within {TARGET_FLOOR:.0f}x of the floor: "
