@@ -11,7 +11,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gmmseg import ConvergenceWarning, GaussianMixture, ModelFileError
 from gmmseg.errors import NotFittedError
-from gmmseg.mixture import canonical_order
+from gmmseg.mixture import _em, canonical_order
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -462,13 +462,17 @@ def test_clamped_responsibilities_leave_the_statistics_unchanged(covariance_type
     np.testing.assert_allclose(gm.lower_bound_, sk.lower_bound_, rtol=1e-12)
 
 
-def test_float32_responsibilities_have_no_subnormal_numbers():
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+def test_float32_responsibilities_have_no_subnormal_numbers(monkeypatch, compiled):
     """Products with subnormal floats run many times slower on some CPUs.
 
     Rows on a line between two tight components: their log responsibility
     ratios sweep through the range where exp gives float32 subnormals
-    (about -88 to -103), which the kernels clamp away.
+    (about -88 to -103), which both kernels (compiled and NumPy) clamp away.
     """
+    if compiled:
+        pytest.importorskip("numba")
+    monkeypatch.setattr(_em, "USE_COMPILED", compiled)
     x = np.linspace(-5.0, 15.0, 20000)
     X = np.stack([x, np.zeros_like(x)], axis=1).astype(np.float32)
     gm = GaussianMixture(2, max_iter=0, weights_init=[0.5, 0.5],
