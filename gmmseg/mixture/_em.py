@@ -107,8 +107,14 @@ def _pack_state(weights, means, prec_chol_full, dtype, diagonal):
         diagonal=diagonal,
         whiten=whiten,
         shift=shift,
-        triangular=not np.any(np.triu(pt, 1)),
+        triangular=not np.any(pt[:, _strict_upper(d)]),
     )
+
+
+@functools.cache
+def _strict_upper(d):
+    """Boolean ``(D, D)`` mask above the diagonal (``np.triu`` rebuilds one each call)."""
+    return np.triu(np.ones((d, d), bool), 1)
 
 
 class _Workspace:
@@ -402,9 +408,7 @@ def _run_stats_compiled(X, w, runner, state, full_stats):
         nk, sum_y, sum_yy = np.zeros(k), np.zeros((k, d)), np.zeros((k, d, d))
         log_lik = _compiled().stats(X, w, slices[0].start, slices[-1].stop, *args,
                                  full_stats, nk, sum_y, sum_yy)
-        if full_stats:  # the kernel fills the lower triangles
-            sum_yy += np.tril(sum_yy, -1).transpose(0, 2, 1)
-        else:
+        if not full_stats:
             sum_yy = np.diagonal(sum_yy, axis1=1, axis2=2)
         return _Stats(log_lik, nk, sum_y / _SQRT_HALF, sum_yy * 2.0)
 

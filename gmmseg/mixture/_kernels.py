@@ -226,7 +226,8 @@ def stats(X, w, start, stop, A, bias, lconst, triangular, diagonal, full_stats,
     whitened coordinates over sqrt(2); ``lconst`` (K,) the log weights
     and normalisers.  Statistics are in those coordinates (as
     `_em._chunk_stats`'s), summed in float64; ``sum_yy`` (K, D, D) gets
-    its lower triangle when ``full_stats``, else its diagonal.
+    every entry when ``full_stats`` (its upper triangle zero on entry),
+    else its diagonal.
     Returns the (weighted) log-likelihood of the rows.
     """
     n_comp, d_feat = A.shape[0], A.shape[1]
@@ -286,6 +287,11 @@ def stats(X, w, start, stop, A, bias, lconst, triangular, diagonal, full_stats,
                     for b in range(nb):
                         acc += ryd[b] * yk[b]
                     sum_yy[k, d, d] += acc
+    if full_stats:  # the upper triangles, from the lower ones
+        for k in range(n_comp):
+            for d in range(d_feat):
+                for d2 in range(d):
+                    sum_yy[k, d2, d] = sum_yy[k, d, d2]
     return log_lik
 
 

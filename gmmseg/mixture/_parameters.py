@@ -10,6 +10,8 @@ the data, validates user input or touches files.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import linalg
 
@@ -39,6 +41,12 @@ def _as_full(arr, covariance_type, n_components, n_features):
     return arr[:, None, None] * eye
 
 
+@functools.cache
+def _upper_mask(d):
+    """``(D, D)`` ones on and above the diagonal (``np.triu`` rebuilds its mask each call)."""
+    return np.triu(np.ones((d, d)))
+
+
 def _cholesky_factors(covariances, covariance_type):
     """Precision Cholesky factors of ``covariances``, sklearn's layout.
 
@@ -59,7 +67,9 @@ def _cholesky_factors(covariances, covariance_type):
                 except (linalg.LinAlgError, ValueError) as err:
                     raise np.linalg.LinAlgError(f"component {k}") from err
             raise np.linalg.LinAlgError("component 0")
-        out = np.triu(np.swapaxes(np.linalg.inv(cov_chol), 1, 2))
+        # The inverse of a triangular factor is triangular; LU rounding can
+        # leave tiny entries below the diagonal, which the mask clears.
+        out = np.swapaxes(np.linalg.inv(cov_chol), 1, 2) * _upper_mask(covs.shape[-1])
         return out[0] if covariance_type == "tied" else out
     if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
         bad = int(np.argwhere(~(covariances > 0.0)).ravel()[0]) if np.any(
