@@ -7,6 +7,7 @@ compiled ones in CI); these run both on the same inputs and compare them.
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -133,3 +134,62 @@ def test_gmmseg_kernels_numpy_selects_the_numpy_kernels():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def trial_jobs(params, x, n=6, starts=None):
+    from gmmseg.mixture._gaussian_mixture import _trial_generators
+
+    rngs = _trial_generators(np.random.default_rng(5), n)
+    return [(params, x, None, rng, None if starts is None else starts[i], {})
+            for i, rng in enumerate(rngs)]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_start_up_trials_side_by_side_equal_trials_alone(monkeypatch, covariance_type):
+    """All trials in one pass per iteration give each trial's own result: the
+    same lower bounds (to float32 rounding), states and winner, whatever the
+    number of threads."""
+    from gmmseg.mixture import _gaussian_mixture as gmm
+
+    _, X = fitted_model(covariance_type, "float32", seed=3)
+    params = GaussianMixture(3, covariance_type=covariance_type).get_params()
+    alone = gmm._map_trials(gmm._failure_or_short_em, trial_jobs(params, X), 1)
+    together = gmm._short_ems(trial_jobs(params, X), 2)
+    one_thread = gmm._short_ems(trial_jobs(params, X), 1)
+    for (lb_a, state_a), (lb_t, state_t), (lb_1, state_1) in zip(alone, together, one_thread):
+        np.testing.assert_allclose(lb_t, lb_a, rtol=1e-5)
+        np.testing.assert_allclose(state_t["means_"], state_a["means_"], rtol=1e-3, atol=1e-3)
+        assert lb_1 == lb_t
+        np.testing.assert_array_equal(state_1["means_"], state_t["means_"])
+    best = [max(range(len(r)), key=lambda i: (r[i][0], -i)) for r in (alone, together)]
+    assert best[0] == best[1]
+    # Without the compiled kernels the trials run alone: the same results.
+    monkeypatch.setattr(_em, "USE_COMPILED", False)
+    numpy_ = gmm._short_ems(trial_jobs(params, X), 2)
+    np.testing.assert_allclose([r[0] for r in numpy_], [r[0] for r in alone], rtol=1e-5)
+
+
+def test_a_trial_that_needs_more_than_the_plain_update_goes_on_alone():
+    """A start with a component far from every row empties it at once; that trial
+    re-seeds it alone (as a trial alone would), the others go on together, and a
+    start that cannot be set is reported in its place."""
+    from gmmseg.mixture import _gaussian_mixture as gmm
+
+    _, X = fitted_model("full", "float64", seed=4)
+    params = GaussianMixture(3).get_params()
+    centres = [X[:100].mean(0), X[2600:2700].mean(0), X[-100:].mean(0)]
+    good = (np.full(3, 1 / 3), np.array(centres), np.array([np.eye(4)] * 3))
+    far = (np.full(3, 1 / 3), np.array(centres[:2] + [np.full(4, 1e4)]),
+           np.array([np.eye(4)] * 3))
+    broken = (np.full(3, 1 / 3), np.array(centres), np.array([-np.eye(4)] * 3))
+    starts = [good, far, broken, good]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the broken start's retries
+        alone = gmm._map_trials(gmm._failure_or_short_em, trial_jobs(params, X, 4, starts), 1)
+        together = gmm._short_ems(trial_jobs(params, X, 4, starts), 2)
+    assert isinstance(alone[2], ValueError) and isinstance(together[2], ValueError)
+    for i in (0, 1, 3):
+        np.testing.assert_allclose(together[i][0], alone[i][0], rtol=1e-10)
+        np.testing.assert_allclose(together[i][1]["means_"], alone[i][1]["means_"],
+                                   rtol=1e-7, atol=1e-7)
+    assert not np.allclose(together[1][1]["means_"][2], 1e4)  # re-seeded on the data

@@ -400,23 +400,32 @@ def _run_stats(X, w, runner, state, full_stats, resp=None, augmented=None):
 
 def _run_stats_compiled(X, w, runner, state, full_stats):
     """`_run_stats` by the compiled kernel: one call per thread block."""
-    X, args = _kernel_args(X, state)
-    w = np.empty(0, X.dtype) if w is None else np.ascontiguousarray(w)
-    k, d = state.shift.shape
-
-    def block(slices, ws):
-        nk, sum_y, sum_yy = np.zeros(k), np.zeros((k, d)), np.zeros((k, d, d))
-        log_lik = _compiled().stats(X, w, slices[0].start, slices[-1].stop, *args,
-                                 full_stats, nk, sum_y, sum_yy)
-        if not full_stats:
-            sum_yy = np.diagonal(sum_yy, axis1=1, axis2=2)
-        return _Stats(log_lik, nk, sum_y / _SQRT_HALF, sum_yy * 2.0)
-
-    parts = runner.map(block)
+    parts = runner.map(lambda slices, ws: _compiled_stats(
+        X, w, slice(slices[0].start, slices[-1].stop), state, full_stats))
     total = parts[0]
     for p in parts[1:]:
         total = total + p
-    return total
+    return _Stats(float(total.log_lik[0]), *total[1:])
+
+
+def _compiled_stats(X, w, rows, state, full_stats, group=None):
+    """Sufficient statistics of ``X[rows]`` by the compiled kernel, as `_Stats`.
+
+    ``group``: the state's components are models of this many components
+    each, side by side (`_kernels.stats`); ``log_lik`` is an array, one
+    entry per model (one model by default).
+    """
+    X, args = _kernel_args(X, state)
+    w = np.empty(0, X.dtype) if w is None else np.ascontiguousarray(w, dtype=X.dtype)
+    k, d = state.shift.shape
+    group = group or k
+    nk, sum_y, sum_yy = np.zeros(k), np.zeros((k, d)), np.zeros((k, d, d))
+    log_lik = np.zeros(k // group)
+    _compiled().stats(X, w, rows.start, rows.stop, *args, full_stats, group,
+                      nk, sum_y, sum_yy, log_lik)
+    if not full_stats:
+        sum_yy = np.diagonal(sum_yy, axis1=1, axis2=2)
+    return _Stats(log_lik, nk, sum_y / _SQRT_HALF, sum_yy * 2.0)
 
 
 def _run_e_step(X, runner, state, n_components, *, labels=True, proba=True,

@@ -22,9 +22,11 @@ import numpy as np
 
 from .._system import available_cpus, single_threaded_blas
 from ..errors import ConvergenceWarning, ModelFileError, TooFewDistinctRowsError
+from . import _em
 from ._em import (
     _augmented_for_passes,
     _chunk_rows,
+    _compiled_stats,
     _m_step_moments,
     _pack_state,
     _reseed_empty,
@@ -461,18 +463,23 @@ class GaussianMixture(_Estimator):
         params = self.get_params()
         jobs = [(params, sub_x, sub_w, trial_rng, None, given)
                 for trial_rng in _trial_generators(rng, self.init_trials)]
-        screened = _map_trials(_short_em, jobs, self.n_jobs or available_cpus())
+        screened = _short_ems(jobs, self.n_jobs or available_cpus())
+        failed = [r for r in screened if isinstance(r, ValueError)]
+        if failed:
+            raise failed[0]
         best = max(range(len(screened)), key=lambda i: (screened[i][0], -i))  # first of equals
         self._restore_state(screened[best][1])
 
-    def _em(self, X, w, max_iter=None, lower_bounds=None):
+    def _em(self, X, w, max_iter=None, lower_bounds=None, previous=-np.inf):
         """EM from the current parameters: ``(lower bound, n_iter, converged)``.
 
-        ``lower_bounds``, a list, receives the lower bound of every iteration.
+        ``lower_bounds``, a list, receives the lower bound of every iteration;
+        ``previous``, the lower bound of an iteration before these (EM taken
+        over half-way), counts for convergence at the first.
         """
         max_iter = self.max_iter if max_iter is None else max_iter
         lower_bounds = [] if lower_bounds is None else lower_bounds
-        lower_bound = -np.inf
+        lower_bound = previous
         converged = False
         n_iter = 0
         total_weight = float(len(X) if w is None else w.sum())
@@ -721,6 +728,10 @@ class GaussianMixture(_Estimator):
         self.metadata_ = info.get("metadata") or {}
 
 
+def _em_compiled():
+    return _em.USE_COMPILED
+
+
 def _trial_generators(rng, n):
     """``n`` independent generators drawn from ``rng``, in order."""
     return [np.random.default_rng(seed) for seed in rng.integers(0, 2**63, size=n)]
@@ -742,6 +753,132 @@ def _short_em(params, x, w, rng, start=None, given=None):
         model._set_params_from_covariances(*start)
     lower_bound, _, _ = model._em(x, w, max_iter=min(_TRIAL_ITER, model.max_iter))
     return lower_bound, model._fitted_state()
+
+
+def _trial_model(params, x, w, rng, start=None, given=None):
+    """A trial's model at its start (what `_short_em` iterates from), or the
+    ``ValueError`` of a start that cannot be set."""
+    model = GaussianMixture(**(params | {"n_jobs": 1}))
+    model.n_features_in_ = x.shape[1]
+    model.reg_covar_ = float(model.reg_covar)
+    try:
+        if start is None:
+            model._initialize(x, w, rng, given or {})
+        else:
+            model._set_params_from_covariances(*start)
+    except ValueError as err:
+        return err
+    return model
+
+
+def _short_ems(jobs, n_threads):
+    """``[_short_em(*job) for job in jobs]``, the ``ValueError`` of a failed one in its place.
+
+    With the compiled kernels, trials on the same rows run side by side:
+    every iteration is one pass over the rows for all the trials still
+    running (the kernel normalises each trial's components on their own)
+    and one M-step for all of them, so the Python work of an iteration is
+    paid once, not once per trial (where the GIL serialised it).  A trial
+    stops where it would alone (``tol``, ``_TRIAL_ITER``); one whose M-step
+    needs more than the plain update (an emptied component to re-seed, a
+    covariance to regularise further) goes on alone from that iteration.
+    The rows are summed in four fixed pieces, so the result does not depend
+    on the number of threads.  Otherwise (NumPy kernels, tied covariances,
+    trials on different rows) each trial runs alone on a thread.
+    """
+    params, x, w = jobs[0][:3]
+    limit = min(_TRIAL_ITER, params["max_iter"])
+    if not (_em_compiled() and params["covariance_type"] != "tied" and limit > 0
+            and all(j[0] is params and j[1] is x and j[2] is w for j in jobs)):
+        return _map_trials(_failure_or_short_em, jobs, n_threads)
+    results = _map_trials(_trial_model, jobs, n_threads)
+    live = [i for i, r in enumerate(results) if isinstance(r, GaussianMixture)]
+    models = {i: results[i] for i in live}
+    lower = dict.fromkeys(live, -np.inf)
+    ctype = params["covariance_type"]
+    diagonal = ctype in ("diag", "spherical")
+    total_weight = float(len(x) if w is None else w.sum())
+    quarter = -(-len(x) // 4)
+    pieces = [slice(s, min(s + quarter, len(x))) for s in range(0, len(x), quarter)]
+    pool = ThreadPoolExecutor(max(1, min(int(n_threads), len(pieces))))
+    try:
+        for iteration in range(1, limit + 1):
+            if not live:
+                break
+            step = _side_by_side_step([models[i] for i in live], x, w, pieces, pool,
+                                      diagonal, total_weight)
+            for i, (lower_bound, update) in zip(list(live), step):
+                previous, lower[i] = lower[i], lower_bound
+                model = models[i]
+                if update is None:  # this iteration again, alone, and the rest
+                    try:
+                        lower[i], _, _ = model._em(x, w, max_iter=limit - iteration + 1,
+                                                   previous=previous)
+                    except ValueError as err:
+                        results[i] = err
+                    live.remove(i)
+                    continue
+                (model.weights_, model.means_, model.covariances_,
+                 model.precisions_cholesky_) = update
+                if abs(lower_bound - previous) < model.tol:
+                    live.remove(i)
+    finally:
+        pool.shutdown()
+    for i, model in models.items():
+        if not isinstance(results[i], ValueError):
+            results[i] = (lower[i], model._fitted_state())
+    return results
+
+
+def _side_by_side_step(models, x, w, pieces, pool, diagonal, total_weight):
+    """One EM iteration of several models of K components on the same rows.
+
+    Returns, per model, its lower bound before the update and its new
+    ``(weights, means, covariances, precision Cholesky factors)``, or None
+    where the plain update does not do (see `_short_ems`).
+    """
+    k, d = models[0].means_.shape
+    ctype = models[0].covariance_type
+    means = np.concatenate([m.means_ for m in models])
+    prec_chol = np.concatenate([m.precisions_cholesky_ for m in models])
+    p_full, c_full = _full_factors(prec_chol, ctype, len(means), d)
+    state = _pack_state(np.concatenate([m.weights_ for m in models]), means, p_full,
+                        x.dtype, diagonal)
+    parts = pool.map(lambda rows: _compiled_stats(x, w, rows, state, not diagonal, k), pieces)
+    stats = None
+    for part in parts:  # in piece order, whatever the threads
+        stats = part if stats is None else stats + part
+    nk, new_means, cov_k, _ = _m_step_moments(stats, means, c_full, diagonal)
+    per_model = stats.nk.reshape(len(models), k)
+    empty = (per_model < 1e-3 * per_model.sum(1, keepdims=True) / len(x)).any(1)
+    weights = nk.reshape(len(models), k)
+    weights = weights / weights.sum(1, keepdims=True)
+    covariances = _finish_covariances(cov_k, nk, ctype, models[0].reg_covar_)
+    try:
+        factors = _cholesky_factors(covariances, ctype)
+    except np.linalg.LinAlgError:
+        factors = None
+    step = []
+    for g, model in enumerate(models):
+        sl = slice(g * k, (g + 1) * k)
+        update = None
+        if not empty[g] and model.reg_covar_ == models[0].reg_covar_:
+            try:
+                own = factors[sl] if factors is not None else _cholesky_factors(
+                    covariances[sl], ctype)
+                update = (weights[g], new_means[sl], covariances[sl], own)
+            except np.linalg.LinAlgError:
+                update = None
+        step.append((stats.log_lik[g] / total_weight, update))
+    return step
+
+
+def _failure_or_short_em(*args):
+    """`_short_em`, or the ``ValueError`` of a start whose fit failed."""
+    try:
+        return _short_em(*args)
+    except ValueError as err:
+        return err
 
 
 def _map_trials(fn, jobs, n_threads):

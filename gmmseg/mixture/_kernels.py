@@ -167,19 +167,26 @@ _jit = numba.njit(nogil=True, cache=True, **_JIT_OPTIONS)
 
 
 @_jit
-def _score_block(X, s, nb, A, bias, lconst, triangular, diagonal, xb, y, lp):
-    """Whitened coordinates ``y`` (K, D, B) and log densities ``lp[:K]`` of rows s..s+nb."""
-    n_comp, d_feat = A.shape[0], A.shape[1]
+def _transpose_block(X, s, nb, xb):
+    """Rows s..s+nb of ``X`` into the feature-major block buffer ``xb`` (D, B)."""
     for b in range(nb):
-        for j in range(d_feat):
+        for j in range(X.shape[1]):
             xb[j, b] = X[s + b, j]
-    for k in range(n_comp):
-        lk = lp[k]
+
+
+@_jit
+def _score_block(xb, nb, first, A, bias, lconst, triangular, diagonal, y, lp):
+    """Whitened coordinates ``y`` (G, D, B) and log densities ``lp[:G]`` of the
+    block ``xb`` for the G = ``len(y)`` components from ``first`` on."""
+    d_feat = A.shape[1]
+    for i in range(y.shape[0]):
+        k = first + i
+        lk = lp[i]
         c0 = lconst[k]
         for b in range(nb):
             lk[b] = c0
         for d in range(d_feat):
-            yk = y[k, d]
+            yk = y[i, d]
             c = bias[k, d]
             for b in range(nb):
                 yk[b] = c
@@ -195,20 +202,19 @@ def _score_block(X, s, nb, A, bias, lconst, triangular, diagonal, xb, y, lp):
 
 
 @_jit
-def _normalise_block(lp, n_comp, nb, floor):
-    """Responsibilities in ``lp[:K]``; ``lp[K]`` the row maxima, ``lp[K + 1]`` the totals."""
-    top = lp[n_comp]
-    total = lp[n_comp + 1]
-    l0 = lp[0]
+def _normalise_block(lp, first, stop, nb, floor, top, total):
+    """Responsibilities in ``lp[first:stop]`` (one model's components): ``top``
+    gets the row maxima, ``total`` the sums of the unnormalised ones."""
+    l0 = lp[first]
     for b in range(nb):
         top[b] = l0[b]
-    for k in range(1, n_comp):
+    for k in range(first + 1, stop):
         lk = lp[k]
         for b in range(nb):
             top[b] = max(top[b], lk[b])
     for b in range(nb):
         total[b] = 0
-    for k in range(n_comp):
+    for k in range(first, stop):
         lk = lp[k]
         for b in range(nb):
             e = _exp_clamped(max(lk[b] - top[b], floor))
@@ -217,88 +223,93 @@ def _normalise_block(lp, n_comp, nb, floor):
 
 
 @_jit
-def stats(X, w, start, stop, A, bias, lconst, triangular, diagonal, full_stats,
-          nk, sum_y, sum_yy):
+def stats(X, w, start, stop, A, bias, lconst, triangular, diagonal, full_stats, group,
+          nk, sum_y, sum_yy, log_lik):
     """Add the rows start..stop's sufficient statistics to ``nk``, ``sum_y``, ``sum_yy``.
 
     ``X`` (N, D) rows; ``w`` (N,) weights or an empty array for none.
     ``A`` (K, D, D) and ``bias`` (K, D): ``y = A x + bias`` are the
     whitened coordinates over sqrt(2); ``lconst`` (K,) the log weights
-    and normalisers.  Statistics are in those coordinates (as
-    `_em._chunk_stats`'s), summed in float64; ``sum_yy`` (K, D, D) gets
-    every entry when ``full_stats`` (its upper triangle zero on entry),
-    else its diagonal.
-    Returns the (weighted) log-likelihood of the rows.
+    and normalisers.  The K components are ``K / group`` models of
+    ``group`` components each (one model: ``group = K``; several: the
+    start-up trials side by side), each normalised on its own.  Statistics
+    are in the whitened coordinates (as `_em._chunk_stats`'s), summed in
+    float64; ``sum_yy`` (K, D, D) gets every entry when ``full_stats`` (its
+    upper triangle zero on entry), else its diagonal.  ``log_lik`` (models,)
+    gets each model's (weighted) log-likelihood of the rows added.
     """
     n_comp, d_feat = A.shape[0], A.shape[1]
     dt = X.dtype
     xb = np.empty((d_feat, _BLOCK), dt)
-    y = np.empty((n_comp, d_feat, _BLOCK), dt)
-    lp = np.empty((n_comp + 2, _BLOCK), dt)
+    # One model's components at a time: its block of y stays in the L1 cache.
+    y = np.empty((group, d_feat, _BLOCK), dt)
+    lp = np.empty((group, _BLOCK), dt)
+    top = np.empty(_BLOCK, dt)
+    inv = np.empty(_BLOCK, dt)   # the row totals, then their inverses (times the weights)
     ry = np.empty((d_feat, _BLOCK), dt)
     floor = _scalar_like(X, _LOG_RESP_FLOOR)
     zero = _scalar_like(X, 0.0)
     one = _scalar_like(X, 1.0)
     weighted = w.shape[0] > 0
-    log_lik = 0.0
     for s in range(start, stop, _BLOCK):
         nb = min(_BLOCK, stop - s)
-        _score_block(X, s, nb, A, bias, lconst, triangular, diagonal, xb, y, lp)
-        _normalise_block(lp, n_comp, nb, floor)
-        top = lp[n_comp]
-        inv = lp[n_comp + 1]  # the totals, then their inverses (times the weights)
-        block_ll = 0.0
-        if weighted:
-            for b in range(nb):
-                block_ll += w[s + b] * (_log_ge1(inv[b]) + top[b])
-                inv[b] = w[s + b] / inv[b]
-        else:
-            for b in range(nb):
-                block_ll += _log_ge1(inv[b]) + top[b]
-                inv[b] = one / inv[b]
-        log_lik += block_ll
-        for k in range(n_comp):
-            rk = lp[k]
-            acc = zero
-            for b in range(nb):
-                rk[b] *= inv[b]
-                acc += rk[b]
-            nk[k] += acc
-            for d in range(d_feat):
-                yk = y[k, d]
-                ryd = ry[d]
+        _transpose_block(X, s, nb, xb)
+        for g in range(n_comp // group):
+            first = g * group
+            _score_block(xb, nb, first, A, bias, lconst, triangular, diagonal, y, lp)
+            _normalise_block(lp, 0, group, nb, floor, top, inv)
+            block_ll = 0.0
+            if weighted:
+                for b in range(nb):
+                    block_ll += w[s + b] * (_log_ge1(inv[b]) + top[b])
+                    inv[b] = w[s + b] / inv[b]
+            else:
+                for b in range(nb):
+                    block_ll += _log_ge1(inv[b]) + top[b]
+                    inv[b] = one / inv[b]
+            log_lik[g] += block_ll
+            for i in range(group):
+                k = first + i
+                rk = lp[i]
                 acc = zero
                 for b in range(nb):
-                    ryd[b] = rk[b] * yk[b]
-                    acc += ryd[b]
-                sum_y[k, d] += acc
-            for d in range(d_feat):
-                ryd = ry[d]
-                if full_stats:
-                    for d2 in range(d + 1):
-                        y2 = y[k, d2]
-                        acc = zero
-                        for b in range(nb):
-                            acc += ryd[b] * y2[b]
-                        sum_yy[k, d, d2] += acc
-                else:
-                    yk = y[k, d]
+                    rk[b] *= inv[b]
+                    acc += rk[b]
+                nk[k] += acc
+                for d in range(d_feat):
+                    yk = y[i, d]
+                    ryd = ry[d]
                     acc = zero
                     for b in range(nb):
-                        acc += ryd[b] * yk[b]
-                    sum_yy[k, d, d] += acc
+                        ryd[b] = rk[b] * yk[b]
+                        acc += ryd[b]
+                    sum_y[k, d] += acc
+                for d in range(d_feat):
+                    ryd = ry[d]
+                    if full_stats:
+                        for d2 in range(d + 1):
+                            y2 = y[i, d2]
+                            acc = zero
+                            for b in range(nb):
+                                acc += ryd[b] * y2[b]
+                            sum_yy[k, d, d2] += acc
+                    else:
+                        yk = y[i, d]
+                        acc = zero
+                        for b in range(nb):
+                            acc += ryd[b] * yk[b]
+                        sum_yy[k, d, d] += acc
     if full_stats:  # the upper triangles, from the lower ones
         for k in range(n_comp):
             for d in range(d_feat):
                 for d2 in range(d):
                     sum_yy[k, d2, d] = sum_yy[k, d, d2]
-    return log_lik
 
 
 @_jit
 def e_step(X, start, stop, A, bias, lconst, triangular, diagonal,
            labels, proba, log_likelihood):
-    """Labels, responsibilities and log densities of rows start..stop.
+    """Labels, responsibilities and log densities of rows start..stop (one model).
 
     Each output is written when it is not empty (length 0 skips it):
     ``labels`` (N,) int32, ``proba`` (N, K), ``log_likelihood`` (N,).
@@ -307,7 +318,9 @@ def e_step(X, start, stop, A, bias, lconst, triangular, diagonal,
     dt = X.dtype
     xb = np.empty((d_feat, _BLOCK), dt)
     y = np.empty((n_comp, d_feat, _BLOCK), dt)
-    lp = np.empty((n_comp + 2, _BLOCK), dt)
+    lp = np.empty((n_comp, _BLOCK), dt)
+    top = np.empty(_BLOCK, dt)
+    total = np.empty(_BLOCK, dt)
     floor = _scalar_like(X, _LOG_RESP_FLOOR)
     one = _scalar_like(X, 1.0)
     want_labels = labels.shape[0] > 0
@@ -315,10 +328,10 @@ def e_step(X, start, stop, A, bias, lconst, triangular, diagonal,
     want_ll = log_likelihood.shape[0] > 0
     for s in range(start, stop, _BLOCK):
         nb = min(_BLOCK, stop - s)
-        _score_block(X, s, nb, A, bias, lconst, triangular, diagonal, xb, y, lp)
+        _transpose_block(X, s, nb, xb)
+        _score_block(xb, nb, 0, A, bias, lconst, triangular, diagonal, y, lp)
         if want_labels:
             # The first of equal maxima, as NumPy's argmax.
-            top = lp[n_comp]
             l0 = lp[0]
             for b in range(nb):
                 top[b] = l0[b]
@@ -331,9 +344,7 @@ def e_step(X, start, stop, A, bias, lconst, triangular, diagonal,
                         labels[s + b] = k
         if not (want_proba or want_ll):
             continue
-        _normalise_block(lp, n_comp, nb, floor)
-        top = lp[n_comp]
-        total = lp[n_comp + 1]
+        _normalise_block(lp, 0, n_comp, nb, floor, top, total)
         if want_ll:
             for b in range(nb):
                 log_likelihood[s + b] = _log_ge1(total[b]) + top[b]

@@ -29,8 +29,7 @@ from .._system import available_cpus, single_threaded_blas
 from ..errors import TooFewDistinctRowsError, one_line
 from ._gaussian_mixture import (
     GaussianMixture,
-    _map_trials,
-    _short_em,
+    _short_ems,
     _trial_generators,
 )
 from ._init import (
@@ -588,14 +587,6 @@ def _moments_of(x, r, model):
     return mean, cov
 
 
-def _failure_or_short_em(*args):
-    """`_short_em`, or the ``ValueError`` of a start whose fit failed."""
-    try:
-        return _short_em(*args)
-    except ValueError as err:
-        return err
-
-
 def _fit_for_selection(X, w, k, ctype, template, screen, previous, rng):
     """Screen the starts of one K, run full EM from the best; ``(model, start kind)``."""
     if len(X) < k or not _has_n_distinct_rows(X, w, k):
@@ -609,8 +600,7 @@ def _fit_for_selection(X, w, k, ctype, template, screen, previous, rng):
     jobs = [(params, x, xw, trial_rng, start)
             for (_, start), trial_rng in zip(starts, _trial_generators(rng, len(starts)))]
     screened, failure = [], None
-    for (kind, _), result in zip(starts, _map_trials(_failure_or_short_em, jobs,
-                                                      params["n_jobs"] or available_cpus())):
+    for (kind, _), result in zip(starts, _short_ems(jobs, params["n_jobs"] or available_cpus())):
         if isinstance(result, ValueError):
             failure = result
             continue
