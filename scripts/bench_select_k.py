@@ -39,6 +39,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_limits
 
 import gmmseg
+from gmmseg._system import machine_lines
 from gmmseg.features import FeatureExtractor
 from gmmseg.pipeline.segment import DEFAULT_MAX_FIT_SAMPLES, fit_sample
 
@@ -90,10 +91,8 @@ def main():
     parser.add_argument("--size", type=int, default=1024, help="photo side in pixels")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    print(f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.2f}  "
-          f"gmmseg {gmmseg.__version__}  OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(not set)')}  OPENBLAS_L2_SIZE="
-          f"{os.environ.get('OPENBLAS_L2_SIZE', '(not set)')}")
+    print("\n".join(machine_lines()))
+    print(f"load: {os.getloadavg()[0]:.2f}  gmmseg {gmmseg.__version__}")
 
     rgb = photo(args.size)
     gmmseg.select_k(rgb[:64, :64], 1, 2)  # warm up imports and OpenCV
