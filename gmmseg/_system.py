@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import os
 import platform
+import warnings
 
 #: Environment variables that change OpenBLAS's kernels (and slow numpy's BLAS
 #: where they are set): every benchmark figure says whether they were.
@@ -25,11 +26,30 @@ def compiled_kernels_wanted() -> bool:
 
     True when Numba is installed, unless ``GMMSEG_KERNELS=numpy`` asks for
     the NumPy implementations (same results; a way to rule the compiled code
-    out).  Numba itself is imported only where a kernel is first used: its
-    import takes about a quarter of a second.
+    out).  Read when gmmseg is imported.  Numba itself is imported only
+    where a kernel is first used (`import_compiled`): its import takes about
+    a quarter of a second.
     """
-    return (os.environ.get("GMMSEG_KERNELS", "").strip().lower() != "numpy"
-            and importlib.util.find_spec("numba") is not None)
+    choice = os.environ.get("GMMSEG_KERNELS", "").strip().lower()
+    if choice not in ("", "compiled", "numpy"):
+        warnings.warn(f"GMMSEG_KERNELS={choice!r} is not 'compiled' or 'numpy'; "
+                      "using the compiled kernels where Numba is installed", RuntimeWarning,
+                      stacklevel=2)
+    return choice != "numpy" and importlib.util.find_spec("numba") is not None
+
+
+def import_compiled(package: str, name: str):
+    """Module ``package.name`` of compiled kernels, or None if Numba fails to load.
+
+    An installed Numba can still refuse to import (one built for another
+    NumPy, say): gmmseg then says so once and runs its NumPy kernels.
+    """
+    try:
+        return importlib.import_module(f"{package}.{name}")
+    except ImportError as err:
+        warnings.warn(f"gmmseg's compiled kernels are unavailable ({err}); using the NumPy "
+                      "kernels (same results, slower)", RuntimeWarning, stacklevel=2)
+        return None
 
 
 @functools.cache

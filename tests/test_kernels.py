@@ -67,7 +67,7 @@ def test_compiled_statistics_equal_the_numpy_kernels(monkeypatch, covariance_typ
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_compiled_e_step_equals_the_numpy_kernels(monkeypatch, covariance_type, dtype):
     gm, X = fitted_model(covariance_type, dtype)
-    X = X[::-1]  # a strided view: the kernels take any layout
+    X = X[::-1]  # rows in another order than the fit's
     compiled, numpy_ = both_kernels(monkeypatch, lambda: gm.e_step(X))
     tol = 1e-12 if dtype == "float64" else 2e-6
     np.testing.assert_array_equal(compiled.labels, numpy_.labels)
@@ -193,3 +193,25 @@ def test_a_trial_that_needs_more_than_the_plain_update_goes_on_alone():
         np.testing.assert_allclose(together[i][1]["means_"], alone[i][1]["means_"],
                                    rtol=1e-7, atol=1e-7)
     assert not np.allclose(together[1][1]["means_"][2], 1e4)  # re-seeded on the data
+
+
+def test_trials_with_their_own_reg_covar_step_together():
+    """A start that needed a larger reg_covar keeps it, and still steps with the others."""
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gmmseg.mixture import _gaussian_mixture as gmm
+
+    _, X = fitted_model("full", "float64", seed=3)
+    params = GaussianMixture(3).get_params()
+    models = [gmm._trial_model(*job) for job in trial_jobs(params, X, 3)]
+    models[0].reg_covar_ = 1e-2
+    alone = [copy.deepcopy(m) for m in models]
+    with ThreadPoolExecutor(1) as pool:
+        step = gmm._side_by_side_step(models, X, None, [slice(0, len(X))], pool, False,
+                                      float(len(X)))
+    for (lower_bound, update), model in zip(step, alone):
+        assert update is not None
+        expected, _, _ = model._em(X, None, max_iter=1)
+        np.testing.assert_allclose(lower_bound, expected, rtol=1e-12)
+        np.testing.assert_allclose(update[2], model.covariances_, rtol=1e-10, atol=1e-12)

@@ -1,6 +1,9 @@
 """Tests of gmmseg.mixture: agreement with scikit-learn, invariants, errors."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -499,3 +502,32 @@ def test_start_up_trials_on_threads_give_the_one_thread_result(covariance_type):
     np.testing.assert_allclose(one.lower_bounds_, two.lower_bounds_, rtol=1e-12)
     np.testing.assert_allclose(one.means_, two.means_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(one.covariances_, two.covariances_, rtol=1e-9, atol=1e-12)
+
+
+def test_a_numba_that_fails_to_import_leaves_the_numpy_kernels(tmp_path):
+    """An installed Numba can refuse to import (built for another NumPy): gmmseg
+    says so once per kind of kernel and computes the same results with NumPy."""
+    fake = tmp_path / "numba"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('Numba needs NumPy 2.3 or less')\n")
+    code = (
+        "import warnings, numpy as np\n"
+        "from gmmseg import GaussianMixture\n"
+        "from gmmseg.postprocess import remove_small_regions\n"
+        "X = np.concatenate([np.zeros((200, 2)), np.full((200, 2), 9.0)])\n"
+        "X += np.random.default_rng(0).normal(size=X.shape)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    labels = GaussianMixture(2, random_state=0).fit_predict(X)\n"
+        "    cleaned = remove_small_regions(np.array([[0, 0, 1], [0, 0, 0]]), 2)\n"
+        "print(len(set(labels[:200].tolist())), len(set(labels[200:].tolist())),\n"
+        "      cleaned.tolist())\n"
+        "print(sum('compiled kernels are unavailable' in str(w.message) for w in caught))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env.pop("GMMSEG_KERNELS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    first, second = out.stdout.splitlines()
+    assert first == "1 1 [[0, 0, 0], [0, 0, 0]]"
+    assert second == "2"   # the EM kernels and the region code, once each

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .._system import compiled_kernels_wanted, single_threaded_blas
+from .._system import compiled_kernels_wanted, import_compiled, single_threaded_blas
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # The kernels carry y / sqrt(2) rather than y, so that the log density is
@@ -60,9 +60,14 @@ USE_COMPILED = compiled_kernels_wanted()
 
 @functools.cache
 def _compiled():
-    """The `_kernels` module, imported on first use (Numba's import takes ~0.25 s)."""
-    from . import _kernels
-    return _kernels
+    """The `_kernels` module, imported on first use (Numba's import takes ~0.25 s);
+    None where Numba fails to load."""
+    return import_compiled(__package__, "_kernels")
+
+
+def _use_compiled():
+    """Whether this call runs the compiled kernels (wanted, and Numba loads)."""
+    return USE_COMPILED and _compiled() is not None
 
 
 class _State(NamedTuple):
@@ -114,7 +119,9 @@ def _pack_state(weights, means, prec_chol_full, dtype, diagonal):
 @functools.cache
 def _strict_upper(d):
     """Boolean ``(D, D)`` mask above the diagonal (``np.triu`` rebuilds one each call)."""
-    return np.triu(np.ones((d, d), bool), 1)
+    mask = np.triu(np.ones((d, d), bool), 1)
+    mask.flags.writeable = False  # shared by every call
+    return mask
 
 
 class _Workspace:
@@ -353,7 +360,7 @@ def _augmented_for_passes(X):
     The NumPy kernels read feature-major chunks, so the EM loop transposes
     ``X`` once for all its passes; the compiled kernels read ``X`` as it is.
     """
-    return None if USE_COMPILED else _augment(X)
+    return None if _use_compiled() else _augment(X)
 
 
 def _kernel_args(X, state):
@@ -379,7 +386,7 @@ def _run_stats(X, w, runner, state, full_stats, resp=None, augmented=None):
     times (the EM loop).
     """
     wc = None if w is None else w.astype(X.dtype)
-    if resp is None and USE_COMPILED:
+    if resp is None and _use_compiled():
         return _run_stats_compiled(X, wc, runner, state, full_stats)
 
     def block(slices, ws):
@@ -439,7 +446,7 @@ def _run_e_step(X, runner, state, n_components, *, labels=True, proba=True,
         np.empty(n, dtype=X.dtype) if log_likelihood else None,
         np.empty((k, n), dtype=X.dtype) if component_log_prob else None,
     )
-    if not component_log_prob and USE_COMPILED:
+    if not component_log_prob and _use_compiled():
         Xc, args = _kernel_args(X, state)
         # Outputs not asked for go as empty arrays (the kernel skips them).
         outputs = (np.empty(0, np.int32) if out.labels is None else out.labels,

@@ -728,10 +728,6 @@ class GaussianMixture(_Estimator):
         self.metadata_ = info.get("metadata") or {}
 
 
-def _em_compiled():
-    return _em.USE_COMPILED
-
-
 def _trial_generators(rng, n):
     """``n`` independent generators drawn from ``rng``, in order."""
     return [np.random.default_rng(seed) for seed in rng.integers(0, 2**63, size=n)]
@@ -744,13 +740,9 @@ def _short_em(params, x, w, rng, start=None, given=None):
     ``params``' own initialisation drawn from ``rng`` (with the initial
     arrays ``given``), then runs at most ``_TRIAL_ITER`` EM iterations on ``x``.
     """
-    model = GaussianMixture(**(params | {"n_jobs": 1}))
-    model.n_features_in_ = x.shape[1]
-    model.reg_covar_ = float(model.reg_covar)
-    if start is None:
-        model._initialize(x, w, rng, given or {})
-    else:
-        model._set_params_from_covariances(*start)
+    model = _trial_model(params, x, w, rng, start, given)
+    if isinstance(model, ValueError):
+        raise model
     lower_bound, _, _ = model._em(x, w, max_iter=min(_TRIAL_ITER, model.max_iter))
     return lower_bound, model._fitted_state()
 
@@ -779,16 +771,18 @@ def _short_ems(jobs, n_threads):
     running (the kernel normalises each trial's components on their own)
     and one M-step for all of them, so the Python work of an iteration is
     paid once, not once per trial (where the GIL serialised it).  A trial
-    stops where it would alone (``tol``, ``_TRIAL_ITER``); one whose M-step
-    needs more than the plain update (an emptied component to re-seed, a
-    covariance to regularise further) goes on alone from that iteration.
-    The rows are summed in four fixed pieces, so the result does not depend
-    on the number of threads.  Otherwise (NumPy kernels, tied covariances,
-    trials on different rows) each trial runs alone on a thread.
+    stops by the same rule as alone (``tol``, ``_TRIAL_ITER``); its sums
+    differ from a lone trial's in the last bits only (the rows are summed
+    in four fixed pieces rather than one, so the result does not depend on
+    the number of threads either).  One whose M-step needs more than the
+    plain update (an emptied component to re-seed, a covariance that is
+    not positive definite) goes on alone from that iteration.  Otherwise
+    (NumPy kernels, tied covariances, trials on different rows) each trial
+    runs alone on a thread.
     """
     params, x, w = jobs[0][:3]
     limit = min(_TRIAL_ITER, params["max_iter"])
-    if not (_em_compiled() and params["covariance_type"] != "tied" and limit > 0
+    if not (_em._use_compiled() and params["covariance_type"] != "tied" and limit > 0
             and all(j[0] is params and j[1] is x and j[2] is w for j in jobs)):
         return _map_trials(_failure_or_short_em, jobs, n_threads)
     results = _map_trials(_trial_model, jobs, n_threads)
@@ -798,6 +792,7 @@ def _short_ems(jobs, n_threads):
     ctype = params["covariance_type"]
     diagonal = ctype in ("diag", "spherical")
     total_weight = float(len(x) if w is None else w.sum())
+    w_rows = None if w is None else np.ascontiguousarray(w, dtype=x.dtype)  # once, not per pass
     quarter = -(-len(x) // 4)
     pieces = [slice(s, min(s + quarter, len(x))) for s in range(0, len(x), quarter)]
     pool = ThreadPoolExecutor(max(1, min(int(n_threads), len(pieces))))
@@ -805,7 +800,7 @@ def _short_ems(jobs, n_threads):
         for iteration in range(1, limit + 1):
             if not live:
                 break
-            step = _side_by_side_step([models[i] for i in live], x, w, pieces, pool,
+            step = _side_by_side_step([models[i] for i in live], x, w_rows, pieces, pool,
                                       diagonal, total_weight)
             for i, (lower_bound, update) in zip(list(live), step):
                 previous, lower[i] = lower[i], lower_bound
@@ -853,7 +848,11 @@ def _side_by_side_step(models, x, w, pieces, pool, diagonal, total_weight):
     empty = (per_model < 1e-3 * per_model.sum(1, keepdims=True) / len(x)).any(1)
     weights = nk.reshape(len(models), k)
     weights = weights / weights.sum(1, keepdims=True)
-    covariances = _finish_covariances(cov_k, nk, ctype, models[0].reg_covar_)
+    # Each model's own reg_covar_ (a start may have needed a larger one),
+    # one per component: against the diagonal of each (full, diag) or alone.
+    reg = np.repeat([m.reg_covar_ for m in models], k)
+    covariances = _finish_covariances(cov_k, nk, ctype,
+                                      reg if ctype == "spherical" else reg[:, None])
     try:
         factors = _cholesky_factors(covariances, ctype)
     except np.linalg.LinAlgError:
@@ -862,7 +861,7 @@ def _side_by_side_step(models, x, w, pieces, pool, diagonal, total_weight):
     for g, model in enumerate(models):
         sl = slice(g * k, (g + 1) * k)
         update = None
-        if not empty[g] and model.reg_covar_ == models[0].reg_covar_:
+        if not empty[g]:
             try:
                 own = factors[sl] if factors is not None else _cholesky_factors(
                     covariances[sl], ctype)

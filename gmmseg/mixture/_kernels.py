@@ -233,10 +233,11 @@ def stats(X, w, start, stop, A, bias, lconst, triangular, diagonal, full_stats, 
     and normalisers.  The K components are ``K / group`` models of
     ``group`` components each (one model: ``group = K``; several: the
     start-up trials side by side), each normalised on its own.  Statistics
-    are in the whitened coordinates (as `_em._chunk_stats`'s), summed in
-    float64; ``sum_yy`` (K, D, D) gets every entry when ``full_stats`` (its
-    upper triangle zero on entry), else its diagonal.  ``log_lik`` (models,)
-    gets each model's (weighted) log-likelihood of the rows added.
+    are in the whitened coordinates (as `_em._chunk_stats`'s), each block of
+    rows summed in the data's dtype and the blocks in float64; ``sum_yy``
+    (K, D, D) gets every entry when ``full_stats`` (its upper triangle zero
+    on entry), else its diagonal.  ``log_lik`` (models,) gets each model's
+    (weighted) log-likelihood of the rows added.
     """
     n_comp, d_feat = A.shape[0], A.shape[1]
     dt = X.dtype

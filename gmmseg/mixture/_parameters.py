@@ -44,7 +44,9 @@ def _as_full(arr, covariance_type, n_components, n_features):
 @functools.cache
 def _upper_mask(d):
     """``(D, D)`` ones on and above the diagonal (``np.triu`` rebuilds its mask each call)."""
-    return np.triu(np.ones((d, d)))
+    mask = np.triu(np.ones((d, d)))
+    mask.flags.writeable = False  # shared by every call
+    return mask
 
 
 def _cholesky_factors(covariances, covariance_type):

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from skimage import measure
 
-from .._system import compiled_kernels_wanted
+from .._system import compiled_kernels_wanted, import_compiled
 from ._arrays import _run_lengths, _run_starts
 
 # 2-D maps are labelled by runs in compiled code (`_compiled`) when Numba is
@@ -26,8 +26,13 @@ USE_COMPILED = compiled_kernels_wanted()
 
 @functools.cache
 def _compiled():
-    from . import _compiled
-    return _compiled
+    """The `_compiled` module, imported on first use; None where Numba fails to load."""
+    return import_compiled(__package__, "_compiled")
+
+
+def _use_compiled():
+    """Whether this call runs the compiled code (wanted, and Numba loads)."""
+    return USE_COMPILED and _compiled() is not None
 
 
 # 2-D label maps with up to this many labels are split into regions by
@@ -42,8 +47,12 @@ def _label_regions(labels, connectivity):
     widen before squaring region counts) and ``region_label`` (int64,
     length R + 1, -1 at index 0).
     """
-    if labels.ndim == 2 and labels.size and USE_COMPILED:
-        return _compiled().label_regions(labels, connectivity == 2)
+    if labels.ndim == 2 and labels.size and _use_compiled():
+        # Two integer types (and writable C order): Numba compiles the
+        # function once for each type and layout it meets.
+        wide = labels.dtype.itemsize > 4 or labels.dtype == np.uint32
+        return _compiled().label_regions(
+            np.require(labels, np.int64 if wide else np.int32, ["C", "W"]), connectivity == 2)
     n_labels = int(labels.max()) + 1 if labels.size else 0
     if labels.ndim == 2 and 0 < n_labels <= _OPENCV_MAX_LABELS:
         regions, n_regions = _label_regions_opencv(labels, n_labels, connectivity)
@@ -141,7 +150,7 @@ def _neighbour_pairs(regions):
     regions, both valid.  Borders are a small share of the pixels, so only
     the inequality test runs over the whole image."""
     regions = np.ascontiguousarray(regions)
-    if regions.ndim == 2 and USE_COMPILED:
+    if regions.ndim == 2 and _use_compiled():
         for di, dj in _half_offsets(2, 2):
             yield _compiled().neighbour_pairs(regions, di, dj, 0)
         return

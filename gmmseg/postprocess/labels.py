@@ -298,7 +298,7 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     # source: (small region, neighbour region), each border pair counted.
     src_parts, dst_parts = [], []
     for offset in offsets:
-        if regions.ndim == 2 and _graph.USE_COMPILED:
+        if regions.ndim == 2 and _graph._use_compiled():
             # The same pairs in the same order, without image-sized temporaries.
             ia, ib = _graph._compiled().neighbour_pairs(regions, *offset, 1)
             ra, rb = regions.reshape(-1)[ia], regions.reshape(-1)[ib]
