@@ -1,7 +1,6 @@
 """Tests of gmmseg.pipeline.segment and Segmentation on images with known answers."""
 
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -203,22 +202,19 @@ def test_report_lists_outputs_and_failed_overwrite_leaves_no_stale_report(tmp_pa
     assert not paths["report"].exists()  # nothing left that looks like a complete set
 
 
-def test_regions_worked_out_beside_the_overlay_fail_or_stop_cleanly(tmp_path, monkeypatch):
-    # save works out the regions on a second thread while it writes the
-    # overlay: the worker's error reaches the caller, and an error or Ctrl-C
-    # on the main thread meanwhile leaves no file behind.
+def test_regions_that_fail_or_a_stopped_save_leave_no_file(tmp_path, monkeypatch):
+    # save works out the regions before it writes anything: their error
+    # reaches the caller with nothing written, and an error or Ctrl-C while
+    # the pictures are encoded leaves no file behind either.
     img, _ = quadrants()
     seg = segment(img, 4)
-    threads = []
 
     def failing_regions(*args, **kwargs):
-        threads.append(threading.current_thread())
         raise MemoryError("no room for the regions")
 
     monkeypatch.setattr(gmmseg.pipeline.Segmentation, "regions", failing_regions)
     with pytest.raises(MemoryError, match="no room"):
         seg.save(tmp_path, "scene")
-    assert threads and threads[0] is not threading.main_thread()
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
 
@@ -234,8 +230,8 @@ def test_regions_worked_out_beside_the_overlay_fail_or_stop_cleanly(tmp_path, mo
 
 
 def test_save_with_regions_works_at_interpreter_exit(tmp_path):
-    # atexit handlers run after Python stops thread pools: save then works
-    # out the regions on its own thread.
+    # atexit handlers run after Python stops thread pools: save then encodes
+    # on its own thread.
     import subprocess
     import sys
     script = f"""
