@@ -167,6 +167,15 @@ _jit = numba.njit(nogil=True, cache=True, **_JIT_OPTIONS)
 
 
 @_jit
+def _block_buffers(X, n_comp):
+    """A block's scratch arrays in ``X``'s dtype: rows feature-major ``(D, B)``,
+    whitened coordinates ``(K, D, B)``, log densities ``(K, B)`` and two rows."""
+    d_feat, dt = X.shape[1], X.dtype
+    return (np.empty((d_feat, _BLOCK), dt), np.empty((n_comp, d_feat, _BLOCK), dt),
+            np.empty((n_comp, _BLOCK), dt), np.empty(_BLOCK, dt), np.empty(_BLOCK, dt))
+
+
+@_jit
 def _transpose_block(X, s, nb, xb):
     """Rows s..s+nb of ``X`` into the feature-major block buffer ``xb`` (D, B)."""
     for b in range(nb):
@@ -240,14 +249,10 @@ def stats(X, w, start, stop, A, bias, lconst, triangular, diagonal, full_stats, 
     (weighted) log-likelihood of the rows added.
     """
     n_comp, d_feat = A.shape[0], A.shape[1]
-    dt = X.dtype
-    xb = np.empty((d_feat, _BLOCK), dt)
     # One model's components at a time: its block of y stays in the L1 cache.
-    y = np.empty((group, d_feat, _BLOCK), dt)
-    lp = np.empty((group, _BLOCK), dt)
-    top = np.empty(_BLOCK, dt)
-    inv = np.empty(_BLOCK, dt)   # the row totals, then their inverses (times the weights)
-    ry = np.empty((d_feat, _BLOCK), dt)
+    # ``inv``: the row totals, then their inverses (times the weights).
+    xb, y, lp, top, inv = _block_buffers(X, group)
+    ry = np.empty((d_feat, _BLOCK), X.dtype)
     floor = _scalar_like(X, _LOG_RESP_FLOOR)
     zero = _scalar_like(X, 0.0)
     one = _scalar_like(X, 1.0)
@@ -315,13 +320,8 @@ def e_step(X, start, stop, A, bias, lconst, triangular, diagonal,
     Each output is written when it is not empty (length 0 skips it):
     ``labels`` (N,) int32, ``proba`` (N, K), ``log_likelihood`` (N,).
     """
-    n_comp, d_feat = A.shape[0], A.shape[1]
-    dt = X.dtype
-    xb = np.empty((d_feat, _BLOCK), dt)
-    y = np.empty((n_comp, d_feat, _BLOCK), dt)
-    lp = np.empty((n_comp, _BLOCK), dt)
-    top = np.empty(_BLOCK, dt)
-    total = np.empty(_BLOCK, dt)
+    n_comp = A.shape[0]
+    xb, y, lp, top, total = _block_buffers(X, n_comp)
     floor = _scalar_like(X, _LOG_RESP_FLOOR)
     one = _scalar_like(X, 1.0)
     want_labels = labels.shape[0] > 0
