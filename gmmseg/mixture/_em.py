@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from .._system import compiled_kernels_wanted, import_compiled, single_threaded_blas
+from ._parameters import _upper_mask
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # The kernels carry y / sqrt(2) rather than y, so that the log density is
@@ -53,7 +54,7 @@ _CHUNK_FLOATS = 96 * 1024
 # unchanged to the last float32 (or float64) digit that counts.
 _LOG_RESP_FLOOR = -60.0
 # The fused kernels of `_kernels` when Numba is installed (the ``fast``
-# extra), unless GMMSEG_KERNELS=numpy asks for the NumPy kernels below: 2-4x
+# extra), unless GMMSEG_KERNELS=numpy asks for the NumPy kernels below: 6-11x
 # faster per EM iteration (README "Speed"), same statistics.
 USE_COMPILED = compiled_kernels_wanted()
 
@@ -112,16 +113,9 @@ def _pack_state(weights, means, prec_chol_full, dtype, diagonal):
         diagonal=diagonal,
         whiten=whiten,
         shift=shift,
-        triangular=not np.any(pt[:, _strict_upper(d)]),
+        # lower triangular: nothing left outside the mask's transpose
+        triangular=np.array_equal(pt, pt * _upper_mask(d).T),
     )
-
-
-@functools.cache
-def _strict_upper(d):
-    """Boolean ``(D, D)`` mask above the diagonal (``np.triu`` rebuilds one each call)."""
-    mask = np.triu(np.ones((d, d), bool), 1)
-    mask.flags.writeable = False  # shared by every call
-    return mask
 
 
 class _Workspace:
@@ -505,6 +499,12 @@ def _m_step_moments(stats, means, c_full, diagonal):
     cov_k = np.maximum(cov_k, 0.0) if cov_k.ndim == 2 else cov_k
     weights = nk / nk.sum()
     return nk, means, cov_k, weights
+
+
+def _emptied(nk, n_rows):
+    """Which components have (almost) no responsibility left: ``nk`` ``(..., K)``
+    responsibility totals of models fitted on ``n_rows`` rows."""
+    return nk < 1e-3 * nk.sum(axis=-1, keepdims=True) / n_rows
 
 
 def _reseed_empty(empty, means, cov_k, weights, nk, X, log_lik):

@@ -27,6 +27,7 @@ from ._em import (
     _augmented_for_passes,
     _chunk_rows,
     _compiled_stats,
+    _emptied,
     _m_step_moments,
     _pack_state,
     _reseed_empty,
@@ -338,7 +339,7 @@ class GaussianMixture(_Estimator):
             stats, self.means_, c_full, self.covariance_type in ("diag", "spherical"))
         # A component with (almost) no responsibility left is re-seeded on the
         # rows the current model explains worst, rather than left to NaN.
-        empty = stats.nk < 1e-3 * stats.nk.sum() / len(X)
+        empty = _emptied(stats.nk, len(X))
         if empty.any():
             log_lik = _run_e_step(X, runner, state, self.n_components,
                                   labels=False, proba=False).log_likelihood
@@ -844,8 +845,7 @@ def _side_by_side_step(models, x, w, pieces, pool, diagonal, total_weight):
     for part in parts:  # in piece order, whatever the threads
         stats = part if stats is None else stats + part
     nk, new_means, cov_k, _ = _m_step_moments(stats, means, c_full, diagonal)
-    per_model = stats.nk.reshape(len(models), k)
-    empty = (per_model < 1e-3 * per_model.sum(1, keepdims=True) / len(x)).any(1)
+    empty = _emptied(stats.nk.reshape(len(models), k), len(x)).any(axis=1)
     weights = nk.reshape(len(models), k)
     weights = weights / weights.sum(1, keepdims=True)
     # Each model's own reg_covar_ (a start may have needed a larger one),
@@ -867,7 +867,7 @@ def _side_by_side_step(models, x, w, pieces, pool, diagonal, total_weight):
                     covariances[sl], ctype)
                 update = (weights[g], new_means[sl], covariances[sl], own)
             except np.linalg.LinAlgError:
-                update = None
+                pass  # not positive definite: this model goes on alone
         step.append((stats.log_lik[g] / total_weight, update))
     return step
 

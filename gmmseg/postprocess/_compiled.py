@@ -148,4 +148,3 @@ def neighbour_pairs(regions, di, dj, lowest_valid):
                 ib[n] = i * w + j0 + j + step
                 n += 1
     return ia, ib
-

@@ -1,8 +1,8 @@
 """The neighbour structure of a label map: its connected pieces and who touches whom.
 
 Owns: labelling the connected regions of a label map (compiled code of
-`_compiled`, OpenCV or scikit-image: the same regions in raster order), renumbering regions in
-raster order, the neighbour offsets and slices that pair each pixel with
+`_compiled`, OpenCV or scikit-image: the same regions in raster order),
+renumbering regions in raster order, the neighbour offsets and slices that pair each pixel with
 its neighbours, the pixel pairs between touching regions, and the border
 length and edge strength of every pair of touching regions.  The lower
 layer of :mod:`.labels` (small-region cleanup) and :mod:`.regions` (the
