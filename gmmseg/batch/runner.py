@@ -157,8 +157,8 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | os.PathLike, *,
     rows: list[dict | None] = [None] * len(items)
     model_file = out_dir / SHARED_MODEL if shared_model and model is None else None
     model, feature_extractor = _batch_model(
-        model, feature_extractor, model_file, items, worker_budget(budget, jobs, len(items))[1],
-        segment_kwargs, save_kwargs, read_kwargs, per_image, resume, overwrite, progress)
+        model, feature_extractor, model_file, items, segment_kwargs, read_kwargs, per_image,
+        resume, overwrite, progress)
     if resume:
         _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnails,
                 n_components=None if model is not None else segment_kwargs.get(
@@ -236,8 +236,8 @@ def _resume(items, rows, out_dir, save_kwargs, read_kwargs, overwrite, thumbnail
             _restore_thumbnails(row, item, out_dir, read_kwargs)
 
 
-def _batch_model(model, extractor, model_file, items, share, segment_kwargs, save_kwargs,
-                 read_kwargs, per_image, resume, overwrite, progress):
+def _batch_model(model, extractor, model_file, items, segment_kwargs, read_kwargs, per_image,
+                 resume, overwrite, progress):
     """``(model, extractor)`` applied to every input: given, shared (fitted or reused) or None.
 
     """

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError, one_line
-from .image import Image, logged_warnings, require
+from .image import Image, _finite_mask, logged_warnings, require
 
 Region = tuple[tuple[int, int], ...]
 
@@ -287,14 +287,7 @@ def _read_tiff_window(source: WindowSource, region: Region):
             xa, xb = max(c0, x), min(c1, x + chunk.shape[1], page.shape[1])
             out[ya - r0:yb - r0, xa - c0:xb - c0] = chunk[ya - y:yb - y, xa - x:xb - x]
     data = _bands_last(out, source._options["bands"])
-    return data, _finite(data)
-
-
-def _finite(data: np.ndarray) -> np.ndarray:
-    """Valid pixels as the whole-file readers define them: no channel NaN or infinite."""
-    if data.dtype.kind != "f":
-        return np.ones(data.shape[:-1], dtype=bool)
-    return np.isfinite(data).all(axis=-1)
+    return data, _finite_mask(data)
 
 
 # -- NumPy ----------------------------------------------------------------------------
@@ -303,11 +296,7 @@ def _finite(data: np.ndarray) -> np.ndarray:
 def _open_npy(path: Path, options: dict) -> WindowSource:
     from .image import _default_channels
 
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as err:
-        raise ImageReadError(f"{path}: truncated or corrupt .npy file "
-                             f"({one_line(err, with_type=True)})") from err
+    arr = _opened(lambda p: np.load(p, mmap_mode="r", allow_pickle=False), path, ".npy")
     if arr.ndim not in (2, 3) or arr.dtype.kind not in "biuf" or 0 in arr.shape:
         raise ImageReadError(f"{path}: .npy array must be 2-D (H, W) or 3-D (H, W, C) of "
                              f"numbers, got shape {arr.shape} dtype {arr.dtype}")
@@ -327,7 +316,7 @@ def _read_npy_window(source: WindowSource, region: Region):
     window = np.asarray(arr[r0:r1, c0:c1])
     data = _bands_last(window if window.ndim == 3 else window[..., np.newaxis],
                        source._options["bands"])
-    return data, _finite(data)
+    return data, _finite_mask(data)
 
 
 # -- NIfTI ----------------------------------------------------------------------------
@@ -370,4 +359,4 @@ def _read_nifti_window(source: WindowSource, region: Region):
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     data = np.ascontiguousarray(arr.transpose(2, 1, 0))[..., np.newaxis]
-    return data, _finite(data)
+    return data, _finite_mask(data)

@@ -11,7 +11,7 @@ thread-safe) and keeps nothing between calls.  No planning, no writing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,7 +41,6 @@ class WindowTask:
     label_dtype: str = "uint8"
     nodata: int = 255
     preview_step: int = 1
-    extras: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -30,6 +30,7 @@ closely but not exactly (the README gives the measured agreement).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -42,6 +43,7 @@ from ..errors import GmmsegError, counted
 from ..io.windows import GDAL_CACHE, gdal_cache
 from ._window_exec import connect  # noqa: F401  (batch runs on the same clusters)
 from ._window_outputs import PREVIEW_SIZE
+from .appearance import sample_rows
 
 #: Default budget ceiling: a quarter of the available memory caps it below.
 DEFAULT_MAX_MEMORY = 2 * 1024**3
@@ -242,15 +244,9 @@ def plan_windows(shape, block, per_pixel, budget, halo, *, size=None, where=""):
                 window, growing = bigger, True
                 break
     ranges = [[(a, min(a + w, n)) for a in range(0, n, w)] for w, n in zip(window, shape)]
-    cores = [tuple(c) for c in _product(ranges)]
+    cores = [tuple(c) for c in itertools.product(*ranges)]
     outers = [_extent(c, halo, shape) for c in cores]
     return WindowPlan(tuple(shape), tuple(window), tuple(halo), cores, outers, per_pixel, budget)
-
-
-def _product(ranges):
-    import itertools
-
-    return itertools.product(*ranges)
 
 
 def feature_halo(items, spacing, ndim) -> tuple[int, ...]:
@@ -345,15 +341,7 @@ def _row_range(core, shape):
     return core[0]
 
 
-def _draw_sample(counts, n_valid, max_fit_samples, random_state):
-    """Sorted valid-pixel indices of the fit sample: :func:`fit_sample`'s draw, or None for all."""
-    if n_valid <= max_fit_samples:
-        return np.arange(n_valid, dtype=np.int64)
-    rng = np.random.default_rng(random_state)
-    return np.sort(rng.choice(n_valid, size=int(max_fit_samples), replace=False))
-
-
-def _locate(index, counts, plan, columns):
+def _locate(index, counts):
     """Global positions ``(n, ndim)`` of the valid pixels numbered ``index`` in C order."""
     per_row = counts.sum(axis=1)
     row_end = np.cumsum(per_row)
@@ -371,7 +359,7 @@ def _gather_sample(plan, counts, index, run):
     from ._window_work import sample_rows
 
     columns = _grid_rows(plan)
-    rows, window_col, ranks = _locate(index, counts, plan, columns)
+    rows, window_col, ranks = _locate(index, counts)
     jobs = []
     for core, outer in zip(plan.cores, plan.outers):
         r0, r1 = _row_range(core, plan.shape)
@@ -596,7 +584,10 @@ def _fit_sample(source, plan, items, max_fit_samples, random_state, where, run):
     n_valid = int(counts.sum())
     if n_valid == 0:
         raise GmmsegError(f"{where}no valid pixels to segment (all masked, NaN or nodata)")
-    index = _draw_sample(counts, n_valid, max_fit_samples, random_state)
+    # The in-memory path's draw (the same pixels, so the same model).
+    index = sample_rows(n_valid, max_fit_samples, random_state)
+    if index is None:
+        index = np.arange(n_valid, dtype=np.int64)
     raw = _gather_sample(plan, counts, index, run)
     return raw, n_valid, (lum_sum / n_valid if wants_offset else None)
 
@@ -716,9 +707,9 @@ def needs_windows(path, *, max_memory=None, features="auto", n_components=4, smo
     if preset not in (None, "auto"):
         from .presets import preset_arguments
 
-        given = {"features": features, "smoothing": smoothing}
         arguments, _ = preset_arguments(preset, {})
-        features = given["features"] if features != "auto" else arguments.get("features", "auto")
+        if features == "auto":
+            features = arguments.get("features", "auto")
         smoothing = smoothing or arguments.get("smoothing", 0.0)
     try:
         with open_windows(path, bands=bands, nodata=nodata, volume=volume) as source:

@@ -420,13 +420,18 @@ def boundaries(labels, *, mode="thin"):
     return _boundary_mask(labels, thick=mode == "thick")
 
 
-def _boundary_mask(labels, *, thick):
+def _boundary_mask(labels, *, thick, has_invalid=True):
+    """Pixels whose label differs from the next one's along an axis (both valid);
+    ``thick`` marks both sides.  ``has_invalid=False`` (no -1 labels) skips
+    the validity test."""
     mask = np.zeros(labels.shape, dtype=bool)
     for axis in range(labels.ndim):
         offset = tuple(1 if d == axis else 0 for d in range(labels.ndim))
         sl_a, sl_b = _pair_slices(offset)
         a, b = labels[sl_a], labels[sl_b]
-        change = (a != b) & (a >= 0) & (b >= 0)
+        change = a != b
+        if has_invalid:
+            change &= (a >= 0) & (b >= 0)
         mask[sl_a] |= change
         if thick:
             mask[sl_b] |= change
@@ -528,24 +533,11 @@ def overlay(
         cv2.addWeighted(np.ascontiguousarray(rgb[rows]), 1.0 - alpha, tint, alpha, 0.0,
                         dst=target)
         if boundaries:
-            mask = _thin_boundary_rows(labels, rows, has_invalid)
+            # The borders of these rows (with the row below the last).
+            mask = _boundary_mask(labels[rows.start:rows.stop + 1], thick=False,
+                                  has_invalid=has_invalid)[: rows.stop - rows.start]
             cv2.copyTo(edge[: len(mask)], mask.view(np.uint8), target)
     return out
-
-
-def _thin_boundary_rows(labels, rows, has_invalid):
-    """:func:`boundaries` (mode "thin") of a 2-D label map, for ``rows`` only."""
-    block = labels[rows]
-    mask = np.zeros(block.shape, dtype=bool)
-    below = labels[rows.start + 1 : rows.stop + 1]
-    pairs = ((np.s_[:, :-1], block[:, :-1], block[:, 1:]),
-             (np.s_[: len(below)], block[: len(below)], below))
-    for where, a, b in pairs:
-        change = a != b
-        if has_invalid:
-            change &= (a >= 0) & (b >= 0)
-        mask[where] |= change
-    return mask
 
 
 def _as_colors(colors, name):
