@@ -59,10 +59,10 @@ _GROWN_TRIALS = 3
 _SPLIT_TRIALS = 2
 #: Mean classification entropy per fit row, in nats, at or under which ICL's
 #: clusters are clear and criterion="auto" takes ICL's count: on average a
-#: row's cluster is known to about 98%.  Images whose segments are clear
-#: (``scripts/check_select_k.py``: 90 synthetic photos, grey and 4-band
-#: images) stay under 0.05 at their true K; BSDS500 photos lie at 0.1-0.4
-#: at ICL's choice (median 0.22), their colours varying without clear gaps.
+#: row's cluster is known to about 98%.  It lies in the gap between images
+#: whose segments are clear (``scripts/check_select_k.py``'s synthetic
+#: photos, grey and 4-band images) and BSDS500 photos, whose colours vary
+#: without clear gaps (``select-k`` prints the entropy of every K).
 CLEAR_ENTROPY = 0.1
 # The criteria and curves every row of the sweep has.
 _CURVES = ("bic", "aic", "icl", "entropy", "log_likelihood")

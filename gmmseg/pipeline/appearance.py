@@ -32,6 +32,7 @@ import dataclasses
 import numpy as np
 
 from ..features import FeatureExtractor, FeatureItem
+from ..features._pixels import _unit_float
 
 #: Features that say where a pixel is, not what it looks like: K is chosen without them.
 SPATIAL_FEATURES = ("position",)
@@ -135,13 +136,13 @@ def appearance_features(image, valid, items, *, max_fit_samples, random_state, s
     details = {"dequantized": [], "noise": None, "spread": 0}
     if per_pixel:
         # Only the sampled pixels are needed: a one-column image of them.
-        values = _as_float(channels[pixels], image)
+        values = _unit_float(channels[pixels], _unit(image), clip=False)
         source = dataclasses.replace(image, data=values[:, None, :],
                                      valid=np.ones((len(pixels), 1), bool), spacing=None,
                                      channels=_channel_names(image))
         sample_mask = None
     else:
-        values = _as_float(channels, image)
+        values = _unit_float(channels, _unit(image), clip=False)
         source = dataclasses.replace(image, data=values.reshape(image.data.shape),
                                      channels=_channel_names(image))
         sample_mask = np.zeros(valid.size, bool)
@@ -174,15 +175,6 @@ def _unit(image):
     if image.is_rgb and np.issubdtype(image.data.dtype, np.integer):
         return float(np.iinfo(image.data.dtype).max)
     return 1.0
-
-
-def _as_float(values, image):
-    """A float32 copy of ``(n, C)`` values, scaled by :func:`_unit`."""
-    out = values.astype(np.float32)
-    unit = _unit(image)
-    if unit != 1.0:
-        out /= np.float32(unit)
-    return out
 
 
 def _noise_levels(data, valid, pixels):
