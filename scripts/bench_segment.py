@@ -8,7 +8,9 @@ upscaled), in one process:
    run that is not counted (the first touch of fresh memory costs up to
    2 ms per MiB on some VMs; its time and memory growth are printed apart);
    then ``skimage.segmentation.slic(photo)`` with its defaults on the same
-   photo.  Several repeats each: median and spread (lowest to highest), and
+   photo.  Several repeats each, one result alive at a time (as a batch
+   holds them; the previous run's result is released before the next run
+   starts): median and spread (lowest to highest), and
    the ratio of the medians against the targets (issue #19: at most 0.4x
    ``slic`` at 1024 x 1024, 0.1x at 4096 x 4096).
 2. Where the time goes, each part timed alone with the floor it is measured
@@ -233,8 +235,13 @@ def main():
                   "lab,position, connected regions)")
             _, cold, cold_mem = measure(lambda: run_defaults(image, out))
             print(f"  first run (not counted): {cold:.3f} s, peak +{cold_mem:.0f} MiB")
-            runs = [measure(lambda: run_defaults(image, out)) for _ in range(repeats)]
-            seg = runs[-1][0]
+            runs = []
+            for _ in range(repeats):
+                # One result alive at a time, as in a batch: results kept from
+                # earlier runs would make each run map (and fault in) fresh memory.
+                seg = None
+                seg, seconds, grown = measure(lambda: run_defaults(image, out))
+                runs.append((seg.info["timings"], seconds, grown))
             ours = [t for _, t, _ in runs]
             peak = max(m for _, _, m in runs)
             slics = [measure(lambda: slic(image))[1] for _ in range(repeats)]
@@ -245,7 +252,7 @@ def main():
             print(f"  gmmseg segment + save : {spread(ours)}, peak +{peak:.0f} MiB")
             print(f"  skimage slic          : {spread(slics)}")
             print(f"  ratio gmmseg / slic   : {ratio:.3f}x{verdict}")
-            timings = {key: statistics.median(r[0].info["timings"][key] for r in runs)
+            timings = {key: statistics.median(r[0][key] for r in runs)
                        for key in ("features", "fit", "predict")}
             print(f"  {'part':<44}{'s':>8}{'floor s':>10}{'x floor':>9}")
             for part, seconds, floor in breakdown(image, seg, timings, rate, n_cores, out):

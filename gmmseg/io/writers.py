@@ -10,11 +10,11 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import tifffile
 
 from ..errors import OutputExistsError
+from ._png import encode_png
 
 #: Most segments a label map can hold: label files are uint8 up to 255
 #: segments and uint16 beyond (`label_dtype`).
@@ -171,20 +171,9 @@ def write_png(path: str | os.PathLike, array: np.ndarray, *, overwrite: bool = F
         raise ValueError(
             f"array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}"
         )
-    if array.ndim == 3 and array.shape[-1] == 1:
-        pixels = array[..., 0]
-    elif array.ndim == 3:
-        # OpenCV stores colour as BGR(A).
-        code = cv2.COLOR_RGB2BGR if array.shape[-1] == 3 else cv2.COLOR_RGBA2BGRA
-        pixels = cv2.cvtColor(np.ascontiguousarray(array), code)
-    else:
-        pixels = array
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed for an array of shape {array.shape}")
     with atomic_output(path, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
-            f.write(encoded.data)
+            encode_png(array, f.write)
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray, *, overwrite: bool = False) -> None:

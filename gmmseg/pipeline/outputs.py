@@ -348,7 +348,7 @@ def write_outputs(seg, out_dir, stem, *, overwrite, proba, log_likelihood, alpha
     paths["report"].unlink(missing_ok=True)
     t0 = time.perf_counter()
     written = []
-    # PNG encodes run on their own threads (OpenCV lets go of the GIL while
+    # PNG encodes run on their own threads (deflate lets go of the GIL while
     # it compresses) while this thread draws the next picture; other formats
     # are written here, in order (GeoTIFF and NIfTI writers capture warnings
     # process-wide, which threads would mix up).

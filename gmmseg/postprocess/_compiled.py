@@ -3,14 +3,17 @@
 A label map of a photo has a few thousand regions but millions of pixels,
 and every row is a handful of runs of one label.  Labelling the runs (a
 union-find over runs that touch in consecutive rows) does the per-pixel work
-in two cheap scans: finding the runs, then writing each run's region.  The
-NumPy/OpenCV path in `_graph` labels each label's mask with OpenCV, then
-merges and renumbers the maps, several passes over the image per label.
-The pixel pairs between regions come from one scan per direction without
-image-sized temporaries.  Both give the same regions and pairs in the same
-order as the NumPy path (``tests/test_postprocess.py``), which `_graph` and
-`.labels` use without Numba (the ``fast`` extra; see
-`gmmseg._system.compiled_kernels_wanted`).
+in two cheap scans: finding the runs (:func:`label_runs`), then writing each
+run's value (:func:`paint_runs`).  The small-region clean-up works on the
+runs in between: region sizes, the borders between regions
+(:func:`run_borders`: touching runs and how many pixel pairs join them) and
+renaming regions cost per run, not per pixel.  The NumPy/OpenCV path in
+`_graph` labels each label's mask with OpenCV, then merges and renumbers the
+maps, several passes over the image per label.  The pixel pairs between
+regions come from one scan per direction without image-sized temporaries.
+All give the same regions, borders and pairs as the NumPy path
+(``tests/test_postprocess.py``), which `_graph` and `.labels` use without
+Numba (the ``fast`` extra; see `gmmseg._system.compiled_kernels_wanted`).
 """
 
 import numba
@@ -41,8 +44,8 @@ def _join(parent, a, b):
 
 
 @numba.njit(nogil=True, cache=True)
-def label_regions(labels, eight):
-    """Connected regions of equal label; labels below 0 belong to no region.
+def label_runs(labels, eight):
+    """Connected regions of equal label as runs; labels below 0 belong to no region.
 
     Parameters
     ----------
@@ -52,11 +55,14 @@ def label_regions(labels, eight):
 
     Returns
     -------
-    regions : (H, W) int32
-        0 where ``labels < 0``, else 1..R in raster order of each region's
-        first pixel.
+    first : (H + 1,) int64
+        The runs of row ``i`` are ``first[i]`` to ``first[i + 1]``, in column order.
+    start, stop : (n_runs,) int64
+        Each run's columns: ``start <= j < stop``.
+    run_region : (n_runs,) int32
+        Each run's region, 1..R in raster order of each region's first pixel.
     region_label : (R + 1,) int64
-        Each region's label; -1 at index 0.
+        Each region's label; -1 at index 0 (pixels in no run).
     """
     h, w = labels.shape
     n_runs = 0
@@ -67,7 +73,7 @@ def label_regions(labels, eight):
     start = np.empty(n_runs, np.int64)
     stop = np.empty(n_runs, np.int64)
     parent = np.empty(n_runs, np.int64)
-    first = np.empty(h + 1, np.int64)       # the runs of row i: first[i]..first[i + 1]
+    first = np.empty(h + 1, np.int64)
     r = 0
     for i in range(h):
         first[i] = r
@@ -98,7 +104,7 @@ def label_regions(labels, eight):
                 q += 1
     # A region's root is its first run in raster order: numbering the roots in
     # run order numbers the regions in raster order of their first pixel.
-    region = np.empty(n_runs, np.int32)
+    run_region = np.empty(n_runs, np.int32)
     region_label = np.empty(n_runs + 1, np.int64)
     region_label[0] = -1
     n_regions = 0
@@ -106,16 +112,66 @@ def label_regions(labels, eight):
         root = _root(parent, c)
         if root == c:
             n_regions += 1
-            region[c] = n_regions
+            run_region[c] = n_regions
         else:
-            region[c] = region[root]
-    regions = np.zeros((h, w), np.int32)
+            run_region[c] = run_region[root]
     for i in range(h):
         for c in range(first[i], first[i + 1]):
-            g = region[c]
-            region_label[g] = labels[i, start[c]]
-            regions[i, start[c]:stop[c]] = g
-    return regions, region_label[:n_regions + 1]
+            region_label[run_region[c]] = labels[i, start[c]]
+    return first, start, stop, run_region, region_label[:n_regions + 1]
+
+
+@numba.njit(nogil=True, cache=True)
+def paint_runs(first, start, stop, run_value, width, blank):
+    """The ``(H, W)`` map with ``run_value[c]`` on run ``c`` and ``blank`` off the runs."""
+    h = first.shape[0] - 1
+    out = np.empty((h, width), run_value.dtype)
+    fill = run_value.dtype.type(blank)
+    for i in range(h):
+        j = 0
+        for c in range(first[i], first[i + 1]):
+            out[i, j:start[c]] = fill
+            out[i, start[c]:stop[c]] = run_value[c]
+            j = stop[c]
+        out[i, j:] = fill
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def run_borders(first, start, stop, run_region, di, dj):
+    """Touching runs in different regions (both >= 1) at pixel offset ``(di, dj)``
+    (``di`` 0 and ``dj`` 1, or ``di`` 1 and ``dj`` -1, 0 or 1): their regions
+    ``(ra, rb)``, ``rb`` the one at the offset, and how many pixel pairs join
+    them (``length``), one entry per pair of runs."""
+    h = first.shape[0] - 1
+    n = first[h]
+    ra = np.empty(max(n, 1) * (1 + 2 * di), np.int64)   # at most two overlaps a run, plus
+    rb = np.empty_like(ra)                              # one for each run (di = 1)
+    length = np.empty_like(ra)
+    m = 0
+    if di == 0:
+        for i in range(h):
+            for c in range(first[i], first[i + 1] - 1):
+                a, b = run_region[c], run_region[c + 1]
+                if stop[c] == start[c + 1] and a != b and a > 0 and b > 0:
+                    ra[m], rb[m], length[m] = a, b, 1
+                    m += 1
+        return ra[:m], rb[:m], length[:m]
+    for i in range(h - 1):
+        q, q_end = first[i + 1], first[i + 2]
+        for p in range(first[i], first[i + 1]):
+            # Pixel j of run p meets pixel j + dj of run q: j in [start[q] - dj, stop[q] - dj).
+            while q < q_end and stop[q] - dj <= start[p]:
+                q += 1
+            k = q
+            while k < q_end and start[k] - dj < stop[p]:
+                overlap = min(stop[p], stop[k] - dj) - max(start[p], start[k] - dj)
+                a, b = run_region[p], run_region[k]
+                if overlap > 0 and a != b and a > 0 and b > 0:
+                    ra[m], rb[m], length[m] = a, b, overlap
+                    m += 1
+                k += 1
+    return ra[:m], rb[:m], length[:m]
 
 
 @numba.njit(nogil=True, cache=True)

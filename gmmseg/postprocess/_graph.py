@@ -2,11 +2,14 @@
 
 Owns: labelling the connected regions of a label map (compiled code of
 `_compiled`, OpenCV or scikit-image: the same regions in raster order),
-renumbering regions in raster order, the neighbour offsets and slices that pair each pixel with
-its neighbours, the pixel pairs between touching regions, and the border
-length and edge strength of every pair of touching regions.  The lower
-layer of :mod:`.labels` (small-region cleanup) and :mod:`.regions` (the
-region hierarchy); it decides nothing about which regions merge.
+the two forms a labelled map takes for the small-region clean-up
+(:class:`RunRegions`, runs of 2-D rows, and :class:`PixelRegions`, a map of
+ids), renumbering regions in raster order, the neighbour offsets and slices
+that pair each pixel with its neighbours, the pixel pairs between touching
+regions, and the border length and edge strength of every pair of touching
+regions.  The lower layer of :mod:`.labels` (small-region cleanup) and
+:mod:`.regions` (the region hierarchy); it decides nothing about which
+regions merge.
 """
 
 import functools
@@ -48,11 +51,8 @@ def _label_regions(labels, connectivity):
     length R + 1, -1 at index 0).
     """
     if labels.ndim == 2 and labels.size and _use_compiled():
-        # Two integer types (and writable C order): Numba compiles the
-        # function once for each type and layout it meets.
-        wide = labels.dtype.itemsize > 4 or labels.dtype == np.uint32
-        return _compiled().label_regions(
-            np.require(labels, np.int64 if wide else np.int32, ["C", "W"]), connectivity == 2)
+        runs, region_label = _label_runs(labels, connectivity)
+        return runs.paint(np.arange(len(region_label), dtype=np.int32)), region_label
     n_labels = int(labels.max()) + 1 if labels.size else 0
     if labels.ndim == 2 and 0 < n_labels <= _OPENCV_MAX_LABELS:
         regions, n_regions = _label_regions_opencv(labels, n_labels, connectivity)
@@ -71,6 +71,96 @@ def _label_regions(labels, connectivity):
     region_label[flat[starts]] = labels.reshape(-1)[starts]
     region_label[0] = -1
     return regions, region_label
+
+
+def _connected(labels, connectivity):
+    """Connected regions of equal label, as :class:`RunRegions` (2-D, compiled)
+    or :class:`PixelRegions`, and ``region_label`` as :func:`_label_regions` gives it."""
+    if labels.ndim == 2 and labels.size and _use_compiled():
+        return _label_runs(labels, connectivity)
+    regions, region_label = _label_regions(labels, connectivity)
+    return PixelRegions(regions), region_label
+
+
+def _label_runs(labels, connectivity):
+    # Two integer types (and writable C order): Numba compiles the function
+    # once for each type and layout it meets.
+    wide = labels.dtype.itemsize > 4 or labels.dtype == np.uint32
+    first, start, stop, run_region, region_label = _compiled().label_runs(
+        np.require(labels, np.int64 if wide else np.int32, ["C", "W"]), connectivity == 2)
+    return RunRegions(labels.shape, first, start, stop, run_region), region_label
+
+
+class PixelRegions:
+    """A map of region ids (1..R; 0 in no region), any number of dimensions.
+
+    The NumPy form of what :class:`RunRegions` holds as runs: both answer the
+    questions the small-region cleanup asks, with the same answers.
+    """
+
+    def __init__(self, regions):
+        self.regions = regions
+
+    def sizes(self, n):
+        """Pixels per region id ``0 .. n - 1``, int64."""
+        flat = self.regions.reshape(-1)
+        starts = _run_starts(flat)                  # count runs, not pixels
+        return np.bincount(flat[starts], _run_lengths(starts, flat.size),
+                           minlength=n).astype(np.int64)
+
+    def borders(self, offset):
+        """Region ids ``(ra, rb)`` of the neighbouring pixels at ``offset`` in
+        different regions (both >= 1), and how many pixel pairs each entry
+        stands for (here 1)."""
+        sl_a, sl_b = _pair_slices(offset)
+        a, b = self.regions[sl_a], self.regions[sl_b]
+        differ = a != b
+        ra, rb = a[differ], b[differ]
+        both = (ra > 0) & (rb > 0)
+        ra, rb = ra[both], rb[both]
+        return ra, rb, np.ones(ra.size, np.int64)
+
+    def relabel(self, table):
+        """The regions renamed: region ``r`` becomes ``table[r]``."""
+        return PixelRegions(table[self.regions])
+
+    def paint(self, table):
+        """``table[r]`` on each pixel of region ``r``: a map of the regions' values."""
+        return table[self.regions]
+
+
+class RunRegions:
+    """A 2-D map of region ids held as runs of pixels along rows (compiled code).
+
+    A photo's label map has millions of pixels but a few runs per row, so
+    sizes, borders and renaming cost per run; only :meth:`paint` writes
+    pixels.  See :class:`PixelRegions` for the methods.
+    """
+
+    def __init__(self, shape, first, start, stop, run_region):
+        self.shape, self.first, self.start, self.stop = shape, first, start, stop
+        self.run_region = run_region
+
+    def sizes(self, n):
+        sizes = np.bincount(self.run_region, self.stop - self.start, minlength=n).astype(np.int64)
+        sizes[0] = self.shape[0] * self.shape[1] - sizes[1:].sum()    # pixels in no run
+        return sizes
+
+    def borders(self, offset):
+        return _compiled().run_borders(self.first, self.start, self.stop, self.run_region,
+                                       *offset)
+
+    def relabel(self, table):
+        return RunRegions(self.shape, self.first, self.start, self.stop, table[self.run_region])
+
+    def paint(self, table):
+        # int32 or int64 runs (one compiled version each); other types are cast.
+        values = table[self.run_region]
+        wide = values.dtype.itemsize > 4 or values.dtype == np.uint32
+        painted = _compiled().paint_runs(self.first, self.start, self.stop,
+                                         values.astype(np.int64 if wide else np.int32),
+                                         self.shape[1], int(table[0]))
+        return painted.astype(table.dtype, copy=False)
 
 
 def _label_regions_opencv(labels, n_labels, connectivity):

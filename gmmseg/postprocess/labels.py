@@ -16,8 +16,8 @@ from scipy import sparse, special
 from scipy.sparse import csgraph
 
 from . import _graph
-from ._arrays import _as_int, _as_label_array, _as_mask, _row_blocks, _run_lengths, _run_starts
-from ._graph import _half_offsets, _label_regions, _pair_slices
+from ._arrays import _as_int, _as_label_array, _as_mask, _row_blocks
+from ._graph import _half_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -235,20 +235,24 @@ def remove_small_regions(labels, min_size, *, connectivity=1):
         )
     if min_size <= 1 or labels.size == 0:
         return labels.copy()
-    return _remove_small(labels, min_size, connectivity)[0]
+    regions, region_label = _remove_small(labels, min_size, connectivity)
+    # Unsigned labels have no -1 pixels, so region 0 (label -1) never occurs.
+    as_labels = np.maximum(region_label, 0) if labels.dtype.kind == "u" else region_label
+    return regions.paint(as_labels.astype(labels.dtype))
 
 
 def _remove_small(labels, min_size, connectivity):
-    """:func:`remove_small_regions` on checked arguments.
+    """:func:`remove_small_regions` on checked arguments, up to writing the map.
 
-    Returns the cleaned map and its connected regions as
-    :func:`_label_regions` gives them (``regions``, ``region_label``): the
-    map is labelled once, and each pass works out the new regions from the
-    old ones.
+    Returns the cleaned map's connected regions (a :class:`._graph.RunRegions`
+    or :class:`._graph.PixelRegions`, ids 1..R in raster order, 0 off the
+    valid pixels) and each region's label (``region_label``, -1 for region
+    0): the map is labelled once, each pass works out the new regions from
+    the old ones, and the caller paints what it needs (labels, region ids).
     """
-    regions, region_label = _label_regions(labels, connectivity)
+    regions, region_label = _graph._connected(labels, connectivity)
     if min_size <= 1 or labels.size == 0:
-        return labels.copy(), regions, region_label
+        return regions, region_label
     offsets = _half_offsets(labels.ndim, connectivity)
     for n_pass in range(1, _MAX_PASSES + 1):
         n_merged, small_left, regions, region_label = _merge_small_once(
@@ -263,13 +267,11 @@ def _remove_small(labels, min_size, connectivity):
             _MAX_PASSES,
             min_size,
         )
-    # Unsigned labels have no -1 pixels, so region 0 (label -1) never occurs.
-    as_labels = np.maximum(region_label, 0) if labels.dtype.kind == "u" else region_label
-    return as_labels.astype(labels.dtype)[regions], regions, region_label
+    return regions, region_label
 
 
 def _merge_small_once(regions, region_label, min_size, offsets):
-    """One merging pass over a map's connected regions (from :func:`_label_regions`).
+    """One merging pass over a map's connected regions (from :func:`._graph._connected`).
 
     Returns the count merged, whether a region under ``min_size`` may be
     left (if not, another pass has nothing to do), and the new map's
@@ -284,39 +286,27 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     """
     unchanged = regions, region_label
     n_nodes = region_label.size
-    flat = regions.reshape(-1)
-    starts = _run_starts(flat)                  # count runs, not pixels
-    sizes = np.bincount(flat[starts], _run_lengths(starts, flat.size),
-                        minlength=n_nodes).astype(np.int64)
-    del flat, starts
+    sizes = regions.sizes(n_nodes)
     small = sizes < min_size
     small[0] = False
     if not small.any():
         return 0, False, *unchanged
 
-    # Neighbouring pixel pairs in different valid regions with a small
-    # source: (small region, neighbour region), each border pair counted.
-    src_parts, dst_parts = [], []
+    # Touching regions with a small source: (small region, neighbour region)
+    # and the pixel pairs along their border, from both sides.
+    src_parts, dst_parts, length_parts = [], [], []
     for offset in offsets:
-        if regions.ndim == 2 and _graph._use_compiled():
-            # The same pairs in the same order, without image-sized temporaries.
-            ia, ib = _graph._compiled().neighbour_pairs(regions, *offset, 1)
-            ra, rb = regions.reshape(-1)[ia], regions.reshape(-1)[ib]
-        else:
-            sl_a, sl_b = _pair_slices(offset)
-            a, b = regions[sl_a], regions[sl_b]
-            differ = a != b
-            ra, rb = a[differ], b[differ]
-            both_valid = (ra > 0) & (rb > 0)
-            ra, rb = ra[both_valid], rb[both_valid]
+        ra, rb, length = regions.borders(offset)
         sa, sb = small[ra], small[rb]
         src_parts += [ra[sa], rb[sb]]
         dst_parts += [rb[sa], ra[sb]]
+        length_parts += [length[sa], length[sb]]
     # int64: region ids are squared into pair codes below.
     src = np.concatenate(src_parts).astype(np.int64, copy=False)
     if src.size == 0:
         return 0, True, *unchanged
     dst = np.concatenate(dst_parts).astype(np.int64, copy=False)
+    length = np.concatenate(length_parts)
 
     # Best label per small region: longest total border, ties to the lower
     # label. Labels are coded as small ints so (region, label) fits one int64.
@@ -331,10 +321,10 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     if n_small * n_codes <= src.size:
         # Dense (small region, label) table no larger than the pair list: no sort.
         rank = np.cumsum(small) - 1
-        table = np.bincount(rank[src] * n_codes + dst_code, minlength=n_small * n_codes)
+        table = np.bincount(rank[src] * n_codes + dst_code, length, minlength=n_small * n_codes)
         best_code[small] = table.reshape(n_small, n_codes).argmax(axis=1)
     else:
-        lab_keys, lab_border = np.unique(src * n_codes + dst_code, return_counts=True)
+        lab_keys, lab_border = _summed(src * n_codes + dst_code, length)
         lab_src, lab_code = np.divmod(lab_keys, n_codes)
         best_src, at = _first_max_per_group(lab_src, lab_border)
         best_code[best_src] = lab_code[at]
@@ -348,7 +338,7 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     usable &= ~small[dst] | (position[dst] > position[src])
     if not usable.any():
         return 0, True, *unchanged
-    keys, border = np.unique(src[usable] * n_nodes + dst[usable], return_counts=True)
+    keys, border = _summed(src[usable] * n_nodes + dst[usable], length[usable])
     del usable
     movers, at = _first_max_per_group(keys // n_nodes, border)
     targets = keys[at] % n_nodes
@@ -378,12 +368,17 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     number = np.empty(n_joined, dtype=np.int32)
     number[np.argsort(first)] = np.arange(n_joined, dtype=np.int32)
     table = number[joined]
-    new_regions = table[regions]
     joined_label = np.empty(n_joined, dtype=np.int64)
     joined_label[table] = new_label
     joined_size = np.bincount(table, sizes, minlength=n_joined)
     small_left = bool((joined_size[1:] < min_size).any())
-    return int(movers.size), small_left, new_regions, joined_label
+    return int(movers.size), small_left, regions.relabel(table), joined_label
+
+
+def _summed(keys, weights):
+    """The distinct ``keys`` (sorted) and the sum of ``weights`` over each, int64."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse.reshape(-1), weights).astype(np.int64)
 
 
 def _first_max_per_group(groups, values):

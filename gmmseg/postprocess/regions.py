@@ -358,20 +358,13 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
         edge = _in_background(_edge_strength, values, np.ones(labels.shape, bool), spacing)
     # The cleanup's face-connected regions are the finest level; pieces of a label
     # touching at a corner look alike and merge first (8-connected: same BSDS500 scores).
-    regions = _remove_small(labels, min_size, 1)[1]
-    # Already in raster order; 0 (invalid) becomes -1.
-    regions = np.subtract(regions, 1, out=np.empty(labels.shape, np.int32), casting="unsafe")
-    if min_size > 1 and (regions.max(initial=-1) == 0 or (regions < 0).any()):
-        # Isolated specks (nothing to merge with, so no region) need invalid
-        # pixels around them, or an image of one small region.
-        count = pixel_counts(regions)
-        touching = np.zeros(len(count), dtype=bool)
-        touching[_touching_pairs(regions).ravel()] = True
-        speck = (count < min_size) & ~touching
-        if speck.any():
-            new_id = np.where(speck, -1, np.arange(len(count)))
-            regions = _raster_order(np.where(regions >= 0, new_id[np.maximum(regions, 0)], -1))
-    n = int(regions.max()) + 1 if regions.size else 0
+    cleaned, region_label = _remove_small(labels, min_size, 1)
+    n = len(region_label) - 1
+    # Ids 1..n in raster order (0 off the valid pixels) written as 0..n-1 (and -1).
+    regions = cleaned.paint(np.arange(-1, n, dtype=np.int32))
+    if min_size > 1 and (n == 1 or cleaned.sizes(1)[0] > 0):
+        # Isolated specks need invalid pixels around them, or an image of one small region.
+        regions, n = _without_specks(regions, min_size)
     if n == 0:
         return RegionHierarchy(regions, np.zeros((0, 2), np.int64), np.zeros(0))
     inside = regions >= 0 if edge is None else None
@@ -391,6 +384,20 @@ def region_hierarchy(labels, values, *, min_size=REGION_MIN_SIZE,
     return RegionHierarchy(regions, *_gaussian_merges(count, sums, squares, borders,
                                                       float(boundary_weight), ridge),
                            sizes=count, borders=lengths)
+
+
+def _without_specks(regions, min_size):
+    """``regions`` (0..n-1, -1) without those under ``min_size`` that touch no
+    other (nothing to merge with, so no region), renumbered; and their count."""
+    count = pixel_counts(regions)
+    touching = np.zeros(len(count), dtype=bool)
+    touching[_touching_pairs(regions).ravel()] = True
+    speck = (count < min_size) & ~touching
+    if not speck.any():
+        return regions, len(count)
+    new_id = np.where(speck, -1, np.arange(len(count)))
+    regions = _raster_order(np.where(regions >= 0, new_id[np.maximum(regions, 0)], -1))
+    return regions, int(regions.max()) + 1 if regions.size else 0
 
 
 def _in_background(function, *args):
