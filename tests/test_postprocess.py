@@ -1135,3 +1135,16 @@ def test_region_edges_on_a_second_thread_give_the_same_hierarchy(monkeypatch):
     monkeypatch.setattr(regions_module, "_edge_strength", failing)
     with pytest.raises(RuntimeError, match="edge failure"):   # handed to the caller
         region_hierarchy(labels, values, min_size=5)
+
+
+def test_squared_gradient_does_not_depend_on_its_stripes(monkeypatch):
+    from gmmseg.postprocess import regions
+
+    rng = np.random.default_rng(4)
+    for channels, spacing in ((3, (1.0, 1.0)), (5, (1.0, 2.5)), (1, (3.0, 1.0))):
+        values = rng.random((97, 31, channels)).astype(np.float32)
+        whole = regions._squared_gradient(values, np.array(spacing))
+        monkeypatch.setattr(regions, "_GRADIENT_STRIPE_PIXELS", 31 * 7)      # 14 stripes
+        striped = regions._squared_gradient(values, np.array(spacing))
+        monkeypatch.undo()
+        np.testing.assert_allclose(striped, whole, rtol=1e-6, atol=1e-7)

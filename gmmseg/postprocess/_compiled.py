@@ -204,3 +204,58 @@ def neighbour_pairs(regions, di, dj, lowest_valid):
                 ib[n] = i * w + j0 + j + step
                 n += 1
     return ia, ib
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def region_moments3(regions, values, origin, n):
+    """Pixels, sums and upper-triangle cross products of three channels
+    (``values``, ``(H, W, 3)``) about ``origin`` per region (``regions``
+    0..n-1, below 0 in none), float64: ``(n + 1, 10)``, row 0 unused (no
+    region), then each region's count, three sums and the products 00, 01,
+    02, 11, 12, 22.
+
+    A photo's regions in Lab colour: each run of one region along a row is
+    summed in registers (reassociated, so that the sums vectorise across the
+    run), then added to its region.
+    """
+    out = np.zeros((n + 1, 10))
+    h, w = regions.shape
+    o0, o1, o2 = origin[0], origin[1], origin[2]
+    for i in range(h):
+        row, pixels = regions[i], values[i]
+        j = 0
+        while j < w:
+            r = row[j]
+            e = j + 1
+            while e < w and row[e] == r:
+                e += 1
+            if r < 0:           # no region (values there may be NaN)
+                j = e
+                continue
+            s0 = s1 = s2 = q00 = q01 = q02 = q11 = q12 = q22 = 0.0
+            for k in range(j, e):
+                x0 = np.float64(pixels[k, 0]) - o0
+                x1 = np.float64(pixels[k, 1]) - o1
+                x2 = np.float64(pixels[k, 2]) - o2
+                s0 += x0
+                s1 += x1
+                s2 += x2
+                q00 += x0 * x0
+                q01 += x0 * x1
+                q02 += x0 * x2
+                q11 += x1 * x1
+                q12 += x1 * x2
+                q22 += x2 * x2
+            b = r + 1
+            out[b, 0] += e - j
+            out[b, 1] += s0
+            out[b, 2] += s1
+            out[b, 3] += s2
+            out[b, 4] += q00
+            out[b, 5] += q01
+            out[b, 6] += q02
+            out[b, 7] += q11
+            out[b, 8] += q12
+            out[b, 9] += q22
+            j = e
+    return out

@@ -263,12 +263,16 @@ def _touching_pairs(regions):
                            for ia, ib in _neighbour_pairs(regions)])
 
 
-def _borders(regions, edge):
-    """``{(a, b): [pixel pairs, summed edge strength]}`` for neighbouring regions ``a < b``."""
+def _borders(regions, edge, pairs=None):
+    """``{(a, b): [pixel pairs, summed edge strength]}`` for neighbouring regions ``a < b``.
+
+    ``pairs``: what :func:`_neighbour_pairs` gives for ``regions``, if the
+    caller found them already (while the edge strength was being worked out).
+    """
     n = int(regions.max()) + 1
     flat, edge = regions.reshape(-1), edge.reshape(-1)
     keys, strength = [], []
-    for ia, ib in _neighbour_pairs(regions):
+    for ia, ib in _neighbour_pairs(regions) if pairs is None else pairs:
         a, b = flat[ia].astype(np.int64), flat[ib].astype(np.int64)
         keys.append(np.minimum(a, b) * n + np.maximum(a, b))
         strength.append(np.maximum(edge[ia], edge[ib]))
