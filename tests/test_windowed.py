@@ -273,6 +273,19 @@ def test_an_interrupted_run_leaves_no_file(small, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_existing_outputs_are_refused_as_a_save_refuses_them(small, tmp_path):
+    """The same error as ``Segmentation.save``: OutputExistsError, before any work,
+    the existing file untouched."""
+    from gmmseg.errors import OutputExistsError
+
+    report = tmp_path / f"{small.stem}_report.json"
+    report.write_text("kept")
+    with pytest.raises(OutputExistsError, match="_report.json: output file exists"):
+        segment_windowed(small, tmp_path, n_components=3, window_size=256)
+    assert report.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == [
+        report.name]
+
+
 def test_in_memory_standardisation_uses_the_fit_sample():
     rng = np.random.default_rng(4)
     data = rng.normal(100, 20, (60, 50, 2)).astype(np.float32)

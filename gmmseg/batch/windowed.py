@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..errors import GmmsegError, one_line
 from ..io import real_path
-from ..pipeline.windowed import BASELINE, format_bytes, needs_windows, segment_windowed
+from ..pipeline.windowed import (BASELINE, format_bytes, needs_windows, output_names,
+                                 segment_windowed)
 from .gallery import write_thumbnails
 from .inputs import BatchItem, _output_folder, _rel
 
@@ -90,9 +91,8 @@ def segment_one_windowed(item: BatchItem, task, protected: frozenset) -> dict:
     """
     _check_windowed_request(item.path, task)
     folder = _output_folder(task.out_dir, item)
-    for suffix in ("_labels.tif", "_labels.tif.aux.xml", "_labels.nii.gz", "_overlay.png",
-                   "_report.json", "_proba.tif", "_loglik.tif"):
-        target = folder / f"{item.stem}{suffix}"
+    for name in output_names(item.stem):
+        target = folder / name
         if str(real_path(target)) in protected:
             raise GmmsegError(f"{target}: output would replace an input file")
     # Refused above unless None (the CLI passes mask=None).
@@ -106,7 +106,7 @@ def segment_one_windowed(item: BatchItem, task, protected: frozenset) -> dict:
         overwrite=task.overwrite, **_read_options(task.read_kwargs), **kwargs)
     out_dir = Path(task.out_dir)
     paths = windowed_outputs(report["files"], folder)
-    paths["report"] = folder / f"{item.stem}_report.json"
+    paths["report"] = folder / output_names(item.stem, ["report"])[0]
     result = {"outputs": {kind: _rel(p, out_dir) for kind, p in paths.items()}}
     if task.thumbnails:
         result["thumbnails"] = windowed_thumbnails(out_dir, item, paths)

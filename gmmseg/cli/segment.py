@@ -134,7 +134,7 @@ def windowed_segment(path, stem, out_dir, read_kwargs, preset, options, maps, la
     Returns whether it did; prints the one line per image itself.
     """
     from ..io import real_path
-    from ..pipeline.windowed import needs_windows, segment_windowed
+    from ..pipeline.windowed import needs_windows, output_names, segment_windowed
 
     read = {k: v for k, v in read_kwargs.items() if k != "series"}
     options = dict(options)
@@ -147,10 +147,9 @@ def windowed_segment(path, stem, out_dir, read_kwargs, preset, options, maps, la
         what = "--mask" if mask is not None else "uncertainty and anomaly maps"
         raise click.ClickException(f"{path}: {what} need the whole image, which is beyond "
                                    "--max-memory; raise --max-memory")
-    for suffix in ("_labels.tif", "_labels.nii.gz", "_overlay.png", "_report.json",
-                   "_proba.tif", "_loglik.tif"):
-        if real_path(Path(out_dir) / f"{stem}{suffix}") in inputs:
-            raise click.ClickException(f"{Path(out_dir) / (stem + suffix)}: output would "
+    for name in output_names(stem):
+        if real_path(Path(out_dir) / name) in inputs:
+            raise click.ClickException(f"{Path(out_dir) / name}: output would "
                                        "replace an input file")
     t0 = time.perf_counter()
     with _window_progress(quiet) as progress:

@@ -15,6 +15,18 @@ import numpy as np
 #: Longest side of the overlay preview of a windowed run, in pixels.
 PREVIEW_SIZE = 2048
 
+#: Every file a windowed run may write, by kind: the suffix after the stem
+#: (the label map is a GeoTIFF with its category table for 2-D inputs, a
+#: NIfTI volume for volumes).
+OUTPUT_SUFFIXES = {"labels": "_labels.tif", "labels_table": "_labels.tif.aux.xml",
+                   "labels_volume": "_labels.nii.gz", "proba": "_proba.tif",
+                   "loglik": "_loglik.tif", "overlay": "_overlay.png", "report": "_report.json"}
+
+
+def output_names(stem, kinds=None):
+    """The file names a windowed run of ``stem`` writes, of ``kinds`` (default: every kind)."""
+    return [stem + OUTPUT_SUFFIXES[kind] for kind in kinds or OUTPUT_SUFFIXES]
+
 
 class WindowOutputs:
     """The files of a windowed run, written window by window and renamed into place at the end.
@@ -43,27 +55,27 @@ class WindowOutputs:
         base = os.path.join(out_dir, stem)
         try:
             if self.volume:
-                self.paths["labels"] = base + "_labels.nii.gz"
+                self.paths["labels"] = base + OUTPUT_SUFFIXES["labels_volume"]
                 self.labels = np.zeros(source.shape, self.dtype)
                 return
             shape, meta = source.shape, source.meta
-            self.paths["labels"] = base + "_labels.tif"
+            self.paths["labels"] = base + OUTPUT_SUFFIXES["labels"]
             self.writers["labels"] = TiledGeoTIFF(
                 self.paths["labels"], meta, shape, 1, self.dtype, self.nodata,
                 colors=self.colors, descriptions=("segment label",), cog=True,
                 overwrite=overwrite)
             if proba:
-                self.paths["proba"] = base + "_proba.tif"
+                self.paths["proba"] = base + OUTPUT_SUFFIXES["proba"]
                 self.writers["proba"] = TiledGeoTIFF(
                     self.paths["proba"], meta, shape, n_components, np.float32, math.nan,
                     descriptions=tuple(f"segment {k}" for k in range(n_components)),
                     overwrite=overwrite)
             if log_likelihood:
-                self.paths["loglik"] = base + "_loglik.tif"
+                self.paths["loglik"] = base + OUTPUT_SUFFIXES["loglik"]
                 self.writers["loglik"] = TiledGeoTIFF(
                     self.paths["loglik"], meta, shape, 1, np.float32, math.nan,
                     descriptions=("log-likelihood",), overwrite=overwrite)
-            self.paths["overlay"] = base + "_overlay.png"
+            self.paths["overlay"] = base + OUTPUT_SUFFIXES["overlay"]
             small = tuple(-(-n // preview_step) for n in shape)
             self.preview = (np.zeros(small + (source.n_channels,), source.dtype),
                             np.zeros(small, bool), np.full(small, -1, np.int32))
@@ -134,8 +146,8 @@ def finish_report(done, source, extractor, model, n_valid, fit_samples, selectio
     segments = [{"label": k, "pixels": int(n), "share": float(n) / max(n_valid, 1),
                  "color": [int(c) for c in done["colors"][k]]} for k, n in enumerate(counts)]
     paths = dict(done["paths"])
-    if "labels" in paths and paths["labels"].endswith(".tif"):
-        aux = paths["labels"] + ".aux.xml"
+    if "labels" in paths and paths["labels"].endswith(OUTPUT_SUFFIXES["labels"]):
+        aux = os.path.join(out_dir, *output_names(stem, ["labels_table"]))
         write_category_names(aux, [f"segment {k}" for k in range(len(counts))], done["colors"],
                              columns={"Pixels": [int(n) for n in counts]}, overwrite=overwrite)
         paths["labels_table"] = aux
@@ -171,5 +183,5 @@ def finish_report(done, source, extractor, model, n_valid, fit_samples, selectio
         report["model_selection"] = selection.summary()
     if run_info.get("preset"):
         report["preset"] = run_info["preset"]
-    write_json(os.path.join(out_dir, f"{stem}_report.json"), report, overwrite=overwrite)
+    write_json(os.path.join(out_dir, *output_names(stem, ["report"])), report, overwrite=overwrite)
     return report

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import GmmsegError, counted
+from ..errors import GmmsegError, OutputExistsError, counted
 from ..io.windows import GDAL_CACHE, gdal_cache
 from ._window_exec import connect  # noqa: F401  (batch runs on the same clusters)
-from ._window_outputs import PREVIEW_SIZE
+from ._window_outputs import PREVIEW_SIZE, output_names
 from .appearance import sample_rows
 
 #: Default budget ceiling: a quarter of the available memory caps it below.
@@ -571,10 +571,11 @@ def _check_outputs(out_dir, stem, overwrite):
     os.makedirs(out_dir, exist_ok=True)
     if overwrite:
         return
-    for suffix in ("_labels.tif", "_labels.nii.gz", "_report.json"):
-        if os.path.lexists(os.path.join(out_dir, stem + suffix)):
-            raise GmmsegError(f"{os.path.join(out_dir, stem + suffix)}: output file "
-                              "exists (use overwrite=True to replace it)")
+    # The other files' writers refuse theirs when they start.
+    for name in output_names(stem, ["labels", "labels_volume", "report"]):
+        if os.path.lexists(os.path.join(out_dir, name)):
+            raise OutputExistsError(f"{os.path.join(out_dir, name)}: output file "
+                                    "exists (use overwrite=True to replace it)")
 
 
 def _fit_sample(source, plan, items, max_fit_samples, random_state, where, run):
