@@ -165,7 +165,7 @@ def segment(image, n_components=4, *, features="auto", covariance_type="full", r
             selection = None if k_values is None else choose_k(
                 img, valid, where, X, feature_extractor.items_, k_values, criterion, params,
                 max_fit_samples, standardize=standardize, pca=pca)
-            model, fit_samples = _fit_for_segment(
+            model, fit_samples = fit_for_segment(
                 X, valid, img.spacing, n_components, selection, smoothing, where, params,
                 max_fit_samples)
     q = energies = None
@@ -238,9 +238,15 @@ def _stopwatch(timings, name):
         timings[name] = time.perf_counter() - t
 
 
-def _fit_for_segment(X, valid, spacing, n_components, selection, smoothing, where, params,
-                     max_fit_samples):
-    """The mixture :func:`segment` labels with: ``(model, fit_samples)``."""
+def fit_for_segment(X, valid, spacing, n_components, selection, smoothing, where, params,
+                    max_fit_samples):
+    """The mixture :func:`segment` labels with: ``(model, fit_samples)``.
+
+    The chosen K's model of a ``selection`` (when K was chosen), else a fit of
+    ``n_components``; with ``smoothing``, fitted on locally averaged features
+    (``valid``: the pixels' mask) and re-estimated on ``X`` once, the start of
+    the Potts prior.  The windowed path starts its models here too.
+    """
     if selection is not None:
         n_components = selection.n_components
         if not smoothing:

@@ -633,25 +633,15 @@ def _start_model(X, valid, spacing, fit_args):
     """The mixture a fit starts from: K fixed or chosen on ``X``; with ``valid`` (the prior's
     mosaic), fitted on locally averaged features and re-estimated on ``X`` once, as the
     in-memory path starts the Potts prior.  Returns ``(model, selection, fit_samples)``."""
-    from .. import mrf
-    from .segment import fit_mixture, select_on_fit_sample
+    from .segment import fit_for_segment, select_on_fit_sample
 
     n_components, k_values, _, where, criterion, params = fit_args
     selection = None
     if k_values is not None:
         density = criterion if criterion in DENSITY_CRITERIA else "bic"
         selection = select_on_fit_sample(X, k_values, where, density, params, None)
-        n_components = selection.n_components
-        if valid is None:
-            selection.reemit_warnings()
-            return selection.model, selection, selection.info["fit_samples"]
-    if valid is None:
-        model, fit_samples = fit_mixture(X, n_components, where, params, None)
-        return model, selection, fit_samples
-    X_start = mrf.local_mean(X, valid, spacing=spacing)
-    model, fit_samples = fit_mixture(X_start, n_components, where, params, None)
-    start = model.e_step(X_start, labels=False, log_likelihood=False).proba
-    model.m_step(X, start.T)
+    model, fit_samples = fit_for_segment(X, valid, spacing, n_components, selection,
+                                         valid is not None, where, params, None)
     return model, selection, fit_samples
 
 
