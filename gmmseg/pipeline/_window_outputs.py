@@ -139,10 +139,10 @@ def finish_report(done, source, extractor, model, n_valid, fit_samples, selectio
     from .. import __version__
     from ..io import write_json
     from ..io.geo import write_category_names
+    from .outputs import features_entry, fit_entries, model_entry
 
     counts = done["counts"]
     mean_ll = done["ll_sum"] / max(n_valid, 1)
-    n_params = model._n_parameters()
     segments = [{"label": k, "pixels": int(n), "share": float(n) / max(n_valid, 1),
                  "color": [int(c) for c in done["colors"][k]]} for k, n in enumerate(counts)]
     paths = dict(done["paths"])
@@ -157,18 +157,9 @@ def finish_report(done, source, extractor, model, n_valid, fit_samples, selectio
                   "dtype": str(source.dtype), "channels": list(source.channels),
                   "spacing": list(source.spacing) if source.spacing else None,
                   "valid_pixels": n_valid, "valid_share": n_valid / math.prod(source.shape)},
-        "features": {"spec": extractor.spec_string, "names": list(extractor.names_),
-                     "n_features": int(extractor.n_features_),
-                     "standardize": extractor.standardize, "pca": extractor.pca},
-        "model": {"n_components": int(model.n_components),
-                  "covariance_type": model.covariance_type, "weights": model.weights_.tolist(),
-                  "means": model.means_.tolist(), "covariances": model.covariances_.tolist(),
-                  "converged": bool(getattr(model, "converged_", True)),
-                  "n_iter": int(getattr(model, "n_iter_", 0)), "fit_samples": fit_samples,
-                  "random_state": run_info["random_state"]},
-        "mean_log_likelihood": mean_ll,
-        "bic": -2.0 * mean_ll * n_valid + n_params * math.log(max(n_valid, 1)),
-        "aic": -2.0 * mean_ll * n_valid + 2.0 * n_params,
+        "features": features_entry(extractor),
+        "model": model_entry(model, fit_samples, run_info["random_state"]),
+        **fit_entries(model, mean_ll, n_valid),
         "smoothing": run_info["smoothing"],
         "segments": segments,
         "windowed": {"windows": len(plan), "window": list(plan.window), "halo": list(plan.halo),

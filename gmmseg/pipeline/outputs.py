@@ -174,14 +174,44 @@ def _regions_entry(request, region_map):
     return entry
 
 
+def features_entry(extractor):
+    """The report's ``features``: what the pixels were turned into."""
+    return {"spec": extractor.spec_string, "names": list(extractor.names_),
+            "n_features": int(extractor.n_features_), "standardize": extractor.standardize,
+            "pca": extractor.pca}
+
+
+def model_entry(model, fit_samples, random_state, pretrained=False):
+    """The report's ``model``: the mixture and how it was fitted."""
+    return {
+        "n_components": int(model.n_components),
+        "covariance_type": model.covariance_type,
+        "weights": model.weights_.tolist(),
+        "means": model.means_.tolist(),
+        "covariances": model.covariances_.tolist(),
+        "converged": bool(getattr(model, "converged_", True)),
+        "n_iter": int(getattr(model, "n_iter_", 0)),
+        "fit_samples": fit_samples,
+        "fit_lower_bound": float(getattr(model, "lower_bound_", float("nan"))),
+        "reg_covar": float(getattr(model, "reg_covar_", model.reg_covar)),
+        "random_state": random_state,
+        "pretrained": pretrained,
+    }
+
+
+def fit_entries(model, mean_ll, n_valid):
+    """The report's mean log-likelihood a pixel and BIC and AIC over the ``n_valid`` pixels."""
+    n_params = model._n_parameters()
+    return {"mean_log_likelihood": mean_ll,
+            "bic": -2.0 * mean_ll * n_valid + n_params * math.log(max(n_valid, 1)),
+            "aic": -2.0 * mean_ll * n_valid + 2.0 * n_params}
+
+
 def segmentation_report(seg, segments, *, uncertainty, anomaly_quantile, anomaly_threshold):
     """:meth:`Segmentation.report` with the per-segment statistics already worked out."""
     from .. import __version__
 
-    model = seg.model
     n_valid = int(seg.info["n_valid"])
-    mean_ll = float(seg.info["mean_log_likelihood"])
-    n_params = model._n_parameters()
     img = seg.image
     out = {
         "gmmseg_version": __version__,
@@ -195,30 +225,10 @@ def segmentation_report(seg, segments, *, uncertainty, anomaly_quantile, anomaly
             "valid_pixels": n_valid,
             "valid_share": n_valid / max(1, math.prod(img.spatial_shape)),
         },
-        "features": {
-            "spec": seg.features.spec_string,
-            "names": list(seg.features.names_),
-            "n_features": int(seg.features.n_features_),
-            "standardize": seg.features.standardize,
-            "pca": seg.features.pca,
-        },
-        "model": {
-            "n_components": int(model.n_components),
-            "covariance_type": model.covariance_type,
-            "weights": model.weights_.tolist(),
-            "means": model.means_.tolist(),
-            "covariances": model.covariances_.tolist(),
-            "converged": bool(getattr(model, "converged_", True)),
-            "n_iter": int(getattr(model, "n_iter_", 0)),
-            "fit_samples": seg.info.get("fit_samples"),
-            "fit_lower_bound": float(getattr(model, "lower_bound_", float("nan"))),
-            "reg_covar": float(getattr(model, "reg_covar_", model.reg_covar)),
-            "random_state": seg.info.get("random_state"),
-            "pretrained": seg.info.get("pretrained", False),
-        },
-        "mean_log_likelihood": mean_ll,
-        "bic": -2.0 * mean_ll * n_valid + n_params * math.log(max(n_valid, 1)),
-        "aic": -2.0 * mean_ll * n_valid + 2.0 * n_params,
+        "features": features_entry(seg.features),
+        "model": model_entry(seg.model, seg.info.get("fit_samples"),
+                             seg.info.get("random_state"), seg.info.get("pretrained", False)),
+        **fit_entries(seg.model, float(seg.info["mean_log_likelihood"]), n_valid),
         "min_region_size": seg.info.get("min_region_size", 0),
         "smoothing": seg.info.get("smoothing", 0.0),
         "smoothing_iterations": seg.info.get("smoothing_iterations", 0),
