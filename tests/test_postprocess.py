@@ -859,7 +859,7 @@ def test_squared_gradient_of_any_number_of_channels():
 
     rng = np.random.default_rng(1)
     spacing = np.array([1.0, 2.0])
-    for channels in (1, 3, 6):
+    for channels in (1, 3, 6, 130):     # OpenCV filters at most 128 channels at once
         values = rng.random((15, 18, channels)).astype(np.float32)
         expected = np.zeros((15, 18))
         for c in range(channels):
@@ -1144,7 +1144,32 @@ def test_squared_gradient_does_not_depend_on_its_stripes(monkeypatch):
     for channels, spacing in ((3, (1.0, 1.0)), (5, (1.0, 2.5)), (1, (3.0, 1.0))):
         values = rng.random((97, 31, channels)).astype(np.float32)
         whole = regions._squared_gradient(values, np.array(spacing))
-        monkeypatch.setattr(regions, "_GRADIENT_STRIPE_PIXELS", 31 * 7)      # 14 stripes
+        monkeypatch.setattr(regions, "_GRADIENT_STRIPE_VALUES", 1)   # stripes of 4 halos
         striped = regions._squared_gradient(values, np.array(spacing))
         monkeypatch.undo()
         np.testing.assert_allclose(striped, whole, rtol=1e-6, atol=1e-7)
+
+
+def test_speckled_and_blocky_maps_clean_the_same_as_runs_or_pixels(both_paths, monkeypatch):
+    """A map of short runs is cleaned as pixels, of long runs as runs: either
+    form gives the same map, and so does the NumPy path."""
+    rng = np.random.default_rng(6)
+    for zoom in (1, 2, 5):
+        labels = ndi.zoom(rng.integers(0, 5, (60 // zoom, 70 // zoom)), zoom, order=0)
+        labels = labels.astype(np.int32)
+        labels[rng.random(labels.shape) < 0.02] = -1
+        results = []
+        for shortest in (0, 10 ** 9):
+            monkeypatch.setattr(_graph, "_SHORTEST_MEAN_RUN", shortest)
+            results += both_paths(lambda: remove_small_regions(labels, 7, connectivity=2))
+        for other in results[1:]:
+            np.testing.assert_array_equal(other, results[0])
+
+
+def test_wide_unsigned_labels_keep_their_values(both_paths):
+    labels = np.zeros((4, 6), ">u4")        # not the native byte order
+    labels[:, 3:] = 2 ** 31 + 5
+    labels[1, 1] = 2 ** 31 + 5
+    compiled, numpy_ = both_paths(lambda: remove_small_regions(labels, 3))
+    np.testing.assert_array_equal(compiled, numpy_)
+    assert compiled[1, 1] == 0 and compiled[0, 5] == 2 ** 31 + 5

@@ -142,21 +142,31 @@ def run_borders(first, start, stop, run_region, di, dj):
     """Touching runs in different regions (both >= 1) at pixel offset ``(di, dj)``
     (``di`` 0 and ``dj`` 1, or ``di`` 1 and ``dj`` -1, 0 or 1): their regions
     ``(ra, rb)``, ``rb`` the one at the offset, and how many pixel pairs join
-    them (``length``), one entry per pair of runs."""
+    them (``length``), one entry per pair of runs, all of ``run_region``'s type.
+    One scan counts the entries, a second writes them."""
+    empty = np.empty(0, run_region.dtype)
+    n = _scan_run_borders(first, start, stop, run_region, di, dj, empty, empty, empty)
+    ra, rb, length = np.empty(n, run_region.dtype), np.empty(n, run_region.dtype), \
+        np.empty(n, run_region.dtype)
+    _scan_run_borders(first, start, stop, run_region, di, dj, ra, rb, length)
+    return ra, rb, length
+
+
+@numba.njit(nogil=True, cache=True)
+def _scan_run_borders(first, start, stop, run_region, di, dj, ra, rb, length):
+    """:func:`run_borders`' scan: the number of entries, written where ``ra`` has room."""
     h = first.shape[0] - 1
-    n = first[h]
-    ra = np.empty(max(n, 1) * (1 + 2 * di), np.int64)   # at most two overlaps a run, plus
-    rb = np.empty_like(ra)                              # one for each run (di = 1)
-    length = np.empty_like(ra)
+    write = ra.shape[0] > 0
     m = 0
     if di == 0:
         for i in range(h):
             for c in range(first[i], first[i + 1] - 1):
                 a, b = run_region[c], run_region[c + 1]
                 if stop[c] == start[c + 1] and a != b and a > 0 and b > 0:
-                    ra[m], rb[m], length[m] = a, b, 1
+                    if write:
+                        ra[m], rb[m], length[m] = a, b, 1
                     m += 1
-        return ra[:m], rb[:m], length[:m]
+        return m
     for i in range(h - 1):
         q, q_end = first[i + 1], first[i + 2]
         for p in range(first[i], first[i + 1]):
@@ -168,10 +178,11 @@ def run_borders(first, start, stop, run_region, di, dj):
                 overlap = min(stop[p], stop[k] - dj) - max(start[p], start[k] - dj)
                 a, b = run_region[p], run_region[k]
                 if overlap > 0 and a != b and a > 0 and b > 0:
-                    ra[m], rb[m], length[m] = a, b, overlap
+                    if write:
+                        ra[m], rb[m], length[m] = a, b, overlap
                     m += 1
                 k += 1
-    return ra[:m], rb[:m], length[:m]
+    return m
 
 
 @numba.njit(nogil=True, cache=True)

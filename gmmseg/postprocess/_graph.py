@@ -73,22 +73,39 @@ def _label_regions(labels, connectivity):
     return regions, region_label
 
 
+# A map whose runs are shorter than this on average (pixels) is held as
+# pixels: runs pay where they are long, and a speckled map's runs are single
+# pixels with a run's overheads.  Cleaning 2048 x 2048 maps of 8 labels in
+# blocks (min_size 20, connectivity 2), runs against pixels: mean run 1.1 px
+# 9.6 against 6.2 s, 2.3 px 2.5 / 2.0 s, 3.4 px 1.0 / 1.1 s, 4.6 px 0.44 /
+# 0.53 s, 9 px 0.02 / 0.04 s (the same maps either way).
+_SHORTEST_MEAN_RUN = 4
+
+
 def _connected(labels, connectivity):
     """Connected regions of equal label, as :class:`RunRegions` (2-D, compiled)
     or :class:`PixelRegions`, and ``region_label`` as :func:`_label_regions` gives it."""
     if labels.ndim == 2 and labels.size and _use_compiled():
-        return _label_runs(labels, connectivity)
+        runs, region_label = _label_runs(labels, connectivity)
+        if len(runs.run_region) * _SHORTEST_MEAN_RUN <= labels.size:
+            return runs, region_label
+        return PixelRegions(runs.paint(np.arange(len(region_label), dtype=np.int32))), region_label
     regions, region_label = _label_regions(labels, connectivity)
     return PixelRegions(regions), region_label
 
 
 def _label_runs(labels, connectivity):
-    # Two integer types (and writable C order): Numba compiles the function
-    # once for each type and layout it meets.
-    wide = labels.dtype.itemsize > 4 or labels.dtype == np.uint32
+    # Writable C order: Numba compiles the function once for each type and layout it meets.
     first, start, stop, run_region, region_label = _compiled().label_runs(
-        np.require(labels, np.int64 if wide else np.int32, ["C", "W"]), connectivity == 2)
+        np.require(labels, _compiled_int(labels.dtype), ["C", "W"]), connectivity == 2)
     return RunRegions(labels.shape, first, start, stop, run_region), region_label
+
+
+def _compiled_int(dtype):
+    """int32 or int64, whichever holds every value of the integer ``dtype``: the
+    compiled code takes these two (one compiled version each)."""
+    wide = dtype.itemsize > 4 or (dtype.kind == "u" and dtype.itemsize == 4)
+    return np.int64 if wide else np.int32
 
 
 class PixelRegions:
@@ -111,14 +128,18 @@ class PixelRegions:
     def borders(self, offset):
         """Region ids ``(ra, rb)`` of the neighbouring pixels at ``offset`` in
         different regions (both >= 1), and how many pixel pairs each entry
-        stands for (here 1)."""
+        stands for: None, one each."""
+        if self.regions.ndim == 2 and _use_compiled():
+            # The same pairs in the same order, without image-sized temporaries.
+            flat = self.regions.reshape(-1)
+            ia, ib = _compiled().neighbour_pairs(self.regions, *offset, 1)
+            return flat[ia], flat[ib], None
         sl_a, sl_b = _pair_slices(offset)
         a, b = self.regions[sl_a], self.regions[sl_b]
         differ = a != b
         ra, rb = a[differ], b[differ]
         both = (ra > 0) & (rb > 0)
-        ra, rb = ra[both], rb[both]
-        return ra, rb, np.ones(ra.size, np.int64)
+        return ra[both], rb[both], None
 
     def relabel(self, table):
         """The regions renamed: region ``r`` becomes ``table[r]``."""
@@ -154,11 +175,9 @@ class RunRegions:
         return RunRegions(self.shape, self.first, self.start, self.stop, table[self.run_region])
 
     def paint(self, table):
-        # int32 or int64 runs (one compiled version each); other types are cast.
         values = table[self.run_region]
-        wide = values.dtype.itemsize > 4 or values.dtype == np.uint32
         painted = _compiled().paint_runs(self.first, self.start, self.stop,
-                                         values.astype(np.int64 if wide else np.int32),
+                                         values.astype(_compiled_int(values.dtype)),
                                          self.shape[1], int(table[0]))
         return painted.astype(table.dtype, copy=False)
 

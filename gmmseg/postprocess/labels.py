@@ -294,19 +294,21 @@ def _merge_small_once(regions, region_label, min_size, offsets):
 
     # Touching regions with a small source: (small region, neighbour region)
     # and the pixel pairs along their border, from both sides.
+    # (None: one pair each, for a map held as pixels.)
     src_parts, dst_parts, length_parts = [], [], []
     for offset in offsets:
         ra, rb, length = regions.borders(offset)
         sa, sb = small[ra], small[rb]
         src_parts += [ra[sa], rb[sb]]
         dst_parts += [rb[sa], ra[sb]]
-        length_parts += [length[sa], length[sb]]
+        if length is not None:
+            length_parts += [length[sa], length[sb]]
     # int64: region ids are squared into pair codes below.
     src = np.concatenate(src_parts).astype(np.int64, copy=False)
     if src.size == 0:
         return 0, True, *unchanged
     dst = np.concatenate(dst_parts).astype(np.int64, copy=False)
-    length = np.concatenate(length_parts)
+    length = np.concatenate(length_parts) if length_parts else None
 
     # Best label per small region: longest total border, ties to the lower
     # label. Labels are coded as small ints so (region, label) fits one int64.
@@ -338,7 +340,8 @@ def _merge_small_once(regions, region_label, min_size, offsets):
     usable &= ~small[dst] | (position[dst] > position[src])
     if not usable.any():
         return 0, True, *unchanged
-    keys, border = _summed(src[usable] * n_nodes + dst[usable], length[usable])
+    keys, border = _summed(src[usable] * n_nodes + dst[usable],
+                           None if length is None else length[usable])
     del usable
     movers, at = _first_max_per_group(keys // n_nodes, border)
     targets = keys[at] % n_nodes
@@ -376,7 +379,10 @@ def _merge_small_once(regions, region_label, min_size, offsets):
 
 
 def _summed(keys, weights):
-    """The distinct ``keys`` (sorted) and the sum of ``weights`` over each, int64."""
+    """The distinct ``keys`` (sorted) and the sum of ``weights`` over each, int64
+    (the count of each where ``weights`` is None)."""
+    if weights is None:
+        return np.unique(keys, return_counts=True)
     unique, inverse = np.unique(keys, return_inverse=True)
     return unique, np.bincount(inverse.reshape(-1), weights).astype(np.int64)
 
