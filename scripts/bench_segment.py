@@ -100,6 +100,21 @@ def measure(fn):
     return out, elapsed, (max(peak[0], rss_bytes()) - base) / 2 ** 20
 
 
+def huge_pages():
+    """The kernel's transparent-huge-page settings: NumPy advises its large
+    arrays to use huge pages, and with ``defrag`` "madvise" a fresh array
+    can stall while the kernel compacts memory (numpy/numpy#31590), which
+    moves the features' and labelling's times from run to run."""
+    chosen = []
+    for name in ("enabled", "defrag"):
+        try:
+            words = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text().split()
+        except OSError:
+            return "not available"
+        chosen.append(f"{name} " + next((w.strip("[]") for w in words if w.startswith("[")), "?"))
+    return ", ".join(chosen)
+
+
 def timed(fn, repeats=3):
     """Median wall seconds of ``fn()`` over ``repeats`` calls."""
     times = []
@@ -219,7 +234,8 @@ def main():
     import skimage
 
     print("\n".join(machine_lines()))
-    print(f"PNG deflate: {_png.deflate_name()} (level {_png._LEVEL})")
+    print(f"PNG deflate: {_png.deflate_name()} (level {_png._LEVEL}); transparent huge pages: "
+          f"{huge_pages()}")
     print(f"gmmseg {gmmseg.__version__}, numpy {np.__version__}, OpenCV {cv2.__version__}, "
           f"scikit-image {skimage.__version__}")
     rate = floors()
