@@ -619,7 +619,22 @@ def _gaussian_merges(count, sums, squares, borders, weight, ridge):
         b = int(others[best])
         return float(costs[best]), a, b, version[a], version[b]
 
-    heap = [entry(a) for a in neighbours if neighbours[a]]
+    def first_entries():
+        """Every region's entry at the start, as :func:`entry` gives it, all at once."""
+        pairs = np.array(list(borders), dtype=np.int64).reshape(-1, 2)
+        src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        border = np.array(list(borders.values()), dtype=np.float64).reshape(-1, 2)
+        border = np.concatenate([border, border])       # each pair seen from both sides
+        n = count[src] + count[dst]
+        joined = n * log_det(n, sums[src] + sums[dst], squares[src] + squares[dst])
+        loss = np.maximum(0.5 * (joined - own[src] - own[dst]), 0.0)
+        costs = loss * (1.0 + border[:, 1] / border[:, 0]) ** weight
+        order = np.lexsort((dst, costs, src))           # by region, cheapest, lower id
+        firsts = order[np.r_[True, src[order][1:] != src[order][:-1]]] if len(order) else order
+        return [(float(costs[i]), int(src[i]), int(dst[i]), 0, 0) for i in firsts]
+
+    heap = first_entries()
     heapq.heapify(heap)
     merges, costs = [], []
     while heap:
