@@ -606,30 +606,30 @@ def _gaussian_merges(count, sums, squares, borders, weight, ridge):
     version = [0] * len(count)
     alive = [True] * len(count)
 
+    def pair_costs(a, b, border):
+        """The cost of merging each ``b`` into its ``a`` (``border``: ``(d, 2)``
+        pixel pairs and summed edge strength along their border)."""
+        n = count[a] + count[b]
+        joined = n * log_det(n, sums[a] + sums[b], squares[a] + squares[b])
+        # The ridge keeps this >= 0 up to rounding.
+        loss = np.maximum(0.5 * (joined - own[a] - own[b]), 0.0)
+        return loss * (1.0 + border[:, 1] / border[:, 0]) ** weight
+
     def entry(a):
         """``a``'s cheapest neighbour as a heap entry (ties: the lower id)."""
         others = np.fromiter(neighbours[a], dtype=np.int64, count=len(neighbours[a]))
-        border = np.array(list(neighbours[a].values()))     # (d, 2): length, strength
-        n = count[a] + count[others]
-        joined = n * log_det(n, sums[a] + sums[others], squares[a] + squares[others])
-        # The ridge keeps this >= 0 up to rounding.
-        loss = np.maximum(0.5 * (joined - own[a] - own[others]), 0.0)
-        costs = loss * (1.0 + border[:, 1] / border[:, 0]) ** weight
+        costs = pair_costs(a, others, np.array(list(neighbours[a].values())))
         best = int(np.lexsort((others, costs))[0])
         b = int(others[best])
         return float(costs[best]), a, b, version[a], version[b]
 
     def first_entries():
-        """Every region's entry at the start, as :func:`entry` gives it, all at once."""
+        """Every region's entry at the start, as :func:`entry` gives it, from one pass."""
         pairs = np.array(list(borders), dtype=np.int64).reshape(-1, 2)
-        src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        src = np.concatenate([pairs[:, 0], pairs[:, 1]])      # each pair from both sides
         dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
         border = np.array(list(borders.values()), dtype=np.float64).reshape(-1, 2)
-        border = np.concatenate([border, border])       # each pair seen from both sides
-        n = count[src] + count[dst]
-        joined = n * log_det(n, sums[src] + sums[dst], squares[src] + squares[dst])
-        loss = np.maximum(0.5 * (joined - own[src] - own[dst]), 0.0)
-        costs = loss * (1.0 + border[:, 1] / border[:, 0]) ** weight
+        costs = pair_costs(src, dst, np.concatenate([border, border]))
         order = np.lexsort((dst, costs, src))           # by region, cheapest, lower id
         firsts = order[np.r_[True, src[order][1:] != src[order][:-1]]] if len(order) else order
         return [(float(costs[i]), int(src[i]), int(dst[i]), 0, 0) for i in firsts]
