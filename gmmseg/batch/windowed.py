@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..errors import GmmsegError, one_line
 from ..io import real_path
-from ..pipeline.windowed import (BASELINE, format_bytes, needs_windows, output_names,
-                                 segment_windowed)
+from ..pipeline.windowed import (BASELINE, format_bytes, needs_windows, output_name,
+                                 output_names, segment_windowed)
 from .gallery import write_thumbnails
 from .inputs import BatchItem, _output_folder, _rel
 
@@ -106,7 +106,7 @@ def segment_one_windowed(item: BatchItem, task, protected: frozenset) -> dict:
         overwrite=task.overwrite, **_read_options(task.read_kwargs), **kwargs)
     out_dir = Path(task.out_dir)
     paths = windowed_outputs(report["files"], folder)
-    paths["report"] = folder / output_names(item.stem, ["report"])[0]
+    paths["report"] = folder / output_name(item.stem, "report")
     result = {"outputs": {kind: _rel(p, out_dir) for kind, p in paths.items()}}
     if task.thumbnails:
         result["thumbnails"] = windowed_thumbnails(out_dir, item, paths)

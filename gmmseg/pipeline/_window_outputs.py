@@ -23,9 +23,14 @@ OUTPUT_SUFFIXES = {"labels": "_labels.tif", "labels_table": "_labels.tif.aux.xml
                    "loglik": "_loglik.tif", "overlay": "_overlay.png", "report": "_report.json"}
 
 
+def output_name(stem, kind):
+    """The name of the ``kind`` of file a windowed run of ``stem`` writes."""
+    return stem + OUTPUT_SUFFIXES[kind]
+
+
 def output_names(stem, kinds=None):
     """The file names a windowed run of ``stem`` writes, of ``kinds`` (default: every kind)."""
-    return [stem + OUTPUT_SUFFIXES[kind] for kind in kinds or OUTPUT_SUFFIXES]
+    return [output_name(stem, kind) for kind in kinds or OUTPUT_SUFFIXES]
 
 
 class WindowOutputs:
@@ -52,30 +57,33 @@ class WindowOutputs:
         self.volume = len(source.shape) == 3
         self.counts = np.zeros(n_components, np.int64)
         self.ll_sum = 0.0
-        base = os.path.join(out_dir, stem)
+
+        def path(kind):
+            return os.path.join(out_dir, output_name(stem, kind))
+
         try:
             if self.volume:
-                self.paths["labels"] = base + OUTPUT_SUFFIXES["labels_volume"]
+                self.paths["labels"] = path("labels_volume")
                 self.labels = np.zeros(source.shape, self.dtype)
                 return
             shape, meta = source.shape, source.meta
-            self.paths["labels"] = base + OUTPUT_SUFFIXES["labels"]
+            self.paths["labels"] = path("labels")
             self.writers["labels"] = TiledGeoTIFF(
                 self.paths["labels"], meta, shape, 1, self.dtype, self.nodata,
                 colors=self.colors, descriptions=("segment label",), cog=True,
                 overwrite=overwrite)
             if proba:
-                self.paths["proba"] = base + OUTPUT_SUFFIXES["proba"]
+                self.paths["proba"] = path("proba")
                 self.writers["proba"] = TiledGeoTIFF(
                     self.paths["proba"], meta, shape, n_components, np.float32, math.nan,
                     descriptions=tuple(f"segment {k}" for k in range(n_components)),
                     overwrite=overwrite)
             if log_likelihood:
-                self.paths["loglik"] = base + OUTPUT_SUFFIXES["loglik"]
+                self.paths["loglik"] = path("loglik")
                 self.writers["loglik"] = TiledGeoTIFF(
                     self.paths["loglik"], meta, shape, 1, np.float32, math.nan,
                     descriptions=("log-likelihood",), overwrite=overwrite)
-            self.paths["overlay"] = base + OUTPUT_SUFFIXES["overlay"]
+            self.paths["overlay"] = path("overlay")
             small = tuple(-(-n // preview_step) for n in shape)
             self.preview = (np.zeros(small + (source.n_channels,), source.dtype),
                             np.zeros(small, bool), np.full(small, -1, np.int32))
@@ -147,7 +155,7 @@ def finish_report(done, source, extractor, model, n_valid, fit_samples, selectio
                  "color": [int(c) for c in done["colors"][k]]} for k, n in enumerate(counts)]
     paths = dict(done["paths"])
     if "labels" in paths and paths["labels"].endswith(OUTPUT_SUFFIXES["labels"]):
-        aux = os.path.join(out_dir, *output_names(stem, ["labels_table"]))
+        aux = os.path.join(out_dir, output_name(stem, "labels_table"))
         write_category_names(aux, [f"segment {k}" for k in range(len(counts))], done["colors"],
                              columns={"Pixels": [int(n) for n in counts]}, overwrite=overwrite)
         paths["labels_table"] = aux
@@ -174,5 +182,5 @@ def finish_report(done, source, extractor, model, n_valid, fit_samples, selectio
         report["model_selection"] = selection.summary()
     if run_info.get("preset"):
         report["preset"] = run_info["preset"]
-    write_json(os.path.join(out_dir, *output_names(stem, ["report"])), report, overwrite=overwrite)
+    write_json(os.path.join(out_dir, output_name(stem, "report")), report, overwrite=overwrite)
     return report

@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import GmmsegError, OutputExistsError, counted
 from ..io.windows import GDAL_CACHE, gdal_cache
 from ._window_exec import connect  # noqa: F401  (batch runs on the same clusters)
-from ._window_outputs import PREVIEW_SIZE, output_names
+from ._window_outputs import PREVIEW_SIZE, output_name, output_names  # noqa: F401 (batch)
 from .appearance import sample_rows
 
 #: Default budget ceiling: a quarter of the available memory caps it below.
