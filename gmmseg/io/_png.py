@@ -1,13 +1,13 @@
 """PNG encoding: rows filtered by NumPy, deflated stripe by stripe, streamed to a file.
 
 Encoding a photo-sized PNG is almost all deflate: OpenCV's encoder (libpng,
-zlib level 1, run-length strategy, the Sub filter) spends 0.4 s on a
-4096 x 4096 overlay, and a ``save`` writes two of them.  This module writes
-the same PNG (8- or 16-bit grey, grey + alpha, RGB or RGBA, every row
-Sub-filtered) and deflates with ISA-L (`isal`, in the ``fast`` extra) where it
-is installed: about 4x faster than zlib at level 1, files about 7 % larger
-(``scripts/bench_segment.py`` times the encodes).  Without it, Python's zlib
-at OpenCV's settings gives OpenCV's files in OpenCV's time.  Both let go of
+zlib level 1, run-length strategy, the Sub filter) spends about half a
+second on a 4096 x 4096 overlay, and a ``save`` writes two of them.  This
+module writes the same PNG (8- or 16-bit grey, grey + alpha, RGB or RGBA,
+every row Sub-filtered) and deflates with ISA-L (`isal`, in the ``fast``
+extra) where it is installed: about 4x faster, files a few per cent larger.
+Without it, Python's zlib at OpenCV's settings gives OpenCV's files in about
+OpenCV's time (``python scripts/bench_save_parts.py`` times all three).  Both let go of
 the GIL while they deflate, so several encodes share the cores.
 """
 

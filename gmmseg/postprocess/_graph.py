@@ -75,10 +75,9 @@ def _label_regions(labels, connectivity):
 
 # A map whose runs are shorter than this on average (pixels) is held as
 # pixels: runs pay where they are long, and a speckled map's runs are single
-# pixels with a run's overheads.  Cleaning 2048 x 2048 maps of 8 labels in
-# blocks (min_size 20, connectivity 2), runs against pixels: mean run 1.1 px
-# 9.6 against 6.2 s, 2.3 px 2.5 / 2.0 s, 3.4 px 1.0 / 1.1 s, 4.6 px 0.44 /
-# 0.53 s, 9 px 0.02 / 0.04 s (the same maps either way).
+# pixels with a run's overheads.  Runs and pixels cost about the same near a
+# mean run of 3-4 pixels (``python scripts/bench_save_parts.py`` cleans maps
+# of 1 to 9 pixels a run both ways).
 _SHORTEST_MEAN_RUN = 4
 
 

@@ -529,10 +529,10 @@ def _squared_gradient(values, spacing):
 
 # Values (pixels x channels) per stripe of :func:`_squared_gradient_2d`, of
 # up to _GRADIENT_CHANNELS channels at once: its buffers stay at a few MiB,
-# and the rows filtered twice (the reach past each stripe) a few per cent.
-# On a 4096 x 4096 Lab photo, 1.5 M values (2^19 pixels) took 0.24 s with one
-# OpenCV thread (2^16 pixels: 0.40, 2^18: 0.25, 2^20: 0.27-0.33, one stripe:
-# 0.26; channel by channel over the whole image as before, 0.33).
+# in the cache between the filters, and the rows filtered twice (the reach
+# past each stripe) a few per cent.  Smaller stripes refilter more rows,
+# larger ones leave the cache (``python scripts/bench_save_parts.py`` times
+# several sizes on a photo's Lab map).
 _GRADIENT_STRIPE_VALUES = 3 << 19
 _GRADIENT_CHANNELS = 4
 
